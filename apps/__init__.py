@@ -1,0 +1,1 @@
+"""os-ken apps: thin translators between OpenFlow events and the hub core."""

@@ -1,0 +1,170 @@
+"""A connected switch, as the hub core sees it: requests with replies, atomic applies.
+
+Called from the hub's worker thread; replies arrive on the os-ken event thread
+through `on_reply`, which wakes the waiting request.  The channel allocates its
+own xids (high bit set), so it never races os-ken's own xid counter.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from typing import Any, Sequence
+
+from controller.channel import ChannelClosed
+from controller.pipeline import ofcodec
+from controller.pipeline.actions import CONTROLLER, Action
+from controller.pipeline.flowspec import FlowSpec
+from controller.reconcile import ApplyError, FlowDiff
+from controller.topology import Port
+
+LOG = logging.getLogger("hubshift.channel")
+
+OF_VERSIONS = {0x04: "1.3", 0x05: "1.4", 0x06: "1.5"}
+SEND_CHUNK = 256 * 1024  # bytes of serialized messages per socket write
+
+
+class _Waiter:
+    """Collects the replies and errors of one request (or one batch of xids)."""
+
+    def __init__(self, final_xid: int, multipart: bool) -> None:
+        self.final_xid = final_xid
+        self.multipart = multipart
+        self.replies: list = []
+        self.errors: list = []
+        self.done = threading.Event()
+        self.closed = False
+
+    def add(self, msg: Any, is_error: bool) -> None:
+        (self.errors if is_error else self.replies).append(msg)
+        more = self.multipart and getattr(msg, "flags", 0) & 1  # OFPMPF_REPLY_MORE
+        if (msg.xid == self.final_xid and not more) or (is_error and msg.xid == self.final_xid):
+            self.done.set()
+
+
+class OsKenChannel:
+    def __init__(self, datapath: Any, timeout: float = 60.0) -> None:
+        self.dp = datapath
+        self.dpid: int = datapath.id
+        self.of_version = OF_VERSIONS.get(datapath.ofproto.OFP_VERSION, "?")
+        self.timeout = timeout
+        self._xids = itertools.count(0x80000000 | (id(self) & 0x0FFF0000))
+        self._lock = threading.Lock()
+        self._waiters: dict[int, _Waiter] = {}
+        self._closed = False
+
+    # ------------------------------------------------------------ plumbing
+    def _next_xid(self) -> int:
+        with self._lock:
+            return next(self._xids) & 0xFFFFFFFF
+
+    def on_reply(self, msg: Any, is_error: bool = False) -> bool:
+        with self._lock:
+            waiter = self._waiters.get(msg.xid)
+        if waiter is None:
+            return False
+        waiter.add(msg, is_error)
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            waiters = set(self._waiters.values())
+            self._waiters.clear()
+        for w in waiters:
+            w.closed = True
+            w.done.set()
+
+    def _send_all(self, msgs: list) -> None:
+        buf = bytearray()
+        for msg in msgs:
+            msg.serialize()
+            buf += msg.buf
+            if len(buf) >= SEND_CHUNK:
+                self._write(bytes(buf))
+                buf.clear()
+        if buf:
+            self._write(bytes(buf))
+
+    def _write(self, buf: bytes) -> None:
+        if not self.dp.send(buf):
+            raise ChannelClosed(f"switch {self.dpid:016x} disconnected")
+
+    def _exchange(self, msgs: list, multipart: bool = False) -> _Waiter:
+        """Send msgs; wait until the last one is answered.  Replies/errors to any are kept."""
+        for msg in msgs:
+            if msg.xid is None:
+                msg.set_xid(self._next_xid())
+        waiter = _Waiter(msgs[-1].xid, multipart)
+        with self._lock:
+            if self._closed:
+                raise ChannelClosed(f"switch {self.dpid:016x} disconnected")
+            for msg in msgs:
+                self._waiters[msg.xid] = waiter
+        try:
+            self._send_all(msgs)
+            if not waiter.done.wait(self.timeout):
+                raise TimeoutError(f"switch {self.dpid:016x} did not answer in {self.timeout}s")
+            if waiter.closed:
+                raise ChannelClosed(f"switch {self.dpid:016x} disconnected")
+            return waiter
+        finally:
+            with self._lock:
+                for msg in msgs:
+                    self._waiters.pop(msg.xid, None)
+
+    # ------------------------------------------------------- SwitchChannel
+    def ports(self) -> list[Port]:
+        parser, ofp = self.dp.ofproto_parser, self.dp.ofproto
+        waiter = self._exchange([parser.OFPPortDescStatsRequest(self.dp, 0)], multipart=True)
+        ports = []
+        for reply in waiter.replies:
+            for p in reply.body:
+                up = not (p.state & ofp.OFPPS_LINK_DOWN) and not (p.config & ofp.OFPPC_PORT_DOWN)
+                ports.append(Port(p.port_no, p.name.decode(errors="replace").rstrip("\x00"), up))
+        if waiter.errors:
+            raise ApplyError(f"port description refused: {waiter.errors[0]}")
+        return ports
+
+    def dump_flows(self, cookie: int, cookie_mask: int) -> list[FlowSpec]:
+        waiter = self._exchange([ofcodec.flow_stats_request(self.dp, cookie, cookie_mask)],
+                                multipart=True)
+        if waiter.errors:
+            raise ApplyError(f"flow stats refused: {waiter.errors[0]}")
+        return [ofcodec.decode_flow(self.dp, s) for reply in waiter.replies for s in reply.body]
+
+    def apply(self, diff: FlowDiff) -> None:
+        """Deletes then adds, in one ORDERED|ATOMIC bundle (OpenFlow 1.4+), then a barrier."""
+        mods = [ofcodec.flow_delete(self.dp, f) for f in diff.delete] + \
+               [ofcodec.flow_add(self.dp, f) for f in diff.add]
+        parser, ofp = self.dp.ofproto_parser, self.dp.ofproto
+        if self.dp.ofproto.OFP_VERSION < 0x05:
+            msgs = mods + [parser.OFPBarrierRequest(self.dp)]
+        else:
+            bundle_id = self._next_xid()
+            flags = ofp.OFPBF_ORDERED | ofp.OFPBF_ATOMIC
+            msgs = [parser.OFPBundleCtrlMsg(self.dp, bundle_id, ofp.OFPBCT_OPEN_REQUEST, flags, [])]
+            for mod in mods:
+                add = parser.OFPBundleAddMsg(self.dp, bundle_id, flags, mod, [])
+                msgs.append(add)
+            msgs.append(parser.OFPBundleCtrlMsg(self.dp, bundle_id, ofp.OFPBCT_COMMIT_REQUEST,
+                                                flags, []))
+            msgs.append(parser.OFPBarrierRequest(self.dp))
+            for msg in msgs:
+                msg.set_xid(self._next_xid())
+            for msg in msgs[1:-2]:
+                msg.message.xid = msg.xid  # a bundled message carries its BundleAdd's xid
+        waiter = self._exchange(msgs)
+        if waiter.errors:
+            first = waiter.errors[0]
+            raise ApplyError(f"switch {self.dpid:016x} refused the change "
+                             f"(type={first.type} code={first.code}); "
+                             f"{len(waiter.errors)} error(s)")
+
+    def packet_out(self, data: bytes, actions: Sequence[Action], in_port: int = CONTROLLER) -> None:
+        parser, ofp = self.dp.ofproto_parser, self.dp.ofproto
+        msg = parser.OFPPacketOut(self.dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
+                                  actions=[ofcodec.encode_action(parser, a) for a in actions],
+                                  data=data)
+        msg.set_xid(self._next_xid())
+        self._send_all([msg])

@@ -1,0 +1,54 @@
+"""What the API needs from the rest of the controller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol
+
+from fastapi import Depends, Request
+from prometheus_client import CollectorRegistry
+
+from controller.store import Store
+
+
+class HubView(Protocol):
+    """Read-only view of the running hub; every method returns JSON-able data.
+
+    Shapes are documented by the models in ``controller.api.models``.
+    """
+
+    def health(self) -> dict[str, Any]:
+        """{"status": "ok"|"degraded", "datapaths_connected": int, "uptime_s": float}"""
+        ...
+
+    def datapaths(self) -> list[dict[str, Any]]:
+        """Every known datapath, connected or not (see ``models.Datapath``)."""
+        ...
+
+    def datapath(self, id: str) -> dict[str, Any] | None:
+        """One datapath by its 16-hex-digit id, or None if unknown."""
+        ...
+
+    def topology(self) -> dict[str, Any]:
+        """{"switches": [...], "links": [...], "hosts": [...]} (see ``models.Topology``)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    """Everything a route handler may touch."""
+
+    store: Store
+    hub: HubView
+    registry: CollectorRegistry
+    version: str
+
+
+def get_context(request: Request) -> ApiContext:
+    """FastAPI dependency: the context given to ``create_app``."""
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[ApiContext, Depends(get_context)]
+"""Route parameter annotation: ``def handler(ctx: Ctx) -> ...``."""

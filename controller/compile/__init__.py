@@ -1,0 +1,1 @@
+"""Pure compilers: intent + topology -> desired flows per switch."""

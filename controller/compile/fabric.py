@@ -1,0 +1,143 @@
+"""The base fabric: L2 inside a segment, routed between segments, ARP from flows.
+
+Pure: `compile_fabric(FabricInput)` returns the desired flows of every switch.
+Steady-state traffic between discovered hosts never reaches the controller;
+only LLDP, unknown sources, ARP for unknown targets and routed packets to
+undiscovered addresses are punted (see `controller.pipeline.tables`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Iterable
+
+import networkx as nx
+
+from controller.pipeline import cookies, tables
+from controller.pipeline.actions import IN_PORT, DecTtl, Move, Output, SetField
+from controller.pipeline.cookies import Feature
+from controller.pipeline.flowspec import FlowSpec, flow
+from controller.topology import Host, Link, Subnet
+
+ETH_ARP = 0x0806
+ETH_IPV4 = 0x0800
+ETH_LLDP = 0x88CC
+IPPROTO_ICMP = 1
+
+BASE = cookies.make(Feature.FABRIC, "base")
+
+
+@dataclass(frozen=True)
+class FabricInput:
+    switches: frozenset[int]          # switches to compile flows for
+    links: frozenset[Link]
+    hosts: tuple[Host, ...]
+    subnets: tuple[Subnet, ...]
+    router_mac: str
+
+
+def host_cookie(host: Host) -> int:
+    return cookies.make(Feature.FABRIC, f"host:{host.mac}")
+
+
+def subnet_cookie(subnet: Subnet) -> int:
+    return cookies.make(Feature.FABRIC, f"subnet:{subnet.id}", subnet.revision)
+
+
+def arp_responder(mac: str, ip: str) -> tuple:
+    """Turn an ARP request for `ip` into the reply `ip is-at mac`, back out of its port."""
+    return (Move("eth_src", "eth_dst", 48), SetField("eth_src", mac),
+            SetField("arp_op", 2),
+            Move("arp_sha", "arp_tha", 48), SetField("arp_sha", mac),
+            Move("arp_spa", "arp_tpa", 32), SetField("arp_spa", ip),
+            Output(IN_PORT))
+
+
+def icmp_echo_responder(mac: str, ip: str) -> tuple:
+    return (Move("eth_src", "eth_dst", 48), SetField("eth_src", mac),
+            Move("ipv4_src", "ipv4_dst", 32), SetField("ipv4_src", ip),
+            SetField("icmpv4_type", 0), Output(IN_PORT))
+
+
+def next_hops(switches: Iterable[int], links: Iterable[Link]) -> dict[int, dict[int, int]]:
+    """next_hops[src][dst] = port on src toward dst, over shortest paths.
+
+    Deterministic: ties break toward the lowest dpid, parallel links toward the
+    lowest port.
+    """
+    graph = nx.Graph()
+    graph.add_nodes_from(sorted(switches))
+    port_to: dict[tuple[int, int], int] = {}
+    for link in sorted(links):
+        graph.add_edge(link.a_dpid, link.b_dpid)
+        for (u, up), (v, _) in (link.ends(), link.ends()[::-1]):
+            port_to[(u, v)] = min(up, port_to.get((u, v), up))
+    hops: dict[int, dict[int, int]] = {n: {} for n in graph.nodes}
+    for dst in sorted(graph.nodes):
+        for src, path in nx.single_source_shortest_path(graph, dst).items():
+            if src != dst:
+                hops[src][dst] = port_to[(src, path[-2])]
+    return hops
+
+
+def _switch_flows(dpid: int, inp: FabricInput, hops: dict[int, dict[int, int]],
+                  link_ports: set[int]) -> list[FlowSpec]:
+    T = tables
+    router = inp.router_mac
+    out = [
+        flow(T.CLASSIFY.id, 0, actions=[Output.controller()], cookie=BASE),
+        flow(T.CLASSIFY.id, 65000, {"eth_type": ETH_LLDP}, [Output.controller()], cookie=BASE),
+        flow(T.ARP.id, 0, goto=T.ROUTE.id, cookie=BASE),
+        flow(T.ARP.id, 100, {"eth_type": ETH_ARP, "arp_op": 1}, [Output.controller()], cookie=BASE),
+        flow(T.ARP.id, 110, {"eth_type": ETH_ARP, "arp_op": 2}, goto=T.ROUTE.id, cookie=BASE),
+        flow(T.ROUTE.id, 0, goto=T.L2.id, cookie=BASE),
+        flow(T.ROUTE.id, 100, {"eth_dst": router, "eth_type": ETH_IPV4},
+             [Output.controller()], cookie=BASE),
+        flow(T.L2.id, 0, cookie=BASE),
+    ]
+    out += [flow(T.CLASSIFY.id, 100, {"in_port": port}, goto=T.ARP.id, cookie=BASE)
+            for port in sorted(link_ports)]
+    for subnet in inp.subnets:
+        gw, c = str(subnet.gateway), subnet_cookie(subnet)
+        out.append(flow(T.ARP.id, 300, {"eth_type": ETH_ARP, "arp_op": 1, "arp_tpa": gw},
+                        arp_responder(router, gw), cookie=c))
+        out.append(flow(T.ROUTE.id, 300, {"eth_dst": router, "eth_type": ETH_IPV4,
+                                          "ip_proto": IPPROTO_ICMP, "icmpv4_type": 8,
+                                          "ipv4_dst": gw},
+                        icmp_echo_responder(router, gw), cookie=c))
+    for host in inp.hosts:
+        c = host_cookie(host)
+        if host.dpid == dpid:
+            out.append(flow(T.CLASSIFY.id, 200, {"in_port": host.port, "eth_src": host.mac},
+                            goto=T.ARP.id, cookie=c))
+            port = host.port
+        else:
+            port = hops.get(dpid, {}).get(host.dpid)
+        if port is None:
+            continue  # host unreachable from this switch (partitioned fabric)
+        out.append(flow(T.L2.id, 100, {"eth_dst": host.mac}, [Output(port)], cookie=c))
+        for ip in host.ips:
+            out.append(flow(T.ARP.id, 200, {"eth_type": ETH_ARP, "arp_op": 1, "arp_tpa": ip},
+                            arp_responder(host.mac, ip), cookie=c))
+            out.append(flow(T.ROUTE.id, 200, {"eth_dst": router, "eth_type": ETH_IPV4,
+                                              "ipv4_dst": ip},
+                            [SetField("eth_src", router), SetField("eth_dst", host.mac), DecTtl()],
+                            goto=T.L2.id, cookie=c))
+    return out
+
+
+def compile_fabric(inp: FabricInput) -> dict[int, tuple[FlowSpec, ...]]:
+    hops = next_hops(inp.switches | {d for l in inp.links for d in (l.a_dpid, l.b_dpid)},
+                     inp.links)
+    result = {}
+    for dpid in sorted(inp.switches):
+        ports = {port for link in inp.links for (d, port) in link.ends() if d == dpid}
+        flows = _switch_flows(dpid, inp, hops, ports)
+        tables.check(flows)
+        result[dpid] = tuple(sorted(flows, key=lambda f: (f.table, -f.priority, repr(f.match))))
+    return result
+
+
+def subnet_of(ip: str, subnets: Iterable[Subnet]) -> Subnet | None:
+    addr = IPv4Address(ip)
+    return next((s for s in subnets if addr in s.cidr), None)

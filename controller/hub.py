@@ -1,0 +1,409 @@
+"""The hub core: one worker thread owns the fabric model and talks to switches.
+
+os-ken handlers, REST handlers and timers never change state themselves: they
+`post` work here.  The worker runs posted work in order, then, once the queue
+is drained, compiles desired flows and reconciles every switch whose inputs
+changed.  Readers (the REST API) get an immutable snapshot published after
+each batch.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from controller.channel import SwitchChannel
+from controller.compile.fabric import FabricInput, compile_fabric, subnet_of
+from controller.metrics import Metrics
+from controller.packets import ETH_ARP, ETH_IPV4, ETH_LLDP, Packet, arp_request, lldp_frame, parse
+from controller.pipeline import tables
+from controller.pipeline.actions import TABLE, Output
+from controller.pipeline.flowspec import FlowSpec
+from controller.reconcile import Reconciler, index
+from controller.store import Store
+from controller.topology import Host, Link, Port, Subnet, Topology, dpid_str
+
+LOG = logging.getLogger("hubshift.hub")
+
+ROUTER_MAC = "02:b5:00:00:00:01"
+PROBE_INTERVAL = 1.0  # seconds between ARP probes for one unknown address
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    started_at: float
+    datapaths: tuple[dict, ...]
+    topology: dict
+
+
+class Hub:
+    def __init__(self, store: Store, metrics: Metrics | None = None, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 wallclock: Callable[[], float] = time.time,
+                 settle: float = 1.0, router_mac: str = ROUTER_MAC) -> None:
+        self.store = store
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.wallclock = wallclock
+        self.settle = settle
+        self.router_mac = router_mac
+        self.topo = Topology()
+        self.subnets: tuple[Subnet, ...] = ()
+        self.channels: dict[int, SwitchChannel] = {}
+        self.reconcilers: dict[int, Reconciler] = {}
+        self.settling_until: dict[int, float] = {}
+        self.desired: dict[int, tuple[FlowSpec, ...]] = {}
+        self._generation = 0
+        self._synced_generation: dict[int, int] = {}
+        self._reconciled_at: dict[int, float] = {}
+        self._reinject: list[tuple[int, int, bytes]] = []
+        self._probed: dict[str, float] = {}
+        self._queue: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started_at = wallclock()
+        self._snapshot = Snapshot(self._started_at, (), {"switches": [], "links": [], "hosts": []})
+        self._load()
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="hub-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._queue.put(lambda: None)
+        if self._thread:
+            self._thread.join(timeout)
+
+    def post(self, fn: Callable, *args) -> None:
+        """Run fn(*args) on the worker thread (thread-safe)."""
+        self._queue.put(lambda: fn(*args))
+
+    def call(self, fn: Callable, *args, timeout: float = 30.0):
+        """Run fn(*args) on the worker and wait for its result (thread-safe)."""
+        done = threading.Event()
+        box: dict = {}
+
+        def work():
+            try:
+                box["result"] = fn(*args)
+            except BaseException as exc:  # handed back to the caller
+                box["error"] = exc
+            finally:
+                done.set()
+        self._queue.put(work)
+        if not done.wait(timeout):
+            raise TimeoutError("the hub worker did not answer in time")
+        if "error" in box:
+            raise box["error"]
+        return box.get("result")
+
+    # ------------------------------------------------ entry points (any thread)
+    def switch_connected(self, channel: SwitchChannel) -> None:
+        self.post(self._on_switch_connected, channel)
+
+    def switch_disconnected(self, dpid: int, channel: SwitchChannel) -> None:
+        self.post(self._on_switch_disconnected, dpid, channel)
+
+    def port_status(self, dpid: int, port: Port, deleted: bool) -> None:
+        self.post(self._on_port_status, dpid, port, deleted)
+
+    def packet_in(self, dpid: int, table_id: int, in_port: int, data: bytes) -> None:
+        self.metrics.packet_in.labels(dpid_str(dpid), tables.BY_ID.get(table_id, tables.CLASSIFY).name).inc()
+        self.post(self._on_packet_in, dpid, table_id, in_port, data)
+
+    def reload_subnets(self) -> None:
+        self.post(self._load_subnets)
+
+    # ------------------------------------------------------------- read side
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    # HubView (controller.api.context): what the REST API reads.
+    def health(self) -> dict:
+        snap = self._snapshot
+        connected = sum(1 for d in snap.datapaths if d["connected"])
+        in_sync = all(d["flows"]["in_sync"] for d in snap.datapaths if d["connected"])
+        return {"status": "ok" if in_sync else "degraded", "datapaths_connected": connected,
+                "uptime_s": round(self.wallclock() - snap.started_at, 3)}
+
+    def datapaths(self) -> list[dict]:
+        return list(self._snapshot.datapaths)
+
+    def datapath(self, id: str) -> dict | None:
+        return next((d for d in self._snapshot.datapaths if d["id"] == id.lower()), None)
+
+    def topology(self) -> dict:
+        return self._snapshot.topology
+
+    # ------------------------------------------------------------ the worker
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                work = self._queue.get(timeout=self._next_timeout())
+            except queue.Empty:
+                work = None
+            while work is not None:
+                self._safely(work)
+                try:
+                    work = self._queue.get_nowait()
+                except queue.Empty:
+                    work = None
+            self._safely(self._converge)
+
+    def _safely(self, work: Callable) -> None:
+        try:
+            work()
+        except Exception:
+            LOG.exception("hub worker: unhandled error")
+
+    def _next_timeout(self) -> float:
+        now = self.clock()
+        pending = [t - now for t in self.settling_until.values()]
+        return max(0.01, min(pending)) if pending else 1.0
+
+    # ------------------------------------------------------------- persistence
+    def _load(self) -> None:
+        for doc in self.store.list("link"):
+            self.topo.links.add(Link.from_body(doc.body))
+        for doc in self.store.list("host"):
+            host = Host.from_body(doc.body)
+            self.topo.hosts[host.mac] = host
+        self._load_subnets()
+
+    def _load_subnets(self) -> None:
+        subnets = []
+        for doc in self.store.list("subnet"):
+            try:
+                subnets.append(Subnet.from_body(doc.id, doc.body, doc.revision))
+            except (KeyError, ValueError) as exc:
+                LOG.error("ignoring invalid subnet %s: %s", doc.id, exc)
+        if tuple(subnets) != self.subnets:
+            self.subnets = tuple(subnets)
+            self._changed()
+
+    def _journal(self, kind: str, subject: str, message: str, **data) -> None:
+        self.store.append_event(kind, subject, message, data)
+        LOG.info("%s %s: %s", kind, subject, message)
+
+    def _changed(self) -> None:
+        self._generation += 1
+
+    # ---------------------------------------------------------------- switches
+    def _on_switch_connected(self, channel: SwitchChannel) -> None:
+        dpid = channel.dpid
+        sw = self.topo.switch(dpid)
+        sw.connected, sw.of_version = True, channel.of_version
+        self.channels[dpid] = channel
+        self.reconcilers[dpid] = Reconciler(channel, self.clock)
+        self.topo.set_ports(dpid, channel.ports())
+        # Links on ports that no longer exist or are down are gone.
+        for link in list(self.topo.links):
+            for d, p in link.ends():
+                port = sw.ports.get(p)
+                if d == dpid and (port is None or not port.up):
+                    self._drop_links(dpid, p)
+        self.reconcilers[dpid].readback()
+        self.settling_until[dpid] = self.clock() + self.settle
+        self._journal("datapath", dpid_str(dpid), "connected",
+                      of_version=channel.of_version, ports=len(sw.ports),
+                      installed=len(self.reconcilers[dpid].realized))
+        self._probe_links(dpid)
+        self._changed()
+
+    def _on_switch_disconnected(self, dpid: int, channel: SwitchChannel) -> None:
+        if self.channels.get(dpid) is not channel:
+            return  # an older connection of a switch that has already reconnected
+        del self.channels[dpid]
+        self.reconcilers.pop(dpid, None)
+        self.settling_until.pop(dpid, None)
+        self.desired.pop(dpid, None)
+        self.topo.switch(dpid).connected = False
+        self._journal("datapath", dpid_str(dpid), "disconnected")
+        self._changed()
+
+    def _on_port_status(self, dpid: int, port: Port, deleted: bool) -> None:
+        sw = self.topo.switch(dpid)
+        if deleted:
+            sw.ports.pop(port.port_no, None)
+        else:
+            sw.ports[port.port_no] = port
+        if deleted or not port.up:
+            self._drop_links(dpid, port.port_no)
+        else:
+            self._probe_links(dpid, [port.port_no])
+        self._changed()
+
+    def _probe_links(self, dpid: int, ports: list[int] | None = None) -> None:
+        channel = self.channels.get(dpid)
+        if channel is None:
+            return
+        sw = self.topo.switch(dpid)
+        for port_no in ports if ports is not None else sorted(sw.ports):
+            port = sw.ports.get(port_no)
+            if port and port.up and port_no < 0xFFFFFF00:
+                channel.packet_out(lldp_frame(dpid, port_no, self.router_mac), [Output(port_no)])
+                self.metrics.packet_out.labels(dpid_str(dpid)).inc()
+
+    def _drop_links(self, dpid: int, port: int) -> None:
+        for link in self.topo.remove_links_at(dpid, port):
+            self.store.delete("link", link.id) if self.store.find("link", link.id) else None
+            self._journal("link", link.id, "removed")
+            self._changed()
+
+    # --------------------------------------------------------------- packet-in
+    def _on_packet_in(self, dpid: int, table_id: int, in_port: int, data: bytes) -> None:
+        pkt = parse(data)
+        if pkt is None:
+            return
+        if pkt.eth_type == ETH_LLDP:
+            self._on_lldp(dpid, in_port, pkt)
+        elif dpid not in self.channels or dpid in self.settling_until:
+            return  # links not known yet: a packet here could come from another switch
+        elif table_id == tables.CLASSIFY.id:
+            self._on_unknown_source(dpid, in_port, pkt, data)
+        elif table_id == tables.ARP.id and pkt.eth_type == ETH_ARP and pkt.arp_op == 1:
+            self._flood_to_edges(data, exclude=(dpid, in_port))
+        elif table_id == tables.ROUTE.id and pkt.eth_type == ETH_IPV4:
+            self._probe_address(pkt.ip_dst)
+
+    def _on_lldp(self, dpid: int, in_port: int, pkt: Packet) -> None:
+        if pkt.lldp_dpid is None or pkt.lldp_port is None:
+            return
+        link = Link.of(pkt.lldp_dpid, pkt.lldp_port, dpid, in_port)
+        if link in self.topo.links:
+            return
+        self.topo.add_link(link)
+        with self.store.transaction():
+            for doc in self.store.list("link"):
+                if Link.from_body(doc.body) not in self.topo.links:
+                    self.store.delete("link", doc.id)
+            self.store.put("link", link.id, link.to_body())
+            # Hosts "learned" on what turns out to be a link port were not hosts.
+            for d, p in link.ends():
+                for host in self.topo.hosts_at(d, p):
+                    del self.topo.hosts[host.mac]
+                    self.store.delete("host", host.mac)
+        self._journal("link", link.id, "discovered")
+        self._changed()
+
+    def _on_unknown_source(self, dpid: int, in_port: int, pkt: Packet, data: bytes) -> None:
+        if in_port in self.topo.link_ports(dpid) or not pkt.unicast_src:
+            return
+        if pkt.eth_type not in (ETH_ARP, ETH_IPV4):
+            return  # learn hosts from ARP and IPv4 only
+        ip = pkt.sender_ip
+        old = self.topo.hosts.get(pkt.eth_src)
+        if self.topo.learn_host(pkt.eth_src, ip, dpid, in_port, self.wallclock()):
+            host = self.topo.hosts[pkt.eth_src]
+            with self.store.transaction():
+                for other in self.topo.hosts.values():  # an IP may have moved between hosts
+                    self.store.put("host", other.mac, other.to_body())
+            verb = "learned" if old is None else "moved" if (old.dpid, old.port) != (dpid, in_port) else "updated"
+            self._journal("host", host.mac, verb, ips=list(host.ips),
+                          datapath=dpid_str(dpid), port=in_port)
+            self._changed()
+        self._reinject.append((dpid, in_port, data))
+
+    def _flood_to_edges(self, data: bytes, exclude: tuple[int, int]) -> None:
+        for dpid, channel in sorted(self.channels.items()):
+            ports = [p for p in self.topo.edge_ports(dpid) if (dpid, p) != exclude]
+            if ports:
+                channel.packet_out(data, [Output(p) for p in ports])
+                self.metrics.packet_out.labels(dpid_str(dpid)).inc()
+
+    def _probe_address(self, ip: str | None) -> None:
+        """A routed packet for an undiscovered address: ask for it from the gateway."""
+        subnet = subnet_of(ip, self.subnets) if ip else None
+        now = self.clock()
+        if subnet is None or now - self._probed.get(ip, -PROBE_INTERVAL) < PROBE_INTERVAL:
+            return
+        self._probed[ip] = now
+        self._flood_to_edges(arp_request(self.router_mac, str(subnet.gateway), ip), exclude=(0, 0))
+
+    # ------------------------------------------------------------- convergence
+    def _converge(self) -> None:
+        now = self.clock()
+        for dpid, until in list(self.settling_until.items()):
+            if now >= until:
+                del self.settling_until[dpid]
+                self._changed()
+        ready = frozenset(d for d in self.channels if d not in self.settling_until)
+        if any(self._synced_generation.get(d) != self._generation for d in ready):
+            self.desired = compile_fabric(FabricInput(
+                switches=ready, links=frozenset(self.topo.links),
+                hosts=tuple(sorted(self.topo.hosts.values(), key=lambda h: h.mac)),
+                subnets=self.subnets, router_mac=self.router_mac))
+            for dpid in sorted(ready):
+                if self._synced_generation.get(dpid) != self._generation:
+                    self._reconcile(dpid)
+        self._flush_reinject()
+        self._publish()
+
+    def _reconcile(self, dpid: int) -> None:
+        name = dpid_str(dpid)
+        desired = self.desired.get(dpid, ())
+        try:
+            with self.metrics.reconcile_seconds.time():
+                result = self.reconcilers[dpid].sync(desired)
+        except Exception as exc:
+            self.metrics.bundles.labels(name, "failed").inc()
+            self._journal("reconcile", name, f"failed: {exc}")
+            return  # retried at the next change (readback first)
+        self._synced_generation[dpid] = self._generation
+        self._reconciled_at[dpid] = self.wallclock()
+        self.metrics.flows_desired.labels(name).set(len(desired))
+        self.metrics.flows_installed.labels(name).set(len(self.reconcilers[dpid].realized))
+        if result.diff:
+            self.metrics.bundles.labels(name, "applied").inc()
+            self.metrics.flow_changes.labels(name, "add").inc(len(result.diff.add))
+            self.metrics.flow_changes.labels(name, "delete").inc(len(result.diff.delete))
+            self._journal("reconcile", name, "applied", **result.diff.summary(),
+                          ms=round(result.seconds * 1000, 3))
+
+    def _flush_reinject(self) -> None:
+        pending, self._reinject = self._reinject, []
+        for dpid, in_port, data in pending:
+            channel = self.channels.get(dpid)
+            if channel is not None and self._synced_generation.get(dpid) == self._generation:
+                channel.packet_out(data, [Output(TABLE)], in_port=in_port)
+                self.metrics.packet_out.labels(dpid_str(dpid)).inc()
+
+    # ---------------------------------------------------------------- snapshot
+    def _publish(self) -> None:
+        link_ports = {}
+        for link in self.topo.links:
+            for d, p in link.ends():
+                link_ports.setdefault(d, set()).add(p)
+        datapaths = []
+        for dpid, sw in sorted(self.topo.switches.items()):
+            rec = self.reconcilers.get(dpid)
+            desired = len(self.desired.get(dpid, ())) if sw.connected else 0
+            installed = len(rec.realized) if rec else 0
+            in_sync = bool(rec) and dpid not in self.settling_until and \
+                self._synced_generation.get(dpid) == self._generation
+            ports = [{"port_no": p.port_no, "name": p.name, "up": p.up,
+                      "role": "link" if p.port_no in link_ports.get(dpid, ()) else "host"}
+                     for p in sorted(sw.ports.values(), key=lambda p: p.port_no)]
+            datapaths.append({"id": dpid_str(dpid), "dpid": dpid, "connected": sw.connected,
+                              "of_version": sw.of_version, "ports": ports,
+                              "flows": {"desired": desired, "installed": installed,
+                                        "in_sync": in_sync},
+                              "last_reconciled_at": self._reconciled_at.get(dpid)})
+        topology = {
+            "switches": [{"id": dpid_str(d), "dpid": d, "connected": s.connected}
+                         for d, s in sorted(self.topo.switches.items())],
+            "links": [{"src": {"datapath": dpid_str(l.a_dpid), "port_no": l.a_port},
+                       "dst": {"datapath": dpid_str(l.b_dpid), "port_no": l.b_port}}
+                      for l in sorted(self.topo.links)],
+            "hosts": [{"mac": h.mac, "ips": list(h.ips), "datapath": dpid_str(h.dpid),
+                       "port_no": h.port, "last_seen": h.last_seen}
+                      for h in sorted(self.topo.hosts.values(), key=lambda h: h.mac)],
+        }
+        self.metrics.datapaths_connected.set(len(self.channels))
+        self.metrics.hosts.set(len(self.topo.hosts))
+        self._snapshot = Snapshot(self._started_at, tuple(datapaths), topology)

@@ -1,0 +1,1 @@
+"""The OpenFlow pipeline as data: table layout, cookie scheme, flows and actions."""

@@ -1,0 +1,98 @@
+"""FlowSpec <-> os-ken OpenFlow messages: the only place that knows the wire types.
+
+Works for any OpenFlow 1.3+ datapath (or a bare `ProtocolDesc`), using the
+parser and constants of the negotiated version.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from controller.pipeline.actions import Action, DecTtl, Move, Opaque, Output, SetField
+from controller.pipeline.flowspec import FlowSpec, make_match
+from controller.pipeline import cookies
+
+_HUB_COOKIE, _HUB_MASK = cookies.hub_mask()
+
+
+def _oxm_name(name: str) -> str:
+    """Switches answer with NXM headers (e.g. `eth_src_nxm`) for what was sent as OXM."""
+    return name[:-4] if name.endswith("_nxm") else name
+
+
+def encode_action(parser: Any, action: Action):
+    if isinstance(action, Output):
+        return parser.OFPActionOutput(action.port, action.max_len)
+    if isinstance(action, SetField):
+        return parser.OFPActionSetField(**{action.field: action.value})
+    if isinstance(action, Move):
+        return parser.NXActionRegMove(src_field=action.src, dst_field=action.dst,
+                                      n_bits=action.n_bits, src_ofs=0, dst_ofs=0)
+    if isinstance(action, DecTtl):
+        return parser.OFPActionDecNwTtl()
+    raise TypeError(f"cannot encode {action!r}")
+
+
+def decode_action(parser: Any, action: Any) -> Action:
+    if isinstance(action, parser.OFPActionOutput):
+        return Output(action.port, action.max_len)
+    if isinstance(action, parser.OFPActionSetField):
+        return SetField(action.key, action.value)
+    if isinstance(action, parser.NXActionRegMove) and action.src_ofs == 0 and action.dst_ofs == 0:
+        return Move(_oxm_name(action.src_field), _oxm_name(action.dst_field), action.n_bits)
+    if isinstance(action, parser.OFPActionDecNwTtl):
+        return DecTtl()
+    return Opaque(repr(action))
+
+
+def instructions(dp: Any, spec: FlowSpec) -> list:
+    parser, ofp = dp.ofproto_parser, dp.ofproto
+    out = []
+    if spec.actions:
+        out.append(parser.OFPInstructionActions(
+            ofp.OFPIT_APPLY_ACTIONS, [encode_action(parser, a) for a in spec.actions]))
+    if spec.goto is not None:
+        out.append(parser.OFPInstructionGotoTable(spec.goto))
+    return out
+
+
+def flow_add(dp: Any, spec: FlowSpec):
+    parser, ofp = dp.ofproto_parser, dp.ofproto
+    return parser.OFPFlowMod(
+        dp, cookie=spec.cookie, cookie_mask=0, table_id=spec.table, command=ofp.OFPFC_ADD,
+        idle_timeout=0, hard_timeout=0, priority=spec.priority, buffer_id=ofp.OFP_NO_BUFFER,
+        out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, flags=0,
+        match=parser.OFPMatch(**dict(spec.match)), instructions=instructions(dp, spec))
+
+
+def flow_delete(dp: Any, spec: FlowSpec):
+    """Strict delete of exactly this flow, and only if it carries the hub's cookie."""
+    parser, ofp = dp.ofproto_parser, dp.ofproto
+    return parser.OFPFlowMod(
+        dp, cookie=_HUB_COOKIE, cookie_mask=_HUB_MASK, table_id=spec.table,
+        command=ofp.OFPFC_DELETE_STRICT, idle_timeout=0, hard_timeout=0,
+        priority=spec.priority, buffer_id=ofp.OFP_NO_BUFFER, out_port=ofp.OFPP_ANY,
+        out_group=ofp.OFPG_ANY, flags=0, match=parser.OFPMatch(**dict(spec.match)),
+        instructions=[])
+
+
+def flow_stats_request(dp: Any, cookie: int, cookie_mask: int):
+    parser, ofp = dp.ofproto_parser, dp.ofproto
+    return parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                      cookie, cookie_mask, parser.OFPMatch())
+
+
+def decode_flow(dp: Any, stats: Any) -> FlowSpec:
+    """A flow read back from a switch (an OFPFlowStats entry), as a FlowSpec."""
+    parser, ofp = dp.ofproto_parser, dp.ofproto
+    actions: list[Action] = []
+    goto = None
+    for inst in stats.instructions:
+        if isinstance(inst, parser.OFPInstructionGotoTable):
+            goto = inst.table_id
+        elif isinstance(inst, parser.OFPInstructionActions) and inst.type == ofp.OFPIT_APPLY_ACTIONS:
+            actions.extend(decode_action(parser, a) for a in inst.actions)
+        else:
+            actions.append(Opaque(repr(inst)))
+    return FlowSpec(table=stats.table_id, priority=stats.priority,
+                    match=make_match(stats.match.items()), actions=tuple(actions),
+                    goto=goto, cookie=stats.cookie)

@@ -1,0 +1,100 @@
+"""Desired vs installed flows -> the smallest change, applied atomically.
+
+The reconciler keeps, per switch, the flows it knows to be *realized* (read
+back from the switch on connect, then updated after each successful apply).
+A change is the diff of desired against realized: strict deletes of flows the
+hub owns that are no longer wanted, and adds of flows that are missing or
+whose actions/cookie changed.  The channel applies it as one ordered, atomic
+bundle followed by a barrier.  Nothing ever deletes by wildcard, so a table
+carrying traffic is never emptied, and flows without the hub's cookie are
+never touched.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Protocol
+
+from controller.pipeline import cookies
+from controller.pipeline.flowspec import FlowKey, FlowSpec
+
+
+@dataclass(frozen=True)
+class FlowDiff:
+    add: tuple[FlowSpec, ...] = ()      # new flows, and replacements (same key, new behaviour)
+    delete: tuple[FlowSpec, ...] = ()   # strict deletes of flows no longer desired
+
+    def __bool__(self) -> bool:
+        return bool(self.add or self.delete)
+
+    def __len__(self) -> int:
+        return len(self.add) + len(self.delete)
+
+    def summary(self) -> dict:
+        return {"add": len(self.add), "delete": len(self.delete)}
+
+
+class ApplyError(RuntimeError):
+    """The switch refused a change; with a bundle, nothing of it was applied."""
+
+
+class FlowChannel(Protocol):
+    def dump_flows(self, cookie: int, cookie_mask: int) -> list[FlowSpec]: ...
+    def apply(self, diff: FlowDiff) -> None: ...
+
+
+def index(flows: Iterable[FlowSpec]) -> dict[FlowKey, FlowSpec]:
+    out: dict[FlowKey, FlowSpec] = {}
+    for f in flows:
+        if f.key in out and out[f.key] != f:
+            raise ValueError(f"two different flows with one identity: {out[f.key]} / {f}")
+        out[f.key] = f
+    return out
+
+
+def diff(desired: Iterable[FlowSpec], installed: Iterable[FlowSpec]) -> FlowDiff:
+    want = index(desired)
+    have = index(installed)
+    add = tuple(f for k, f in want.items() if k not in have or not have[k].same_behaviour(f))
+    delete = tuple(f for k, f in have.items() if k not in want)
+    return FlowDiff(add=add, delete=delete)
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    diff: FlowDiff
+    seconds: float
+
+
+class Reconciler:
+    """One switch's realized flows, and the only path by which they change."""
+
+    def __init__(self, channel: FlowChannel, clock: Callable[[], float] = time.monotonic):
+        self.channel = channel
+        self.clock = clock
+        self.realized: dict[FlowKey, FlowSpec] = {}
+        self.needs_readback = True
+        self.last_synced_at: float | None = None
+
+    def readback(self) -> int:
+        cookie, mask = cookies.hub_mask()
+        self.realized = index(self.channel.dump_flows(cookie, mask))
+        self.needs_readback = False
+        return len(self.realized)
+
+    def sync(self, desired: Iterable[FlowSpec]) -> SyncResult:
+        start = self.clock()
+        desired = list(desired)
+        if self.needs_readback:
+            self.readback()
+        change = diff(desired, self.realized.values())
+        if change:
+            try:
+                self.channel.apply(change)
+            except Exception:
+                # A bundle rolled back, but a non-bundle switch may hold part of it.
+                self.needs_readback = True
+                raise
+            self.realized = index(desired)
+        self.last_synced_at = self.clock()
+        return SyncResult(change, self.last_synced_at - start)

@@ -1,0 +1,267 @@
+"""SQLite implementation of the store (WAL, durable commits, thread-safe)."""
+
+from __future__ import annotations
+
+import builtins
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .base import AlreadyExists, Document, Event, NotFound, RevisionConflict, Store, StoreError
+
+Clock = Callable[[], float]
+
+SCHEMA_VERSION = 1
+
+# MIGRATIONS[n] upgrades the schema from version n to version n + 1.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """
+        CREATE TABLE documents (
+            kind       TEXT    NOT NULL,
+            id         TEXT    NOT NULL,
+            revision   INTEGER NOT NULL,
+            body       TEXT    NOT NULL,
+            created_at REAL    NOT NULL,
+            updated_at REAL    NOT NULL,
+            PRIMARY KEY (kind, id)
+        )
+        """,
+        """
+        CREATE TABLE journal (
+            seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts      REAL NOT NULL,
+            kind    TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            message TEXT NOT NULL,
+            data    TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX journal_kind_seq ON journal (kind, seq)",
+        "CREATE INDEX journal_subject_seq ON journal (subject, seq)",
+    ),
+)
+
+_DOC_COLUMNS = "kind, id, revision, body, created_at, updated_at"
+_EVENT_COLUMNS = "seq, ts, kind, subject, message, data"
+
+
+def _dump(value: dict[str, Any]) -> str:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a dict, got {type(value).__name__}")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _document(row: tuple[Any, ...]) -> Document:
+    kind, id, revision, body, created_at, updated_at = row
+    return Document(kind, id, revision, json.loads(body), created_at, updated_at)
+
+
+def _event(row: tuple[Any, ...]) -> Event:
+    seq, ts, kind, subject, message, data = row
+    return Event(seq, ts, kind, subject, message, json.loads(data))
+
+
+class SQLiteStore(Store):
+    """Store backed by one SQLite connection shared by all threads."""
+
+    def __init__(self, path: str, clock: Clock = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._conn: sqlite3.Connection | None = sqlite3.connect(
+            path, check_same_thread=False, isolation_level=None
+        )
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._migrate()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- plumbing ---------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("store is closed")
+        return self._conn
+
+    def _migrate(self) -> None:
+        with self.transaction():
+            db = self._db()
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = db.execute("SELECT version FROM schema_version").fetchone()
+            version = 0 if row is None else int(row[0])
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"database schema version {version} is newer than supported {SCHEMA_VERSION}"
+                )
+            for statements in MIGRATIONS[version:]:
+                for statement in statements:
+                    db.execute(statement)
+            db.execute("DELETE FROM schema_version")
+            db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            db = self._db()
+            savepoint = f"sp{self._depth}" if self._depth else None
+            db.execute(f"SAVEPOINT {savepoint}" if savepoint else "BEGIN IMMEDIATE")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self._depth -= 1
+                if savepoint:
+                    db.execute(f"ROLLBACK TO {savepoint}")
+                    db.execute(f"RELEASE {savepoint}")
+                elif db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            self._depth -= 1
+            if savepoint:
+                db.execute(f"RELEASE {savepoint}")
+                return
+            try:
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+    def _fetch(self, kind: str, id: str) -> Document | None:
+        row = self._db().execute(
+            f"SELECT {_DOC_COLUMNS} FROM documents WHERE kind = ? AND id = ?", (kind, id)
+        ).fetchone()
+        return None if row is None else _document(row)
+
+    def _write(
+        self, kind: str, id: str, body: str, revision: int, created_at: float | None = None
+    ) -> Document:
+        now = self._clock()
+        if created_at is None:
+            created_at = now
+        self._db().execute(
+            "INSERT OR REPLACE INTO documents (kind, id, revision, body, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (kind, id, revision, body, created_at, now),
+        )
+        return Document(kind, id, revision, json.loads(body), created_at, now)
+
+    @staticmethod
+    def _check(current: Document, revision: int | None) -> None:
+        if revision is not None and revision != current.revision:
+            raise RevisionConflict(current.kind, current.id, revision, current.revision)
+
+    # -- documents --------------------------------------------------------
+
+    def create(self, kind: str, id: str, body: dict[str, Any]) -> Document:
+        text = _dump(body)
+        with self.transaction():
+            if self._fetch(kind, id) is not None:
+                raise AlreadyExists(kind, id)
+            return self._write(kind, id, text, 1)
+
+    def update(
+        self, kind: str, id: str, body: dict[str, Any], revision: int | None = None
+    ) -> Document:
+        text = _dump(body)
+        with self.transaction():
+            current = self.get(kind, id)
+            self._check(current, revision)
+            return self._write(kind, id, text, current.revision + 1, current.created_at)
+
+    def put(self, kind: str, id: str, body: dict[str, Any]) -> Document:
+        text = _dump(body)
+        with self.transaction():
+            current = self._fetch(kind, id)
+            if current is None:
+                return self._write(kind, id, text, 1)
+            if _dump(current.body) == text:
+                return current
+            return self._write(kind, id, text, current.revision + 1, current.created_at)
+
+    def get(self, kind: str, id: str) -> Document:
+        document = self.find(kind, id)
+        if document is None:
+            raise NotFound(kind, id)
+        return document
+
+    def find(self, kind: str, id: str) -> Document | None:
+        with self._lock:
+            return self._fetch(kind, id)
+
+    def list(self, kind: str) -> builtins.list[Document]:
+        with self._lock:
+            rows = self._db().execute(
+                f"SELECT {_DOC_COLUMNS} FROM documents WHERE kind = ? ORDER BY id", (kind,)
+            ).fetchall()
+        return [_document(row) for row in rows]
+
+    def delete(self, kind: str, id: str, revision: int | None = None) -> None:
+        with self.transaction():
+            self._check(self.get(kind, id), revision)
+            self._db().execute("DELETE FROM documents WHERE kind = ? AND id = ?", (kind, id))
+
+    # -- journal ----------------------------------------------------------
+
+    def append_event(
+        self,
+        kind: str,
+        subject: str,
+        message: str,
+        data: dict[str, Any] | None = None,
+    ) -> Event:
+        text = _dump({} if data is None else data)
+        with self.transaction():
+            ts = self._clock()
+            cursor = self._db().execute(
+                "INSERT INTO journal (ts, kind, subject, message, data) VALUES (?, ?, ?, ?, ?)",
+                (ts, kind, subject, message, text),
+            )
+            seq = cursor.lastrowid
+        assert seq is not None
+        return Event(seq, ts, kind, subject, message, json.loads(text))
+
+    def events(
+        self,
+        after: int = 0,
+        limit: int = 100,
+        kind: str | None = None,
+        subject: str | None = None,
+    ) -> builtins.list[Event]:
+        if limit < 0:
+            raise ValueError("limit must not be negative")
+        clauses, params = ["seq > ?"], [after]
+        if kind is not None:
+            clauses.append("kind = ?")
+            params.append(kind)
+        if subject is not None:
+            clauses.append("subject = ?")
+            params.append(subject)
+        sql = (
+            f"SELECT {_EVENT_COLUMNS} FROM journal WHERE {' AND '.join(clauses)}"
+            " ORDER BY seq LIMIT ?"
+        )
+        with self._lock:
+            rows = self._db().execute(sql, (*params, limit)).fetchall()
+        return [_event(row) for row in rows]
+
+    def last_event_seq(self) -> int:
+        with self._lock:
+            row = self._db().execute("SELECT COALESCE(MAX(seq), 0) FROM journal").fetchone()
+        return int(row[0])
+
+    # -- lifecycle --------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
