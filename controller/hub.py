@@ -30,6 +30,8 @@ LOG = logging.getLogger("hubshift.hub")
 
 ROUTER_MAC = "02:b5:00:00:00:01"
 PROBE_INTERVAL = 1.0  # seconds between ARP probes for one unknown address
+AWAIT_SECONDS = 3.0   # how long a routed packet waits for its destination to answer
+AWAIT_MAX = 256       # routed packets held at most, over all destinations
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class Hub:
         self._reconciled_at: dict[int, float] = {}
         self._reinject: list[tuple[int, int, bytes]] = []
         self._probed: dict[str, float] = {}
+        self._awaiting: dict[str, list[tuple[float, int, int, bytes]]] = {}
         self._queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -212,7 +215,7 @@ class Hub:
         self._journal("datapath", dpid_str(dpid), "connected",
                       of_version=channel.of_version, ports=len(sw.ports),
                       installed=len(self.reconcilers[dpid].realized))
-        self._probe_links(dpid)
+        self._probe_links(dpid)  # peers that already punt LLDP learn the links now
         self._changed()
 
     def _on_switch_disconnected(self, dpid: int, channel: SwitchChannel) -> None:
@@ -222,6 +225,8 @@ class Hub:
         self.reconcilers.pop(dpid, None)
         self.settling_until.pop(dpid, None)
         self.desired.pop(dpid, None)
+        self._reconciled_at.pop(dpid, None)
+        self._synced_generation.pop(dpid, None)
         self.topo.switch(dpid).connected = False
         self._journal("datapath", dpid_str(dpid), "disconnected")
         self._changed()
@@ -269,7 +274,7 @@ class Hub:
         elif table_id == tables.ARP.id and pkt.eth_type == ETH_ARP and pkt.arp_op == 1:
             self._flood_to_edges(data, exclude=(dpid, in_port))
         elif table_id == tables.ROUTE.id and pkt.eth_type == ETH_IPV4:
-            self._probe_address(pkt.ip_dst)
+            self._probe_address(pkt.ip_dst, (dpid, in_port, data))
 
     def _on_lldp(self, dpid: int, in_port: int, pkt: Packet) -> None:
         if pkt.lldp_dpid is None or pkt.lldp_port is None:
@@ -294,6 +299,8 @@ class Hub:
     def _on_unknown_source(self, dpid: int, in_port: int, pkt: Packet, data: bytes) -> None:
         if in_port in self.topo.link_ports(dpid) or not pkt.unicast_src:
             return
+        if pkt.eth_src == self.router_mac:
+            return  # the hub's own probe, looped back through an undiscovered link
         if pkt.eth_type not in (ETH_ARP, ETH_IPV4):
             return  # learn hosts from ARP and IPv4 only
         ip = pkt.sender_ip
@@ -308,6 +315,10 @@ class Hub:
                           datapath=dpid_str(dpid), port=in_port)
             self._changed()
         self._reinject.append((dpid, in_port, data))
+        now = self.clock()
+        for expires, *held in self._awaiting.pop(ip, []) if ip else []:
+            if expires >= now:
+                self._reinject.append(tuple(held))
 
     def _flood_to_edges(self, data: bytes, exclude: tuple[int, int]) -> None:
         for dpid, channel in sorted(self.channels.items()):
@@ -316,11 +327,21 @@ class Hub:
                 channel.packet_out(data, [Output(p) for p in ports])
                 self.metrics.packet_out.labels(dpid_str(dpid)).inc()
 
-    def _probe_address(self, ip: str | None) -> None:
-        """A routed packet for an undiscovered address: ask for it from the gateway."""
+    def _probe_address(self, ip: str | None, packet: tuple[int, int, bytes]) -> None:
+        """A routed packet for an undiscovered address: hold it, ask for the address.
+
+        Like a router's ARP queue: the packet is re-injected once the address
+        answers and its flows are installed, or dropped after AWAIT_SECONDS.
+        """
         subnet = subnet_of(ip, self.subnets) if ip else None
+        if subnet is None:
+            return
         now = self.clock()
-        if subnet is None or now - self._probed.get(ip, -PROBE_INTERVAL) < PROBE_INTERVAL:
+        for key in [k for k, held in self._awaiting.items() if held[0][0] < now]:
+            del self._awaiting[key]
+        if sum(len(v) for v in self._awaiting.values()) < AWAIT_MAX:
+            self._awaiting.setdefault(ip, []).append((now + AWAIT_SECONDS, *packet))
+        if now - self._probed.get(ip, -PROBE_INTERVAL) < PROBE_INTERVAL:
             return
         self._probed[ip] = now
         self._flood_to_edges(arp_request(self.router_mac, str(subnet.gateway), ip), exclude=(0, 0))
@@ -354,8 +375,15 @@ class Hub:
             self.metrics.bundles.labels(name, "failed").inc()
             self._journal("reconcile", name, f"failed: {exc}")
             return  # retried at the next change (readback first)
+        first = dpid not in self._reconciled_at
         self._synced_generation[dpid] = self._generation
         self._reconciled_at[dpid] = self.wallclock()
+        if first:
+            # The switch punts LLDP only now: probe both ways across its links.
+            self._probe_links(dpid)
+            for other in self.channels:
+                if other != dpid and other in self._reconciled_at:
+                    self._probe_links(other, self.topo.edge_ports(other))
         self.metrics.flows_desired.labels(name).set(len(desired))
         self.metrics.flows_installed.labels(name).set(len(self.reconcilers[dpid].realized))
         if result.diff:

@@ -31,8 +31,14 @@ def _start_openflow(config: Config, hub: Hub):
     os.environ.setdefault("OSKEN_HUB_TYPE", "native")
     from os_ken import cfg
     from os_ken.base.app_manager import AppManager
+    from os_ken.controller import controller as _registers_openflow_options  # noqa: F401
 
+    # Echo every second: it is the liveness check of each switch (5 unanswered
+    # close the connection), and with native threads it is also what lets
+    # os-ken notice a closed connection (its send thread waits for a message).
     cfg.CONF(args=["--ofp-tcp-listen-port", str(config.of_port)], project="os_ken")
+    cfg.CONF.set_override("echo_request_interval", 1.0)
+    cfg.CONF.set_override("maximum_unreplied_echo_requests", 5)
     manager = AppManager.get_instance()
     manager.load_apps(APPS)
     contexts = manager.create_contexts()

@@ -100,8 +100,8 @@ def _parse_lldp(body: bytes) -> tuple[int | None, int | None]:
             tlv_type, length = header >> 9, header & 0x1FF
             value = body[off + 2: off + 2 + length]
             off += 2 + length
-            if tlv_type == 0:
-                break
+            if tlv_type == 0 or len(value) < length:
+                break  # end of LLDPDU, or a truncated TLV (never read a partial value)
             if tlv_type == 1 and value[1:6] == b"dpid:":
                 dpid = int(value[6:].decode(), 16)
             elif tlv_type == 2 and value[:1] == b"\x07":

@@ -11,12 +11,15 @@ never touched.
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Protocol
 
 from controller.pipeline import cookies
 from controller.pipeline.flowspec import FlowKey, FlowSpec
+
+LOG = logging.getLogger("hubshift.reconcile")
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,11 @@ class Reconciler:
         if self.needs_readback:
             self.readback()
         change = diff(desired, self.realized.values())
+        if change and LOG.isEnabledFor(logging.DEBUG):
+            for f in change.add:
+                LOG.debug("add %s (installed: %s)", f, self.realized.get(f.key))
+            for f in change.delete:
+                LOG.debug("delete %s", f)
         if change:
             try:
                 self.channel.apply(change)

@@ -74,9 +74,11 @@ def next_hops(switches: Iterable[int], links: Iterable[Link]) -> dict[int, dict[
             port_to[(u, v)] = min(up, port_to.get((u, v), up))
     hops: dict[int, dict[int, int]] = {n: {} for n in graph.nodes}
     for dst in sorted(graph.nodes):
-        for src, path in nx.single_source_shortest_path(graph, dst).items():
+        dist = nx.single_source_shortest_path_length(graph, dst)
+        for src, d in dist.items():
             if src != dst:
-                hops[src][dst] = port_to[(src, path[-2])]
+                via = min(n for n in graph.neighbors(src) if dist.get(n) == d - 1)
+                hops[src][dst] = port_to[(src, via)]
     return hops
 
 
@@ -85,7 +87,10 @@ def _switch_flows(dpid: int, inp: FabricInput, hops: dict[int, dict[int, int]],
     T = tables
     router = inp.router_mac
     out = [
-        flow(T.CLASSIFY.id, 0, actions=[Output.controller()], cookie=BASE),
+        flow(T.CLASSIFY.id, 0, cookie=BASE),
+        # Unknown sources: ARP and IPv4 teach the hub a host; anything else is dropped.
+        flow(T.CLASSIFY.id, 10, {"eth_type": ETH_ARP}, [Output.controller()], cookie=BASE),
+        flow(T.CLASSIFY.id, 10, {"eth_type": ETH_IPV4}, [Output.controller()], cookie=BASE),
         flow(T.CLASSIFY.id, 65000, {"eth_type": ETH_LLDP}, [Output.controller()], cookie=BASE),
         flow(T.ARP.id, 0, goto=T.ROUTE.id, cookie=BASE),
         flow(T.ARP.id, 100, {"eth_type": ETH_ARP, "arp_op": 1}, [Output.controller()], cookie=BASE),

@@ -21,8 +21,8 @@ class Table:
 
 CLASSIFY = Table(0, "classify",
                  "Admit packets from known hosts (port + MAC) and from fabric links; "
-                 "punt LLDP and packets from unknown sources (host discovery).",
-                 "controller")
+                 "punt LLDP, and ARP/IPv4 from unknown sources (host discovery).",
+                 "drop")
 ARP = Table(10, "arp",
             "Answer ARP requests for gateways and known hosts from flows; punt "
             "requests for unknown targets (the controller floods them to edge ports).",

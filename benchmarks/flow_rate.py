@@ -1,0 +1,389 @@
+"""Flow programming rate: the hub's reconciler vs `ovs-ofctl --bundle add-flows`.
+
+For each size N, the same N synthetic flows (table 50, one distinct eth_dst
+each, hub cookies) are installed into an empty netdev bridge:
+
+  baseline  `ovs-ofctl --bundle -O OpenFlow14 add-flows BR FILE`, the file
+            rendered by controller/pipeline/ofctl.py;
+  hub       `Reconciler.sync(flows)` over the real `OsKenChannel`, through a
+            real OpenFlow 1.4 connection to the os-ken app of the hub
+            (apps.hub_app.HubApp, in this process), timed from a worker thread.
+
+Every measurement is repeated, the bridge is emptied (`ovs-ofctl del-flows`)
+before each run and checked to hold exactly N flows after it.  The hub's time
+is broken down into phases by timing the channel's own steps.
+
+Needs root and Open vSwitch (started with scripts/ovs start).  Usage:
+
+    sudo .venv/bin/python benchmarks/flow_rate.py [--sizes 10000,100000]
+                                                  [--repeat-small 5] [--repeat-large 3]
+                                                  [--profile]
+
+Everything it creates (one bridge named bn<pid>) is removed at the end, also on
+error or Ctrl-C.  See benchmarks/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import queue
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+os.environ["OSKEN_HUB_TYPE"] = "native"  # before anything imports os_ken
+
+from controller.pipeline import cookies  # noqa: E402
+from controller.pipeline.actions import Output  # noqa: E402
+from controller.pipeline.cookies import Feature  # noqa: E402
+from controller.pipeline.flowspec import FlowSpec, make_match  # noqa: E402
+from controller.pipeline.ofctl import render_flows  # noqa: E402
+from controller.reconcile import Reconciler  # noqa: E402
+
+OVS_SCRIPT = REPO / "scripts" / "ovs"
+TABLE_L2 = 50
+OUT_PORT = 1
+pc = time.perf_counter
+
+
+# ------------------------------------------------------------------ helpers
+def sh(*cmd: str, timeout: float = 600) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): "
+                           f"{proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def synthetic_flows(n: int) -> list[FlowSpec]:
+    """n distinct L2 flows, as the fabric compiler writes them for hosts."""
+    flows = []
+    for i in range(n):
+        mac = "02:%02x:%02x:%02x:%02x:%02x" % (
+            (i >> 32) & 0xFF, (i >> 24) & 0xFF, (i >> 16) & 0xFF, (i >> 8) & 0xFF, i & 0xFF)
+        flows.append(FlowSpec(table=TABLE_L2, priority=100, match=make_match({"eth_dst": mac}),
+                              actions=(Output(OUT_PORT),),
+                              cookie=cookies.make(Feature.FABRIC, f"host:{mac}")))
+    return flows
+
+
+class Bridge:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.created = False
+
+    def create(self) -> None:
+        self.created = True
+        sh("ovs-vsctl", "--timeout=20", "add-br", self.name,
+           "--", "set", "bridge", self.name, "datapath_type=netdev", "fail_mode=secure",
+           "protocols=OpenFlow13,OpenFlow14", "other-config:disable-in-band=true",
+           "--", "add-port", self.name, f"{self.name}p{OUT_PORT}",
+           "--", "set", "interface", f"{self.name}p{OUT_PORT}", "type=internal",
+           f"ofport_request={OUT_PORT}")
+        self.dpid = int(sh("ovs-vsctl", "get", "bridge", self.name,
+                           "datapath_id").strip().strip('"'), 16)
+
+    def destroy(self) -> None:
+        if self.created:
+            subprocess.run(["ovs-vsctl", "--timeout=20", "--if-exists", "del-br", self.name],
+                           capture_output=True, timeout=120)
+            self.created = False
+
+    def ofctl(self, *args: str) -> str:
+        return sh("ovs-ofctl", "-O", "OpenFlow14", *args)
+
+    def flow_count(self) -> int:
+        out = self.ofctl("dump-aggregate", self.name)
+        m = re.search(r"flow_count=(\d+)", out)
+        if not m:
+            raise RuntimeError(f"unexpected dump-aggregate output: {out!r}")
+        return int(m.group(1))
+
+    def clear(self) -> None:
+        self.ofctl("del-flows", self.name)
+        if self.flow_count() != 0:
+            raise RuntimeError(f"{self.name}: del-flows left flows behind")
+
+    def expect(self, n: int, what: str) -> None:
+        got = self.flow_count()
+        if got != n:
+            raise RuntimeError(f"{what}: bridge holds {got} flows, expected {n}")
+
+
+# ---------------------------------------------------------------- baseline
+def run_baseline(bridge: Bridge, flows: list[FlowSpec], repeat: int, tmpdir: str) -> dict:
+    t = pc()
+    text = render_flows(flows)
+    render_s = pc() - t
+    path = os.path.join(tmpdir, f"flows-{len(flows)}.txt")
+    with open(path, "w") as f:
+        f.write(text)
+    times = []
+    for _ in range(repeat):
+        bridge.clear()
+        t = pc()
+        bridge.ofctl("--bundle", "add-flows", bridge.name, path)
+        times.append(pc() - t)
+        bridge.expect(len(flows), "baseline")
+    return {"times": times, "render_s": render_s}
+
+
+# --------------------------------------------------------------------- hub
+class _BenchHub:
+    """Stands in for controller.hub.Hub: hands connected switches to the benchmark."""
+
+    def __init__(self) -> None:
+        self.connected: queue.Queue = queue.Queue()
+
+    def switch_connected(self, channel) -> None:
+        self.connected.put(channel)
+
+    def switch_disconnected(self, dpid, channel) -> None:
+        pass
+
+    def port_status(self, dpid, port, deleted) -> None:
+        pass
+
+    def packet_in(self, dpid, table_id, in_port, data) -> None:
+        pass
+
+
+def _timed_channel_class():
+    """OsKenChannel whose steps add up their own wall time (behaviour unchanged)."""
+    from apps.channel import OsKenChannel
+
+    class TimedChannel(OsKenChannel):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.timing: Counter = Counter()
+
+        def _timed(self, key, fn, *args):
+            t = pc()
+            try:
+                return fn(*args)
+            finally:
+                self.timing[key] += pc() - t
+
+        def apply(self, diff):
+            return self._timed("apply", super().apply, diff)
+
+        def _exchange(self, msgs, multipart=False):
+            return self._timed("exchange", super()._exchange, msgs, multipart)
+
+        def _send_all(self, msgs):
+            return self._timed("send_all", super()._send_all, msgs)
+
+        def _write(self, buf):
+            return self._timed("write", super()._write, buf)
+
+    return TimedChannel
+
+
+def start_openflow(of_port: int):
+    """The hub's os-ken app (apps.hub_app), in this process, as hub-controller starts it."""
+    from os_ken import cfg
+    from os_ken.base.app_manager import AppManager
+
+    import apps.hub_app
+    apps.hub_app.OsKenChannel = _timed_channel_class()  # instrumented, same behaviour
+
+    cfg.CONF(args=["--ofp-tcp-listen-port", str(of_port), "--ofp-listen-host", "127.0.0.1"],
+             project="os_ken")
+    hub = _BenchHub()
+    manager = AppManager.get_instance()
+    manager.load_apps(["apps.hub_app"])
+    contexts = manager.create_contexts()
+    contexts["hub"] = hub
+    manager.instantiate_apps(**contexts)
+    return hub
+
+
+PHASES = ("readback", "diff", "encode", "serialize", "write", "wait")
+PHASE_HELP = {
+    "readback": "flow-stats readback of the (empty) switch",
+    "diff": "desired vs realized diff in the reconciler",
+    "encode": "FlowSpec -> os-ken FlowMod + BundleAdd objects",
+    "serialize": "os-ken msg.serialize() into bytes",
+    "write": "handing bytes to os-ken's send queue (blocks while the switch reads)",
+    "wait": "after the last byte: switch commit + barrier reply",
+}
+
+
+def _hub_once(channel, flows: list[FlowSpec], profile: cProfile.Profile | None) -> dict:
+    """One timed sync from a fresh reconciler, on this (worker) thread."""
+    channel.timing.clear()
+    rec = Reconciler(channel)
+    t0 = pc()
+    rec.readback()
+    t1 = pc()
+    channel.timing.clear()
+    if profile is not None:
+        result = profile.runcall(rec.sync, flows)
+    else:
+        result = rec.sync(flows)
+    t2 = pc()
+    if len(result.diff.add) != len(flows) or result.diff.delete:
+        raise RuntimeError(f"unexpected diff {result.diff.summary()}")
+    tm = channel.timing
+    phases = {
+        "readback": t1 - t0,
+        "diff": (t2 - t1) - tm["apply"],
+        "encode": tm["apply"] - tm["exchange"],
+        "serialize": tm["send_all"] - tm["write"],
+        "write": tm["write"],
+        "wait": tm["exchange"] - tm["send_all"],
+    }
+    return {"total": t2 - t0, "phases": phases}
+
+
+def run_hub(bridge: Bridge, channel, flows: list[FlowSpec], repeat: int,
+            profile: bool) -> dict:
+    runs = []
+    prof = cProfile.Profile() if profile else None
+    for _ in range(repeat):
+        bridge.clear()
+        box: dict = {}
+
+        def work():
+            try:
+                box["run"] = _hub_once(channel, flows, prof)
+            except BaseException as exc:  # reported on the main thread
+                box["error"] = exc
+        worker = threading.Thread(target=work, name="bench-worker", daemon=True)
+        worker.start()
+        worker.join()
+        if "error" in box:
+            raise box["error"]
+        runs.append(box["run"])
+        bridge.expect(len(flows), "hub")
+    out = {"times": [r["total"] for r in runs],
+           "phases": {p: statistics.median(r["phases"][p] for r in runs) for p in PHASES}}
+    if prof is not None:
+        s = io.StringIO()
+        pstats.Stats(prof, stream=s).sort_stats("cumulative").print_stats(25)
+        out["profile"] = s.getvalue()
+    return out
+
+
+# -------------------------------------------------------------------- main
+def fmt_rate(n: int, seconds: float) -> str:
+    return f"{n / seconds:>10,.0f}/s"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="10000,100000",
+                    help="comma-separated flow counts (default 10000,100000)")
+    ap.add_argument("--repeat-small", type=int, default=5,
+                    help="repetitions for sizes below 50000 (default 5)")
+    ap.add_argument("--repeat-large", type=int, default=3,
+                    help="repetitions for sizes of 50000 and more (default 3)")
+    ap.add_argument("--profile", action="store_true",
+                    help="cProfile the hub's sync (worker thread) and print the top entries")
+    args = ap.parse_args(argv)
+    sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+
+    if os.geteuid() != 0:
+        print("flow_rate: needs root (creates an Open vSwitch bridge)", file=sys.stderr)
+        return 2
+    sh(str(OVS_SCRIPT), "start", timeout=120)
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+
+    bridge = Bridge(f"bn{os.getpid()}")
+    results = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="flow_rate-") as tmpdir:
+            bridge.create()
+            of_port = free_port()
+            hub = start_openflow(of_port)
+            sh("ovs-vsctl", "set-controller", bridge.name, f"tcp:127.0.0.1:{of_port}",
+               "--", "set", "controller", bridge.name, "max_backoff=1000",
+               "connection_mode=out-of-band")
+            try:
+                channel = hub.connected.get(timeout=30)
+            except queue.Empty:
+                raise RuntimeError("the bridge did not connect to the os-ken app in 30s")
+            channel.timeout = 900.0
+            print(f"ovs-vswitchd {sh('ovs-vsctl', 'get', 'open_vswitch', '.', 'ovs_version').strip()}"
+                  f", bridge {bridge.name} (netdev, OpenFlow {channel.of_version}), "
+                  f"python {sys.version.split()[0]}", flush=True)
+            for n in sizes:
+                repeat = args.repeat_small if n < 50_000 else args.repeat_large
+                flows = synthetic_flows(n)
+                base = run_baseline(bridge, flows, repeat, tmpdir)
+                print(f"N={n:,}: baseline done ({repeat} runs)", flush=True)
+                hubr = run_hub(bridge, channel, flows, repeat, args.profile)
+                print(f"N={n:,}: hub done ({repeat} runs)", flush=True)
+                results.append((n, repeat, base, hubr))
+                bridge.clear()
+    except KeyboardInterrupt:
+        print("flow_rate: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        sh_ok = True
+        try:
+            subprocess.run(["ovs-vsctl", "--if-exists", "del-controller", bridge.name],
+                           capture_output=True, timeout=60)
+        except Exception:
+            sh_ok = False
+        bridge.destroy()
+        if not sh_ok:
+            print(f"flow_rate: could not detach {bridge.name}", file=sys.stderr)
+
+    print()
+    print(f"{'N':>8} {'runs':>4} | {'baseline (median)':>18} {'rate':>13} | "
+          f"{'hub (median)':>13} {'rate':>13} | {'hub/baseline':>12}")
+    for n, repeat, base, hubr in results:
+        b, h = statistics.median(base["times"]), statistics.median(hubr["times"])
+        print(f"{n:>8,} {repeat:>4} | {b:>17.3f}s {fmt_rate(n, b)} | {h:>12.3f}s "
+              f"{fmt_rate(n, h)} | {b / h:>11.2f}x")
+    for n, repeat, base, hubr in results:
+        h = statistics.median(hubr["times"])
+        print(f"\nN={n:,}  all runs: baseline "
+              f"{', '.join(f'{t:.3f}' for t in base['times'])} s; hub "
+              f"{', '.join(f'{t:.3f}' for t in hubr['times'])} s"
+              f"\n  (rendering the ofctl file, not timed: {base['render_s']:.3f}s)")
+        print("  hub breakdown (median per phase):")
+        for p in PHASES:
+            s = hubr["phases"][p]
+            print(f"    {p:<10} {s:>8.3f}s {100 * s / h:>5.1f}%  {PHASE_HELP[p]}")
+        if "profile" in hubr:
+            print(hubr["profile"])
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        code = main()
+    except Exception:
+        import traceback
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # os-ken's connection threads are not daemons and have no stop hook.
+    os._exit(code)

@@ -1,0 +1,104 @@
+"""Match canonicalization, flow identity and the table layout check."""
+from __future__ import annotations
+
+import pytest
+
+from controller.pipeline import tables
+from controller.pipeline.actions import CONTROLLER, NO_BUFFER, DecTtl, Output, SetField
+from controller.pipeline.flowspec import FlowSpec, flow, make_match
+
+
+def test_mac_fields_are_lowercased():
+    for name in ("eth_src", "eth_dst", "arp_sha", "arp_tha"):
+        assert make_match({name: "AA:BB:CC:DD:EE:0F"}) == ((name, "aa:bb:cc:dd:ee:0f"),)
+    assert make_match({"eth_dst": ("01:00:5E:00:00:00", "FF:FF:FF:00:00:00")}) == \
+        (("eth_dst", ("01:00:5e:00:00:00", "ff:ff:ff:00:00:00")),)
+
+
+@pytest.mark.parametrize("name", ["ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"])
+def test_ip_prefix_forms_are_one(name):
+    want = ((name, ("10.0.0.0", "255.255.255.0")),)
+    assert make_match({name: "10.0.0.0/24"}) == want
+    assert make_match({name: ("10.0.0.0", "255.255.255.0")}) == want
+    assert make_match({name: "10.0.0.0/255.255.255.0"}) == want
+    # host bits are dropped, as a switch does
+    assert make_match({name: ("10.0.0.7", "255.255.255.0")}) == want
+    assert make_match({name: "10.0.0.7/24"}) == want
+
+
+@pytest.mark.parametrize("name", ["ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"])
+def test_ip_host_prefix_is_a_plain_address(name):
+    want = ((name, "10.0.0.5"),)
+    assert make_match({name: "10.0.0.5/32"}) == want
+    assert make_match({name: ("10.0.0.5", "255.255.255.255")}) == want
+    assert make_match({name: "10.0.0.5"}) == want
+
+
+def test_other_fields_are_ints():
+    assert make_match({"in_port": "3", "eth_type": 0x0800}) == (("eth_type", 2048), ("in_port", 3))
+    assert make_match({"metadata": ("16", 0xFF)}) == (("metadata", (16, 255)),)
+    with pytest.raises(ValueError):
+        make_match({"in_port": "three"})
+
+
+def test_match_is_sorted_and_accepts_pairs():
+    a = make_match({"in_port": 1, "eth_src": "00:00:00:00:00:01", "eth_type": 0x806})
+    b = make_match([("eth_type", 0x806), ("eth_src", "00:00:00:00:00:01"), ("in_port", 1)])
+    assert a == b
+    assert [k for k, _ in a] == ["eth_src", "eth_type", "in_port"]
+    assert make_match({}) == ()
+
+
+def test_flow_key_and_same_behaviour():
+    a = flow(50, 100, {"eth_dst": "00:00:00:00:00:0A"}, [Output(1)], cookie=7)
+    b = flow(50, 100, {"eth_dst": "00:00:00:00:00:0a"}, [Output(2)], cookie=7)
+    assert a.key == b.key == (50, 100, (("eth_dst", "00:00:00:00:00:0a"),))
+    assert not a.same_behaviour(b)
+    assert a.same_behaviour(flow(50, 100, {"eth_dst": "00:00:00:00:00:0a"}, [Output(1)], cookie=7))
+    # cookie and goto are behaviour too
+    assert not a.same_behaviour(flow(50, 100, {"eth_dst": "00:00:00:00:00:0a"}, [Output(1)], cookie=8))
+    c = flow(40, 0, goto=50)
+    assert not c.same_behaviour(flow(40, 0))
+    # priority and table are identity, not behaviour
+    assert flow(50, 101, {"eth_dst": "00:00:00:00:00:0a"}).key != flow(50, 100, {"eth_dst": "00:00:00:00:00:0a"}).key
+    assert flow(10, 100).key != flow(50, 100).key
+
+
+def test_meta_is_not_part_of_equality():
+    a = FlowSpec(0, 1, (), (DecTtl(),), meta={"why": "x"})
+    b = FlowSpec(0, 1, (), (DecTtl(),), meta={"why": "y"})
+    assert a == b and hash(a) == hash(b)
+
+
+def test_actions_are_hashable_values():
+    assert Output.controller() == Output(CONTROLLER, NO_BUFFER)
+    assert {SetField("eth_src", "a"), SetField("eth_src", "a")} == {SetField("eth_src", "a")}
+    f = flow(0, 0, actions=[Output(1)])
+    assert isinstance(f.actions, tuple)
+
+
+def test_layout_is_ordered_and_indexed():
+    ids = [t.id for t in tables.LAYOUT]
+    assert ids == sorted(ids) == [0, 10, 40, 50]
+    assert tables.BY_NAME["l2"] is tables.L2 and tables.BY_ID[40] is tables.ROUTE
+
+
+def test_check_accepts_declared_tables_and_forward_gotos():
+    tables.check([flow(0, 0, goto=10), flow(10, 0, goto=40), flow(0, 1, goto=50),
+                  flow(40, 0, goto=50), flow(50, 0)])
+    tables.check([])
+
+
+@pytest.mark.parametrize("bad", [
+    flow(5, 0),                 # undeclared table
+    flow(60, 0),
+    flow(0, 0, goto=5),         # goto undeclared
+    flow(0, 0, goto=60),
+    flow(40, 0, goto=10),       # backward
+    flow(10, 0, goto=10),       # to itself
+    flow(50, 0, goto=0),
+])
+def test_check_refuses(bad):
+    with pytest.raises(tables.LayoutError):
+        tables.check([flow(0, 0), bad])
+    assert issubclass(tables.LayoutError, ValueError)
