@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from controller.channel import SwitchChannel
-from controller.compile.fabric import FabricInput, compile_fabric, subnet_of
+from controller.compile.fabric import FabricInput, bootstrap_flows, compile_fabric, subnet_of
 from controller.metrics import Metrics
 from controller.packets import ETH_ARP, ETH_IPV4, ETH_LLDP, Packet, arp_request, lldp_frame, parse
 from controller.pipeline import tables
@@ -210,12 +210,20 @@ class Hub:
                 port = sw.ports.get(p)
                 if d == dpid and (port is None or not port.up):
                     self._drop_links(dpid, p)
-        self.reconcilers[dpid].readback()
+        reconciler = self.reconcilers[dpid]
+        reconciler.readback()
         self.settling_until[dpid] = self.clock() + self.settle
         self._journal("datapath", dpid_str(dpid), "connected",
                       of_version=channel.of_version, ports=len(sw.ports),
-                      installed=len(self.reconcilers[dpid].realized))
-        self._probe_links(dpid)  # peers that already punt LLDP learn the links now
+                      installed=len(reconciler.realized))
+        # Discover links during the settle time, before the first full reconcile:
+        # the switch punts LLDP, probes out of every port, and every other switch
+        # probes out of its edge ports (which may face this one).
+        reconciler.ensure(bootstrap_flows())
+        self._probe_links(dpid)
+        for other in self.channels:
+            if other != dpid:
+                self._probe_links(other, self.topo.edge_ports(other))
         self._changed()
 
     def _on_switch_disconnected(self, dpid: int, channel: SwitchChannel) -> None:
@@ -375,15 +383,8 @@ class Hub:
             self.metrics.bundles.labels(name, "failed").inc()
             self._journal("reconcile", name, f"failed: {exc}")
             return  # retried at the next change (readback first)
-        first = dpid not in self._reconciled_at
         self._synced_generation[dpid] = self._generation
         self._reconciled_at[dpid] = self.wallclock()
-        if first:
-            # The switch punts LLDP only now: probe both ways across its links.
-            self._probe_links(dpid)
-            for other in self.channels:
-                if other != dpid and other in self._reconciled_at:
-                    self._probe_links(other, self.topo.edge_ports(other))
         self.metrics.flows_desired.labels(name).set(len(desired))
         self.metrics.flows_installed.labels(name).set(len(self.reconcilers[dpid].realized))
         if result.diff:
@@ -416,7 +417,8 @@ class Hub:
                 self._synced_generation.get(dpid) == self._generation
             ports = [{"port_no": p.port_no, "name": p.name, "up": p.up,
                       "role": "link" if p.port_no in link_ports.get(dpid, ()) else "host"}
-                     for p in sorted(sw.ports.values(), key=lambda p: p.port_no)]
+                     for p in sorted(sw.ports.values(), key=lambda p: p.port_no)
+                     if p.port_no < 0xFFFFFF00]  # not LOCAL: it faces the switch itself
             datapaths.append({"id": dpid_str(dpid), "dpid": dpid, "connected": sw.connected,
                               "of_version": sw.of_version, "ports": ports,
                               "flows": {"desired": desired, "installed": installed,

@@ -85,6 +85,20 @@ class Reconciler:
         self.needs_readback = False
         return len(self.realized)
 
+    def ensure(self, flows: Iterable[FlowSpec]) -> FlowDiff:
+        """Add these flows where missing or different; delete nothing."""
+        if self.needs_readback:
+            self.readback()
+        change = FlowDiff(add=tuple(f for f in flows if self.realized.get(f.key) != f))
+        if change:
+            try:
+                self.channel.apply(change)
+            except Exception:
+                self.needs_readback = True
+                raise
+            self.realized.update((f.key, f) for f in change.add)
+        return change
+
     def sync(self, desired: Iterable[FlowSpec]) -> SyncResult:
         start = self.clock()
         desired = list(desired)

@@ -82,16 +82,22 @@ def next_hops(switches: Iterable[int], links: Iterable[Link]) -> dict[int, dict[
     return hops
 
 
+def bootstrap_flows() -> tuple[FlowSpec, ...]:
+    """Flows a switch needs before its topology is known: punt LLDP for link discovery."""
+    return (flow(tables.CLASSIFY.id, 65000, {"eth_type": ETH_LLDP}, [Output.controller()],
+                 cookie=BASE),)
+
+
 def _switch_flows(dpid: int, inp: FabricInput, hops: dict[int, dict[int, int]],
                   link_ports: set[int]) -> list[FlowSpec]:
     T = tables
     router = inp.router_mac
     out = [
+        *bootstrap_flows(),
         flow(T.CLASSIFY.id, 0, cookie=BASE),
         # Unknown sources: ARP and IPv4 teach the hub a host; anything else is dropped.
         flow(T.CLASSIFY.id, 10, {"eth_type": ETH_ARP}, [Output.controller()], cookie=BASE),
         flow(T.CLASSIFY.id, 10, {"eth_type": ETH_IPV4}, [Output.controller()], cookie=BASE),
-        flow(T.CLASSIFY.id, 65000, {"eth_type": ETH_LLDP}, [Output.controller()], cookie=BASE),
         flow(T.ARP.id, 0, goto=T.ROUTE.id, cookie=BASE),
         flow(T.ARP.id, 100, {"eth_type": ETH_ARP, "arp_op": 1}, [Output.controller()], cookie=BASE),
         flow(T.ARP.id, 110, {"eth_type": ETH_ARP, "arp_op": 2}, goto=T.ROUTE.id, cookie=BASE),

@@ -17,6 +17,7 @@ _OXM_ORDER: dict[tuple[int, str], int] = {}
 
 
 def _encoded_match_class(parser: Any) -> type:
+    """A subclass of the version's OFPMatch that serializes from bytes computed once."""
     base = parser.OFPMatch
     cls = _MATCH_CLASSES.get(base)
     if cls is None:

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from controller.compile.fabric import FabricInput, compile_fabric, host_cookie
+from controller.compile.fabric import FabricInput, bootstrap_flows, compile_fabric, host_cookie
 from controller.hub import ROUTER_MAC, Hub
 from controller.packets import (BROADCAST, ETH_ARP, ETH_IPV4, arp_request, lldp_frame, mac_bytes)
 from controller.pipeline import cookies, tables
@@ -193,22 +193,23 @@ def test_port_coming_up_is_probed(fab):
     assert fab.a.sent == [(lldp_frame(A, 4, ROUTER_MAC), [Output(4)], CONTROLLER)]
 
 
-def test_no_flows_until_settled(fab):
+def test_only_the_lldp_punt_until_settled(fab):
     fab.connect()
     fab.clock.advance(0.999)
     run(fab.hub)
-    assert fab.a.applies == [] and fab.b.applies == []
+    bootstrap = [FlowDiff(add=bootstrap_flows())]
+    assert fab.a.applies == bootstrap and fab.b.applies == bootstrap
     assert fab.hub.health()["status"] == "degraded"
     fab.clock.advance(0.001)
     run(fab.hub)
-    assert len(fab.a.applies) == 1 and len(fab.b.applies) == 1
+    assert len(fab.a.applies) == 2 and len(fab.b.applies) == 2
     want = expected_flows(fab)
     assert set(fab.a.flows.values()) == want[A]
     assert set(fab.b.flows.values()) == want[B]
     # nothing more to do afterwards
     fab.clock.advance(5)
     run(fab.hub)
-    assert len(fab.a.applies) == 1 and len(fab.b.applies) == 1
+    assert len(fab.a.applies) == 2 and len(fab.b.applies) == 2
     assert fab.hub.health()["status"] == "ok"
 
 
@@ -295,7 +296,7 @@ def test_packet_in_while_settling_does_not_learn(fab):
     fab.learn()
     assert fab.hub.topo.hosts == {}
     assert fab.store.list("host") == []
-    assert fab.a.applies == []
+    assert fab.a.applies == [FlowDiff(add=bootstrap_flows())]  # LLDP punt only
     assert all(actions != [Output(TABLE)] for _, actions, _ in fab.a.sent)
     # and nothing is re-injected later either
     fab.settle()
@@ -384,7 +385,7 @@ def test_failed_apply_is_journaled_and_retried_with_readback(fab):
     fab.connect()
     fab.a.fail_next_apply = True
     fab.settle()
-    assert fab.a.flows == {}
+    assert set(fab.a.flows.values()) == set(bootstrap_flows())
     assert ("reconcile", dpid_str(A), "failed: bundle refused") in fab.events("reconcile")
     assert fab.hub.health()["status"] == "degraded"
     dumps = fab.a.dumps
@@ -444,7 +445,7 @@ def test_snapshot_shapes(ready):
                   {"port_no": 2, "name": "a-eth2", "up": True, "role": "host"},
                   {"port_no": 3, "name": "a-eth3", "up": True, "role": "host"},
                   {"port_no": 4, "name": "a-eth4", "up": False, "role": "host"},
-                  {"port_no": LOCAL, "name": "a", "up": True, "role": "host"}],
+                  ],  # LOCAL is not listed: it faces the switch itself
         "flows": {"desired": n_a, "installed": n_a, "in_sync": True},
         "last_reconciled_at": 1_700_000_000.0,
     }
@@ -467,7 +468,7 @@ def test_snapshot_before_any_work_and_while_settling(fab):
                                                                  "hosts": []}
     fab.connect(fab.a)
     d = fab.hub.datapath(dpid_str(A))
-    assert d["flows"] == {"desired": 0, "installed": 0, "in_sync": False}
+    assert d["flows"] == {"desired": 0, "installed": 1, "in_sync": False}
     assert d["last_reconciled_at"] is None
     assert fab.hub.health()["status"] == "degraded"
 
