@@ -85,17 +85,26 @@ class Reconciler:
         self.needs_readback = False
         return len(self.realized)
 
+    def _apply(self, change: FlowDiff) -> None:
+        if LOG.isEnabledFor(logging.DEBUG):
+            for f in change.add:
+                LOG.debug("add %s (installed: %s)", f, self.realized.get(f.key))
+            for f in change.delete:
+                LOG.debug("delete %s", f)
+        try:
+            self.channel.apply(change)
+        except Exception:
+            # A bundle rolled back, but a non-bundle switch may hold part of it.
+            self.needs_readback = True
+            raise
+
     def ensure(self, flows: Iterable[FlowSpec]) -> FlowDiff:
         """Add these flows where missing or different; delete nothing."""
         if self.needs_readback:
             self.readback()
         change = FlowDiff(add=tuple(f for f in flows if self.realized.get(f.key) != f))
         if change:
-            try:
-                self.channel.apply(change)
-            except Exception:
-                self.needs_readback = True
-                raise
+            self._apply(change)
             self.realized.update((f.key, f) for f in change.add)
         return change
 
@@ -105,18 +114,8 @@ class Reconciler:
         if self.needs_readback:
             self.readback()
         change = diff(desired, self.realized.values())
-        if change and LOG.isEnabledFor(logging.DEBUG):
-            for f in change.add:
-                LOG.debug("add %s (installed: %s)", f, self.realized.get(f.key))
-            for f in change.delete:
-                LOG.debug("delete %s", f)
         if change:
-            try:
-                self.channel.apply(change)
-            except Exception:
-                # A bundle rolled back, but a non-bundle switch may hold part of it.
-                self.needs_readback = True
-                raise
+            self._apply(change)
             self.realized = index(desired)
         self.last_synced_at = self.clock()
         return SyncResult(change, self.last_synced_at - start)
