@@ -205,11 +205,9 @@ class Hub:
         self.reconcilers[dpid] = Reconciler(channel, self.clock)
         self.topo.set_ports(dpid, channel.ports())
         # Links on ports that no longer exist or are down are gone.
-        for link in list(self.topo.links):
-            for d, p in link.ends():
-                port = sw.ports.get(p)
-                if d == dpid and (port is None or not port.up):
-                    self._drop_links(dpid, p)
+        for port_no in self.topo.link_ports(dpid):
+            if port_no not in sw.ports or not sw.ports[port_no].up:
+                self._drop_links(dpid, port_no)
         reconciler = self.reconcilers[dpid]
         reconciler.readback()
         self.settling_until[dpid] = self.clock() + self.settle
@@ -264,7 +262,8 @@ class Hub:
 
     def _drop_links(self, dpid: int, port: int) -> None:
         for link in self.topo.remove_links_at(dpid, port):
-            self.store.delete("link", link.id) if self.store.find("link", link.id) else None
+            if self.store.find("link", link.id):
+                self.store.delete("link", link.id)
             self._journal("link", link.id, "removed")
             self._changed()
 
