@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from controller import interfaces
 from controller.channel import SwitchChannel
 from controller.compile.fabric import FabricInput, bootstrap_flows, compile_fabric, subnet_of
 from controller.metrics import Metrics
@@ -311,12 +312,16 @@ class Hub:
         if pkt.eth_type not in (ETH_ARP, ETH_IPV4):
             return  # learn hosts from ARP and IPv4 only
         ip = pkt.sender_ip
-        old = self.topo.hosts.get(pkt.eth_src)
+        before = dict(self.topo.hosts)
+        old = before.get(pkt.eth_src)
         if self.topo.learn_host(pkt.eth_src, ip, dpid, in_port, self.wallclock()):
             host = self.topo.hosts[pkt.eth_src]
             with self.store.transaction():
-                for other in self.topo.hosts.values():  # an IP may have moved between hosts
-                    self.store.put("host", other.mac, other.to_body())
+                # The learned host, and any host an IP was taken from.
+                for changed in self.topo.hosts.values():
+                    if before.get(changed.mac) != changed:
+                        self.store.put("host", changed.mac, changed.to_body())
+                        interfaces.record_host(self.store, changed)
             verb = "learned" if old is None else "moved" if (old.dpid, old.port) != (dpid, in_port) else "updated"
             self._journal("host", host.mac, verb, ips=list(host.ips),
                           datapath=dpid_str(dpid), port=in_port)
