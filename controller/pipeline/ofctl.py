@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from controller.pipeline.actions import (CONTROLLER, IN_PORT, LOCAL, TABLE, Action, DecTtl,
-                                         Move, Output, SetField)
+from controller.pipeline.actions import (CONTROLLER, CT_FLAGS, IN_PORT, LOCAL, TABLE, Action,
+                                         Conntrack, DecTtl, Move, Output, SetField)
 from controller.pipeline.flowspec import FlowSpec, MatchValue
 
 # OXM field name (as used in FlowSpec matches and actions) -> ovs-ofctl field name.
@@ -51,9 +51,20 @@ def _int(name: str, value: int) -> str:
     return f"0x{value:04x}" if name in _HEX_FIELDS else str(value)
 
 
+def _ct_state(value: int, mask: int) -> str:
+    """(0x21, 0x21) -> "+new+trk", in the bit order ovs-ofctl dumps them."""
+    known = sum(CT_FLAGS.values())
+    if mask & ~known or not mask:
+        return f"0x{value:x}/0x{mask:x}"
+    bits = sorted(CT_FLAGS.items(), key=lambda kv: kv[1])
+    return "".join(("+" if value & bit else "-") + name for name, bit in bits if mask & bit)
+
+
 def render_match_field(name: str, value: MatchValue) -> str:
     if name == "in_port" and not isinstance(value, tuple):
         return f"in_port={_port(int(value))}"
+    if name == "ct_state" and isinstance(value, tuple):
+        return f"ct_state={_ct_state(int(value[0]), int(value[1]))}"
     if isinstance(value, tuple):
         v, m = value
         if isinstance(v, int):
@@ -78,6 +89,11 @@ def render_action(action: Action) -> str:
         return f"move:{field_name(action.src)}{bits}->{field_name(action.dst)}{bits}"
     if isinstance(action, DecTtl):
         return "dec_ttl"
+    if isinstance(action, Conntrack):
+        args = (["commit"] if action.commit else []) + [f"zone={action.zone}"]
+        if action.table is not None:
+            args.append(f"table={action.table}")
+        return f"ct({','.join(args)})"
     raise TypeError(f"cannot render {action!r} for ovs-ofctl")
 
 

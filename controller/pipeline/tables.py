@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+from controller.pipeline.actions import Conntrack
 from controller.pipeline.flowspec import FlowSpec
 
 
@@ -23,6 +24,19 @@ CLASSIFY = Table(0, "classify",
                  "Admit packets from known hosts (port + MAC) and from fabric links; "
                  "punt LLDP, and ARP/IPv4 from unknown sources (host discovery).",
                  "drop")
+PERSONALITY_EGRESS = Table(2, "personality_egress",
+                           "Packets from an interface with a personality (classify sends "
+                           "them here): anti-spoofing (ARP and IPv4 only from the "
+                           "personality's addresses, the rest dropped); IPv4 goes through "
+                           "conntrack in the interface's zone, resuming in "
+                           "personality_egress_fw; ARP continues to arp.",
+                           "drop")
+PERSONALITY_EGRESS_FW = Table(3, "personality_egress_fw",
+                              "Stateful firewall for what an interface sends: replies and "
+                              "related packets of known connections continue to arp; new "
+                              "connections take the first matching egress rule (allowed ones "
+                              "are committed to conntrack), else the default action.",
+                              "drop")
 ARP = Table(10, "arp",
             "Answer ARP requests for gateways and known hosts from flows; punt "
             "requests for unknown targets (the controller floods them to edge ports).",
@@ -32,10 +46,25 @@ ROUTE = Table(40, "route",
               "MACs and decrement TTL for known hosts; punt unknown destinations "
               "(the controller ARP-probes for them).",
               "goto:l2")
-L2 = Table(50, "l2", "Forward by destination MAC along the shortest path to the host.",
+L2 = Table(50, "l2", "Forward by destination MAC along the shortest path to the host; "
+           "on its own switch, a host with a personality is reached through "
+           "personality_ingress instead.",
            "drop")
+PERSONALITY_INGRESS = Table(60, "personality_ingress",
+                            "Packets delivered to an interface with a personality (l2 sends "
+                            "them here): ARP is output to its port; IPv4 goes through "
+                            "conntrack in the interface's zone, resuming in "
+                            "personality_ingress_fw; the rest is dropped.",
+                            "drop")
+PERSONALITY_INGRESS_FW = Table(61, "personality_ingress_fw",
+                               "Stateful firewall for what an interface receives: replies and "
+                               "related packets of known connections are output to its port; "
+                               "new connections take the first matching ingress rule (allowed "
+                               "ones are committed and output), else the default action.",
+                               "drop")
 
-LAYOUT: tuple[Table, ...] = (CLASSIFY, ARP, ROUTE, L2)
+LAYOUT: tuple[Table, ...] = (CLASSIFY, PERSONALITY_EGRESS, PERSONALITY_EGRESS_FW, ARP, ROUTE, L2,
+                             PERSONALITY_INGRESS, PERSONALITY_INGRESS_FW)
 BY_ID = {t.id: t for t in LAYOUT}
 BY_NAME = {t.name: t for t in LAYOUT}
 
@@ -45,12 +74,20 @@ class LayoutError(ValueError):
 
 
 def check(flows: Iterable[FlowSpec]) -> None:
-    """Refuse flows in undeclared tables or that goto backwards/undeclared tables."""
+    """Refuse flows in undeclared tables or that goto backwards/undeclared tables.
+
+    A conntrack action that resumes in a table (`ct(table=N)`) is held to the
+    same rule as a goto: the table must be declared and further along.
+    """
     for f in flows:
         if f.table not in BY_ID:
             raise LayoutError(f"flow in undeclared table {f.table}: {f}")
-        if f.goto is not None:
-            if f.goto not in BY_ID:
-                raise LayoutError(f"goto undeclared table {f.goto}: {f}")
-            if f.goto <= f.table:
-                raise LayoutError(f"goto must move forward ({f.table} -> {f.goto}): {f}")
+        targets = [("goto", f.goto)] + [("ct resumes in", a.table) for a in f.actions
+                                        if isinstance(a, Conntrack) and a.table is not None]
+        for what, target in targets:
+            if target is None:
+                continue
+            if target not in BY_ID:
+                raise LayoutError(f"{what} undeclared table {target}: {f}")
+            if target <= f.table:
+                raise LayoutError(f"{what} must move forward ({f.table} -> {target}): {f}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from controller.pipeline import tables
-from controller.pipeline.actions import CONTROLLER, NO_BUFFER, DecTtl, Output, SetField
+from controller.pipeline.actions import CONTROLLER, NO_BUFFER, Conntrack, DecTtl, Output, SetField
 from controller.pipeline.flowspec import FlowSpec, flow, make_match
 
 
@@ -79,8 +79,20 @@ def test_actions_are_hashable_values():
 
 def test_layout_is_ordered_and_indexed():
     ids = [t.id for t in tables.LAYOUT]
-    assert ids == sorted(ids) == [0, 10, 40, 50]
+    assert ids == sorted(ids) == [0, 2, 3, 10, 40, 50, 60, 61]
     assert tables.BY_NAME["l2"] is tables.L2 and tables.BY_ID[40] is tables.ROUTE
+    assert tables.BY_NAME["personality_egress"] is tables.PERSONALITY_EGRESS
+    assert tables.BY_ID[61] is tables.PERSONALITY_INGRESS_FW
+
+
+def test_check_holds_conntrack_resume_tables_to_the_goto_rule():
+    tables.check([flow(2, 1, actions=[Conntrack(zone=5, table=3)]),
+                  flow(3, 1, actions=[Conntrack(commit=True, zone=5)], goto=10)])
+    for bad in (flow(2, 1, actions=[Conntrack(zone=5, table=2)]),    # to itself
+                flow(3, 1, actions=[Conntrack(zone=5, table=2)]),    # backward
+                flow(2, 1, actions=[Conntrack(zone=5, table=4)])):   # undeclared
+        with pytest.raises(tables.LayoutError):
+            tables.check([bad])
 
 
 def test_check_accepts_declared_tables_and_forward_gotos():
@@ -91,9 +103,9 @@ def test_check_accepts_declared_tables_and_forward_gotos():
 
 @pytest.mark.parametrize("bad", [
     flow(5, 0),                 # undeclared table
-    flow(60, 0),
+    flow(70, 0),
     flow(0, 0, goto=5),         # goto undeclared
-    flow(0, 0, goto=60),
+    flow(0, 0, goto=70),
     flow(40, 0, goto=10),       # backward
     flow(10, 0, goto=10),       # to itself
     flow(50, 0, goto=0),
