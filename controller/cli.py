@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import yaml
 
+from .cli_documents import add_personality_command, add_subnet_command
 from .cli_format import cell, format_duration, format_table, format_time
 
 DEFAULT_API = "http://127.0.0.1:8080"
@@ -239,6 +240,8 @@ COMMAND_GROUPS: list[Callable[[Any], None]] = [
     add_status_command,
     add_topology_command,
     add_events_command,
+    add_subnet_command,
+    add_personality_command,
 ]
 
 

@@ -33,6 +33,10 @@ class HubView(Protocol):
         """{"switches": [...], "links": [...], "hosts": [...]} (see ``models.Topology``)."""
         ...
 
+    def reload_subnets(self) -> None:
+        """Re-read the subnet documents from the store (after a subnet was written)."""
+        ...
+
 
 @dataclass(frozen=True)
 class ApiContext:
