@@ -6,7 +6,6 @@ own xids (high bit set), so it never races os-ken's own xid counter.
 """
 from __future__ import annotations
 
-import gc
 import itertools
 import logging
 import threading
@@ -23,38 +22,6 @@ LOG = logging.getLogger("hubshift.channel")
 
 OF_VERSIONS = {0x04: "1.3", 0x05: "1.4", 0x06: "1.5"}
 SEND_CHUNK = 256 * 1024  # bytes of serialized messages per socket write
-
-
-class _GcPause:
-    """Pause the cyclic garbage collector while a bulk change is built (re-entrant).
-
-    Building a change allocates about ten container objects per flow that all
-    stay alive until they are sent, and the collector would rescan them over
-    and over: with the collector on, encoding 100,000 flows took twice as long.
-    Reference counting still frees everything as usual; the collector resumes,
-    if it was on, when the last pause ends.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._depth = 0
-        self._resume = False
-
-    def __enter__(self) -> None:
-        with self._lock:
-            if self._depth == 0:
-                self._resume = gc.isenabled()
-                gc.disable()
-            self._depth += 1
-
-    def __exit__(self, *exc) -> None:
-        with self._lock:
-            self._depth -= 1
-            if self._depth == 0 and self._resume:
-                gc.enable()
-
-
-_GC_PAUSE = _GcPause()
 
 
 class _Waiter:
@@ -167,28 +134,39 @@ class OsKenChannel:
         return [ofcodec.decode_flow(self.dp, s) for reply in waiter.replies for s in reply.body]
 
     def apply(self, diff: FlowDiff) -> None:
-        """Deletes then adds, in one ORDERED|ATOMIC bundle (OpenFlow 1.4+), then a barrier."""
-        with _GC_PAUSE:  # ~10 objects per flow, all alive until sent
-            mods = [ofcodec.flow_delete(self.dp, f) for f in diff.delete] + \
-                   [ofcodec.flow_add(self.dp, f) for f in diff.add]
-            parser, ofp = self.dp.ofproto_parser, self.dp.ofproto
-            if self.dp.ofproto.OFP_VERSION < 0x05:
-                msgs = mods + [parser.OFPBarrierRequest(self.dp)]
-            else:
-                bundle_id = self._next_xid()
-                flags = ofp.OFPBF_ORDERED | ofp.OFPBF_ATOMIC
-                msgs = [parser.OFPBundleCtrlMsg(self.dp, bundle_id, ofp.OFPBCT_OPEN_REQUEST,
-                                                flags, [])]
-                for mod in mods:
-                    add = parser.OFPBundleAddMsg(self.dp, bundle_id, flags, mod, [])
-                    msgs.append(add)
-                msgs.append(parser.OFPBundleCtrlMsg(self.dp, bundle_id, ofp.OFPBCT_COMMIT_REQUEST,
-                                                    flags, []))
-                msgs.append(parser.OFPBarrierRequest(self.dp))
-                for msg in msgs:
-                    msg.set_xid(self._next_xid())
-                for msg in msgs[1:-2]:
-                    msg.message.xid = msg.xid  # a bundled message carries its BundleAdd's xid
+        """Deletes then adds, in one ORDERED|ATOMIC bundle (OpenFlow 1.4+), then a barrier.
+
+        Every FlowMod (in its BundleAdd) is written to wire bytes here, by
+        `ofcodec` (straight from the FlowSpec; os-ken objects only for what its
+        fast encoder does not cover), so an encoding error is raised before
+        anything is sent.
+        """
+        dp = self.dp
+        parser, ofp = dp.ofproto_parser, dp.ofproto
+        wire = ofcodec.WireMessage
+        n = len(diff.delete) + len(diff.add)
+        bundled = ofp.OFP_VERSION >= 0x05
+        with self._lock:  # xids in send order: [bundle id, OPEN,] mods..., [COMMIT,] barrier
+            xids = [next(self._xids) & 0xFFFFFFFF for _ in range(n + (4 if bundled else 1))]
+        if not bundled:
+            mod = ofcodec.flow_mod_wire
+            msgs = [wire(x, mod(dp, f, x, True)) for f, x in zip(diff.delete, xids)]
+            msgs += [wire(x, mod(dp, f, x)) for f, x in zip(diff.add, xids[len(msgs):])]
+        else:
+            bundle_id, xids = xids[0], xids[1:]
+            flags = ofp.OFPBF_ORDERED | ofp.OFPBF_ATOMIC
+            add = ofcodec.bundle_add_wire
+            msgs = [parser.OFPBundleCtrlMsg(dp, bundle_id, ofp.OFPBCT_OPEN_REQUEST, flags, [])]
+            msgs += [wire(x, add(dp, bundle_id, flags, f, x, True))
+                     for f, x in zip(diff.delete, xids[1:])]
+            msgs += [wire(x, add(dp, bundle_id, flags, f, x))
+                     for f, x in zip(diff.add, xids[len(msgs):])]
+            msgs.append(parser.OFPBundleCtrlMsg(dp, bundle_id, ofp.OFPBCT_COMMIT_REQUEST,
+                                                flags, []))
+        msgs.append(parser.OFPBarrierRequest(dp))
+        for msg, xid in zip(msgs, xids):
+            if msg.xid is None:
+                msg.set_xid(xid)
         waiter = self._exchange(msgs)
         if waiter.errors:
             first = waiter.errors[0]
