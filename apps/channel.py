@@ -12,7 +12,7 @@ import threading
 from typing import Any, Sequence
 
 from controller.channel import ChannelClosed
-from controller.pipeline import ofcodec
+from controller.pipeline import ofcodec, wire
 from controller.pipeline.actions import CONTROLLER, Action
 from controller.pipeline.flowspec import FlowSpec
 from controller.reconcile import ApplyError, FlowDiff
@@ -137,29 +137,29 @@ class OsKenChannel:
         """Deletes then adds, in one ORDERED|ATOMIC bundle (OpenFlow 1.4+), then a barrier.
 
         Every FlowMod (in its BundleAdd) is written to wire bytes here, by
-        `ofcodec` (straight from the FlowSpec; os-ken objects only for what its
-        fast encoder does not cover), so an encoding error is raised before
+        `controller.pipeline.wire` (straight from the FlowSpec; os-ken objects
+        only for what it does not cover), so an encoding error is raised before
         anything is sent.
         """
         dp = self.dp
         parser, ofp = dp.ofproto_parser, dp.ofproto
-        wire = ofcodec.WireMessage
+        pre = wire.WireMessage
         n = len(diff.delete) + len(diff.add)
         bundled = ofp.OFP_VERSION >= 0x05
         with self._lock:  # xids in send order: [bundle id, OPEN,] mods..., [COMMIT,] barrier
             xids = [next(self._xids) & 0xFFFFFFFF for _ in range(n + (4 if bundled else 1))]
         if not bundled:
-            mod = ofcodec.flow_mod_wire
-            msgs = [wire(x, mod(dp, f, x, True)) for f, x in zip(diff.delete, xids)]
-            msgs += [wire(x, mod(dp, f, x)) for f, x in zip(diff.add, xids[len(msgs):])]
+            mod = wire.flow_mod_wire
+            msgs = [pre(x, mod(dp, f, x, True)) for f, x in zip(diff.delete, xids)]
+            msgs += [pre(x, mod(dp, f, x)) for f, x in zip(diff.add, xids[len(msgs):])]
         else:
             bundle_id, xids = xids[0], xids[1:]
             flags = ofp.OFPBF_ORDERED | ofp.OFPBF_ATOMIC
-            add = ofcodec.bundle_add_wire
+            add = wire.bundle_add_wire
             msgs = [parser.OFPBundleCtrlMsg(dp, bundle_id, ofp.OFPBCT_OPEN_REQUEST, flags, [])]
-            msgs += [wire(x, add(dp, bundle_id, flags, f, x, True))
+            msgs += [pre(x, add(dp, bundle_id, flags, f, x, True))
                      for f, x in zip(diff.delete, xids[1:])]
-            msgs += [wire(x, add(dp, bundle_id, flags, f, x))
+            msgs += [pre(x, add(dp, bundle_id, flags, f, x))
                      for f, x in zip(diff.add, xids[len(msgs):])]
             msgs.append(parser.OFPBundleCtrlMsg(dp, bundle_id, ofp.OFPBCT_COMMIT_REQUEST,
                                                 flags, []))

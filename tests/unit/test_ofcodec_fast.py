@@ -13,7 +13,7 @@ from os_ken.ofproto import ofproto_protocol, ofproto_v1_3, ofproto_v1_4, ofproto
 
 from apps.channel import OsKenChannel
 from controller.compile.fabric import FabricInput, compile_fabric
-from controller.pipeline import cookies, ofcodec
+from controller.pipeline import cookies, ofcodec, wire
 from controller.pipeline.actions import (CONTROLLER, IN_PORT, LOCAL, TABLE, DecTtl, Move, Opaque,
                                          Output, SetField)
 from controller.pipeline.flowspec import FlowSpec, flow
@@ -54,14 +54,14 @@ def ref_bundle_add(dp, bundle_id: int, flags: int, spec: FlowSpec, xid: int,
 def check(dp, spec: FlowSpec, fast: bool = True) -> None:
     """Fast (or, with fast=False, fallback) encoding equals os-ken's, add and delete."""
     for delete in (False, True):
-        body = ofcodec.fast_flow_mod_body(dp, spec, delete)
+        body = wire.fast_flow_mod_body(dp, spec, delete)
         assert (body is not None) == fast, (spec, delete)
-        got = ofcodec.flow_mod_wire(dp, spec, XID, delete)
+        got = wire.flow_mod_wire(dp, spec, XID, delete)
         assert got == ref_flow_mod(dp, spec, XID, delete), (spec, delete)
         if fast:
             assert got[8:] == body
         if dp.ofproto.OFP_VERSION >= ofproto_v1_4.OFP_VERSION:
-            got = ofcodec.bundle_add_wire(dp, BUNDLE_ID, BUNDLE_FLAGS, spec, XID, delete)
+            got = wire.bundle_add_wire(dp, BUNDLE_ID, BUNDLE_FLAGS, spec, XID, delete)
             assert got == ref_bundle_add(dp, BUNDLE_ID, BUNDLE_FLAGS, spec, XID, delete), \
                 (spec, delete)
 
@@ -218,11 +218,11 @@ def test_unsupported_match_falls_back_to_os_ken(dp, match):
 
 @pytest.mark.parametrize("spec", FALLBACK_SPECS, ids=range(len(FALLBACK_SPECS)))
 def test_unsupported_action_falls_back_to_os_ken(dp, spec):
-    assert ofcodec.fast_flow_mod_body(dp, spec) is None
-    assert ofcodec.flow_mod_wire(dp, spec, XID) == ref_flow_mod(dp, spec, XID)
+    assert wire.fast_flow_mod_body(dp, spec) is None
+    assert wire.flow_mod_wire(dp, spec, XID) == ref_flow_mod(dp, spec, XID)
     # a strict delete does not carry actions: the fast encoder writes it
-    assert ofcodec.flow_mod_wire(dp, spec, XID, True) == ref_flow_mod(dp, spec, XID, True)
-    assert ofcodec.fast_flow_mod_body(dp, spec, True) is not None
+    assert wire.flow_mod_wire(dp, spec, XID, True) == ref_flow_mod(dp, spec, XID, True)
+    assert wire.fast_flow_mod_body(dp, spec, True) is not None
 
 
 @pytest.mark.parametrize("spec", [
@@ -246,23 +246,23 @@ def test_unsupported_action_falls_back_to_os_ken(dp, spec):
     FlowSpec(10, 1, (), cookie=-1),
 ], ids=range(18))
 def test_what_os_ken_refuses_is_refused(dp, spec):
-    assert ofcodec.fast_flow_mod_body(dp, spec) is None
+    assert wire.fast_flow_mod_body(dp, spec) is None
     with pytest.raises(Exception) as reference:
         ref_flow_mod(dp, spec, XID)
     with pytest.raises(type(reference.value)):
-        ofcodec.flow_mod_wire(dp, spec, XID)
+        wire.flow_mod_wire(dp, spec, XID)
 
 
 def test_other_openflow_versions_use_os_ken():
     dp15 = ofproto_protocol.ProtocolDesc(ofproto_v1_5.OFP_VERSION)
     spec = flow(10, 1, {"eth_dst": ROUTER}, [Output(1)], cookie=COOKIE)
-    assert ofcodec.fast_flow_mod_body(dp15, spec) is None
-    assert ofcodec.bundle_add_wire(dp15, BUNDLE_ID, BUNDLE_FLAGS, spec, XID) == \
+    assert wire.fast_flow_mod_body(dp15, spec) is None
+    assert wire.bundle_add_wire(dp15, BUNDLE_ID, BUNDLE_FLAGS, spec, XID) == \
         ref_bundle_add(dp15, BUNDLE_ID, BUNDLE_FLAGS, spec, XID)
 
 
 def test_wire_message_behaves_like_an_os_ken_message():
-    msg = ofcodec.WireMessage(None, b"\x04\x00\x00\x08\x00\x00\x00\x00")
+    msg = wire.WireMessage(None, b"\x04\x00\x00\x08\x00\x00\x00\x00")
     msg.set_xid(9)
     msg.serialize()
     assert (msg.xid, msg.buf) == (9, b"\x04\x00\x00\x08\x00\x00\x00\x00")
