@@ -59,9 +59,8 @@ class Conntrack:
     `ct_state` is set (match it with `ct_state(...)`); without one, the
     pipeline carries on with the following actions and instructions.
 
-    The os-ken encoding (os_ken NXActionCT, and decoding it back from flow
-    stats) is still to be added in `controller.pipeline.ofcodec`; until then
-    only the ovs-ofctl rendering (`controller.pipeline.ofctl`) knows it.
+    Encoded as os-ken's NXActionCT (immediate zone, no ALG, no nested
+    actions) by `controller.pipeline.ofcodec`.
     """
     commit: bool = False
     zone: int = 0

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.pipeline.actions import Action, DecTtl, Move, Opaque, Output, SetField
+from controller.pipeline.actions import Action, Conntrack, DecTtl, Move, Opaque, Output, SetField
 from controller.pipeline.flowspec import FlowSpec, Match, make_match
 from controller.pipeline import cookies
 
 _HUB_COOKIE, _HUB_MASK = cookies.hub_mask()
+_CT_COMMIT = 1           # NX_CT_F_COMMIT
+_CT_NO_RECIRC = 0xFF     # NX_CT_RECIRC_NONE
 _MATCH_CLASSES: dict[type, type] = {}
 _OXM_ORDER: dict[tuple[int, str], int] = {}
 
@@ -85,6 +87,11 @@ def encode_action(parser: Any, action: Action):
                                       n_bits=action.n_bits, src_ofs=0, dst_ofs=0)
     if isinstance(action, DecTtl):
         return parser.OFPActionDecNwTtl()
+    if isinstance(action, Conntrack):
+        return parser.NXActionCT(flags=_CT_COMMIT if action.commit else 0, zone_src="",
+                                 zone_ofs_nbits=action.zone,
+                                 recirc_table=_CT_NO_RECIRC if action.table is None else action.table,
+                                 alg=0, actions=[])
     raise TypeError(f"cannot encode {action!r}")
 
 
@@ -97,6 +104,10 @@ def decode_action(parser: Any, action: Any) -> Action:
         return Move(_oxm_name(action.src_field), _oxm_name(action.dst_field), action.n_bits)
     if isinstance(action, parser.OFPActionDecNwTtl):
         return DecTtl()
+    if (isinstance(action, parser.NXActionCT) and not action.zone_src and not action.alg
+            and not action.actions and not action.flags & ~_CT_COMMIT):
+        table = None if action.recirc_table == _CT_NO_RECIRC else action.recirc_table
+        return Conntrack(bool(action.flags & _CT_COMMIT), action.zone_ofs_nbits, table)
     return Opaque(repr(action))
 
 
