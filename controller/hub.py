@@ -23,7 +23,7 @@ from controller.packets import ETH_ARP, ETH_IPV4, ETH_LLDP, Packet, arp_request,
 from controller.pipeline import tables
 from controller.pipeline.actions import TABLE, Output
 from controller.pipeline.flowspec import FlowSpec
-from controller.reconcile import Reconciler, index
+from controller.reconcile import Reconciler
 from controller.store import Store
 from controller.topology import Host, Link, Port, Subnet, Topology, dpid_str
 
@@ -86,25 +86,6 @@ class Hub:
     def post(self, fn: Callable, *args) -> None:
         """Run fn(*args) on the worker thread (thread-safe)."""
         self._queue.put(lambda: fn(*args))
-
-    def call(self, fn: Callable, *args, timeout: float = 30.0):
-        """Run fn(*args) on the worker and wait for its result (thread-safe)."""
-        done = threading.Event()
-        box: dict = {}
-
-        def work():
-            try:
-                box["result"] = fn(*args)
-            except BaseException as exc:  # handed back to the caller
-                box["error"] = exc
-            finally:
-                done.set()
-        self._queue.put(work)
-        if not done.wait(timeout):
-            raise TimeoutError("the hub worker did not answer in time")
-        if "error" in box:
-            raise box["error"]
-        return box.get("result")
 
     # ------------------------------------------------ entry points (any thread)
     def switch_connected(self, channel: SwitchChannel) -> None:
@@ -355,6 +336,7 @@ class Hub:
             self._awaiting.setdefault(ip, []).append((now + AWAIT_SECONDS, *packet))
         if now - self._probed.get(ip, -PROBE_INTERVAL) < PROBE_INTERVAL:
             return
+        self._probed = {k: t for k, t in self._probed.items() if now - t < PROBE_INTERVAL}
         self._probed[ip] = now
         self._flood_to_edges(arp_request(self.router_mac, str(subnet.gateway), ip), exclude=(0, 0))
 

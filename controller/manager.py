@@ -27,7 +27,7 @@ def seed_subnets(store: Store, config: Config) -> None:
         store.put("subnet", subnet.id, {"cidr": str(subnet.cidr), "gateway": str(subnet.gateway)})
 
 
-def _start_openflow(config: Config, hub: Hub):
+def _start_openflow(config: Config, hub: Hub) -> list:
     os.environ.setdefault("OSKEN_HUB_TYPE", "native")
     from os_ken import cfg
     from os_ken.base.app_manager import AppManager
@@ -43,7 +43,7 @@ def _start_openflow(config: Config, hub: Hub):
     manager.load_apps(APPS)
     contexts = manager.create_contexts()
     contexts["hub"] = hub
-    return manager, manager.instantiate_apps(**contexts)
+    return manager.instantiate_apps(**contexts)
 
 
 def run(config: Config) -> int:
@@ -59,7 +59,7 @@ def run(config: Config) -> int:
                     config.api_host, config.api_port)
     api.start()
     hub.start()
-    _, threads = _start_openflow(config, hub)
+    threads = _start_openflow(config, hub)
     store.append_event("controller", "hub-controller", "started",
                        {"version": __version__, "of_port": config.of_port, "api": config.api,
                         "pid": os.getpid()})

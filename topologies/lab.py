@@ -63,7 +63,9 @@ def demo(net, api: str) -> bool:
     b.cmd("iperf -s -p 5001 >/dev/null 2>&1 &")
     pid = b.cmd("echo $!").strip()
     try:
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while ":5001 " not in b.cmd("ss -ltnH") and time.monotonic() < deadline:
+            time.sleep(0.1)
         print(a.cmd(f"iperf -c {b.IP()} -p 5001 -t 2").strip().splitlines()[-1])
     finally:
         b.cmd(f"kill {pid}")

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from controller.api import ApiContext, Problem, create_app
 from controller.api.app import ROUTERS
+from tests.unit.fakes import FakeHub
 from controller.store import Store, open_store
 
 PROBLEM = "application/problem+json"
@@ -38,6 +39,7 @@ DP_B = {
     "flows": {"desired": 4, "installed": 0, "in_sync": False},
     "last_reconciled_at": None,
 }
+DEGRADED = {"status": "degraded", "datapaths_connected": 1, "uptime_s": 42.0}
 TOPOLOGY = {
     "switches": [{"id": "0000000000000a01", "dpid": 0xA01, "connected": True},
                  {"id": "0000000000000a02", "dpid": 0xA02, "connected": False}],
@@ -46,23 +48,6 @@ TOPOLOGY = {
     "hosts": [{"mac": "00:00:00:00:00:01", "ips": ["10.0.0.1"], "datapath": "0000000000000a01",
                "port_no": 1, "last_seen": 1700000001.0}],
 }
-
-
-class FakeHub:
-    def __init__(self) -> None:
-        self.dps = {d["id"]: d for d in (DP_A, DP_B)}
-
-    def health(self) -> dict[str, Any]:
-        return {"status": "degraded", "datapaths_connected": 1, "uptime_s": 42.0}
-
-    def datapaths(self) -> list[dict[str, Any]]:
-        return list(self.dps.values())
-
-    def datapath(self, id: str) -> dict[str, Any] | None:
-        return self.dps.get(id)
-
-    def topology(self) -> dict[str, Any]:
-        return TOPOLOGY
 
 
 @pytest.fixture
@@ -79,7 +64,7 @@ def registry() -> CollectorRegistry:
 
 @pytest.fixture
 def client(store: Store, registry: CollectorRegistry) -> Iterator[TestClient]:
-    app = create_app(ApiContext(store=store, hub=FakeHub(), registry=registry, version="9.8.7"))
+    app = create_app(ApiContext(store=store, hub=FakeHub([DP_A, DP_B], TOPOLOGY, DEGRADED), registry=registry, version="9.8.7"))
     with TestClient(app) as c:
         yield c
 
@@ -212,7 +197,7 @@ class Pool(BaseModel):
 def _app_with(router: APIRouter, store: Store) -> TestClient:
     ROUTERS.append(router)
     try:
-        app = create_app(ApiContext(store, FakeHub(), CollectorRegistry(), "0"))
+        app = create_app(ApiContext(store, FakeHub([DP_A, DP_B], TOPOLOGY, DEGRADED), CollectorRegistry(), "0"))
     finally:
         ROUTERS.remove(router)
     return TestClient(app)

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from controller.api import ApiContext, create_app
+from tests.unit.fakes import FakeHub
 from controller.store import Store, open_store
 
 PROBLEM = "application/problem+json"
@@ -29,28 +30,6 @@ firewall_rules:
 default_action: deny
 expires_after: 30m
 """
-
-
-class FakeHub:
-    """HubView stand-in that counts subnet reloads."""
-
-    def __init__(self) -> None:
-        self.reloads = 0
-
-    def health(self) -> dict[str, Any]:
-        return {"status": "ok", "datapaths_connected": 0, "uptime_s": 1.0}
-
-    def datapaths(self) -> list[dict[str, Any]]:
-        return []
-
-    def datapath(self, id: str) -> dict[str, Any] | None:
-        return None
-
-    def topology(self) -> dict[str, Any]:
-        return {"switches": [], "links": [], "hosts": []}
-
-    def reload_subnets(self) -> None:
-        self.reloads += 1
 
 
 @pytest.fixture

@@ -4,22 +4,15 @@ from prometheus_client import CollectorRegistry
 from controller import interfaces
 from controller.api.app import create_app
 from controller.api.context import ApiContext
+from tests.unit.fakes import FakeHub
 from controller.store import open_store
 from controller.topology import Host
-
-
-class NoHub:
-    def health(self): return {"status": "ok", "datapaths_connected": 0, "uptime_s": 0.0}
-    def datapaths(self): return []
-    def datapath(self, id): return None
-    def topology(self): return {"switches": [], "links": [], "hosts": []}
-    def reload_subnets(self): pass
 
 
 def client():
     store = open_store(":memory:")
     interfaces.record_host(store, Host("02:00:00:00:00:01", ("10.0.1.1",), 0xA01, 2))
-    return store, TestClient(create_app(ApiContext(store, NoHub(), CollectorRegistry(), "t")))
+    return store, TestClient(create_app(ApiContext(store, FakeHub(), CollectorRegistry(), "t")))
 
 
 def test_list_and_get():

@@ -11,21 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from controller.api import ApiContext, ApiServer, create_app
+from tests.unit.fakes import FakeHub
 from controller.store import open_store
-
-
-class FakeHub:
-    def health(self) -> dict[str, Any]:
-        return {"status": "ok", "datapaths_connected": 0, "uptime_s": 1.0}
-
-    def datapaths(self) -> list[dict[str, Any]]:
-        return []
-
-    def datapath(self, id: str) -> dict[str, Any] | None:
-        return None
-
-    def topology(self) -> dict[str, Any]:
-        return {"switches": [], "links": [], "hosts": []}
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from controller import cli
 from controller.api import ApiContext, create_app
+from tests.unit.fakes import FakeHub
 from controller.store import Store, open_store
 
 DP = {
@@ -39,20 +40,6 @@ TOPOLOGY = {
 }
 
 
-class FakeHub:
-    def health(self) -> dict[str, Any]:
-        return HEALTH
-
-    def datapaths(self) -> list[dict[str, Any]]:
-        return [DP, DP_DOWN]
-
-    def datapath(self, id: str) -> dict[str, Any] | None:
-        return {d["id"]: d for d in (DP, DP_DOWN)}.get(id)
-
-    def topology(self) -> dict[str, Any]:
-        return TOPOLOGY
-
-
 @pytest.fixture
 def store() -> Iterator[Store]:
     s = open_store(":memory:")
@@ -62,7 +49,7 @@ def store() -> Iterator[Store]:
 
 @pytest.fixture
 def http(store: Store) -> TestClient:
-    return TestClient(create_app(ApiContext(store, FakeHub(), CollectorRegistry(), "0.1.0")))
+    return TestClient(create_app(ApiContext(store, FakeHub([DP, DP_DOWN], TOPOLOGY, HEALTH), CollectorRegistry(), "0.1.0")))
 
 
 def run(capsys: pytest.CaptureFixture[str], http: httpx.Client | None, *argv: str) -> tuple[int, str, str]:

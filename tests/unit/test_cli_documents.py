@@ -6,7 +6,6 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -17,29 +16,10 @@ from prometheus_client import CollectorRegistry
 from controller import cli
 from controller.api import ApiContext, create_app
 from controller.cli_documents import content_type_for
+from tests.unit.fakes import FakeHub
 from controller.store import Store, open_store
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
-
-
-class FakeHub:
-    def __init__(self) -> None:
-        self.reloads = 0
-
-    def health(self) -> dict[str, Any]:
-        return {"status": "ok", "datapaths_connected": 0, "uptime_s": 1.0}
-
-    def datapaths(self) -> list[dict[str, Any]]:
-        return []
-
-    def datapath(self, id: str) -> dict[str, Any] | None:
-        return None
-
-    def topology(self) -> dict[str, Any]:
-        return {"switches": [], "links": [], "hosts": []}
-
-    def reload_subnets(self) -> None:
-        self.reloads += 1
 
 
 @pytest.fixture

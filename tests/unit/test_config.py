@@ -173,10 +173,10 @@ def _free_port() -> int:
 
 
 def test_check_ports_free_passes_on_free_ports():
-    of_port = _free_port()
-    api_port = _free_port()
-    if api_port == of_port:
-        pytest.skip("the system handed out one port twice")
+    with socket.socket() as a, socket.socket() as b:  # both open: two distinct ports
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        of_port, api_port = a.getsockname()[1], b.getsockname()[1]
     check_ports_free(Config(of_port=of_port, api_port=api_port))
 
 

@@ -94,8 +94,7 @@ def test_render_flows_is_one_line_per_flow():
 def test_every_fabric_flow_parses_with_ovs_ofctl(tmp_path):
     """ovs-ofctl accepts every line (no switch needed: parse-flows works offline)."""
     ofctl = shutil.which("ovs-ofctl")
-    if ofctl is None:
-        pytest.skip("ovs-ofctl not installed")
+    assert ofctl, "ovs-ofctl is missing: scripts/install installs openvswitch-switch"
     flows = fabric_flows()
     path = tmp_path / "flows.txt"
     path.write_text(render_flows(flows))

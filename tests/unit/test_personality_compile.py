@@ -422,8 +422,7 @@ def test_any_source_forms_are_the_same():
 
 def test_rendered_flows_parse_with_ovs_ofctl(tmp_path):
     ofctl = shutil.which("ovs-ofctl")
-    if ofctl is None:
-        pytest.skip("ovs-ofctl not installed")
+    assert ofctl, "ovs-ofctl is missing: scripts/install installs openvswitch-switch"
     flows = compiled({"ip_addresses": [IP, "10.0.1.11"], "firewall_rules": [
         {"protocol": "tcp", "port": "1000-1999", "source": "10.0.0.0/8", "action": "allow"},
         {"protocol": "udp", "port": 53, "direction": "egress", "action": "allow"},
