@@ -10,18 +10,24 @@ from __future__ import annotations
 
 import logging
 import queue
+from ipaddress import IPv4Address
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
 
+from concurrent.futures import Future
+
 from controller import interfaces
 from controller.channel import SwitchChannel
 from controller.compile.fabric import FabricInput, bootstrap_flows, compile_fabric, subnet_of
+from controller.compile.personality import Context
+from controller.features.binding import Binding
+from controller.features.switcher import Switcher
 from controller.metrics import Metrics
 from controller.packets import ETH_ARP, ETH_IPV4, ETH_LLDP, Packet, arp_request, lldp_frame, parse
 from controller.pipeline import tables
-from controller.pipeline.actions import TABLE, Output
+from controller.pipeline.actions import TABLE, Action, Output
 from controller.pipeline.flowspec import FlowSpec
 from controller.reconcile import Reconciler
 from controller.store import Store
@@ -65,6 +71,10 @@ class Hub:
         self._reinject: list[tuple[int, int, bytes]] = []
         self._probed: dict[str, float] = {}
         self._awaiting: dict[str, list[tuple[float, int, int, bytes]]] = {}
+        self.bindings: dict[str, Binding] = {}       # interface id -> its personality
+        self._extra: dict[tuple, tuple[int, tuple[FlowSpec, ...]]] = {}  # temporary flows
+        self._binding_flows: dict[tuple, tuple[FlowSpec, ...]] = {}
+        self.switcher = Switcher(self)
         self._queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -104,6 +114,29 @@ class Hub:
     def reload_subnets(self) -> None:
         self.post(self._load_subnets)
 
+    def operations_changed(self) -> None:
+        """New operations are in the store: the coordinator picks them up after this batch."""
+        self.post(self.switcher.wake)
+
+    def dry_run_switch(self, interface_id: str, personality_id: str,
+                       timeout: float = 10.0) -> dict:
+        return self._ask(self.switcher.dry_run, interface_id, personality_id, timeout=timeout)
+
+    def _ask(self, fn: Callable, *args, timeout: float) -> object:
+        """Run fn(*args) on the worker and wait for its result (or its exception)."""
+        future: Future = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
+        self.post(run)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            raise TimeoutError("the hub did not answer in time") from None
+
     # ------------------------------------------------------------- read side
     def snapshot(self) -> Snapshot:
         return self._snapshot
@@ -139,6 +172,7 @@ class Hub:
                 except queue.Empty:
                     work = None
             self._safely(self._converge)
+            self._safely(self.switcher.tick)
 
     def _safely(self, work: Callable) -> None:
         try:
@@ -149,6 +183,9 @@ class Hub:
     def _next_timeout(self) -> float:
         now = self.clock()
         pending = [t - now for t in self.settling_until.values()]
+        wake = self.switcher.next_wakeup()
+        if wake is not None:
+            pending.append(wake)
         return max(0.01, min(pending)) if pending else 1.0
 
     # ------------------------------------------------------------- persistence
@@ -159,6 +196,7 @@ class Hub:
             host = Host.from_body(doc.body)
             self.topo.hosts[host.mac] = host
         self._load_subnets()
+        self.switcher.load()
 
     def _load_subnets(self) -> None:
         subnets = []
@@ -171,7 +209,7 @@ class Hub:
             self.subnets = tuple(subnets)
             self._changed()
 
-    def _journal(self, kind: str, subject: str, message: str, **data) -> None:
+    def journal(self, kind: str, subject: str, message: str, **data) -> None:
         self.store.append_event(kind, subject, message, data)
         LOG.info("%s %s: %s", kind, subject, message)
 
@@ -184,7 +222,7 @@ class Hub:
         sw = self.topo.switch(dpid)
         sw.connected, sw.of_version = True, channel.of_version
         self.channels[dpid] = channel
-        self.reconcilers[dpid] = Reconciler(channel, self.clock)
+        self.reconcilers[dpid] = Reconciler(channel, self.clock, ignore_tables=tables.LEARNED)
         self.topo.set_ports(dpid, channel.ports())
         # Links on ports that no longer exist or are down are gone.
         for port_no in self.topo.link_ports(dpid):
@@ -193,7 +231,7 @@ class Hub:
         reconciler = self.reconcilers[dpid]
         reconciler.readback()
         self.settling_until[dpid] = self.clock() + self.settle
-        self._journal("datapath", dpid_str(dpid), "connected",
+        self.journal("datapath", dpid_str(dpid), "connected",
                       of_version=channel.of_version, ports=len(sw.ports),
                       installed=len(reconciler.realized))
         # Discover links during the settle time, before the first full reconcile:
@@ -216,7 +254,7 @@ class Hub:
         self._reconciled_at.pop(dpid, None)
         self._synced_generation.pop(dpid, None)
         self.topo.switch(dpid).connected = False
-        self._journal("datapath", dpid_str(dpid), "disconnected")
+        self.journal("datapath", dpid_str(dpid), "disconnected")
         self._changed()
 
     def _on_port_status(self, dpid: int, port: Port, deleted: bool) -> None:
@@ -246,7 +284,7 @@ class Hub:
         for link in self.topo.remove_links_at(dpid, port):
             if self.store.find("link", link.id):
                 self.store.delete("link", link.id)
-            self._journal("link", link.id, "removed")
+            self.journal("link", link.id, "removed")
             self._changed()
 
     # --------------------------------------------------------------- packet-in
@@ -264,6 +302,21 @@ class Hub:
             self._flood_to_edges(data, exclude=(dpid, in_port))
         elif table_id == tables.ROUTE.id and pkt.eth_type == ETH_IPV4:
             self._probe_address(pkt.ip_dst, (dpid, in_port, data))
+        elif table_id == tables.L2.id:
+            self.switcher.on_packet_in(dpid, data)
+        elif table_id == tables.PERSONALITY_ROUTES.id and pkt.eth_type == ETH_IPV4:
+            self._probe_next_hop(dpid, in_port, pkt, data)
+
+    def _probe_next_hop(self, dpid: int, in_port: int, pkt: Packet, data: bytes) -> None:
+        """A packet an interface routes via a next hop not yet discovered: ask for it."""
+        binding = self.bindings.get(interfaces.interface_id(dpid, in_port))
+        if binding is None or pkt.ip_dst is None:
+            return
+        dst = IPv4Address(pkt.ip_dst)
+        routes = [r for r in binding.policy.routes if dst in r.destination]
+        if routes:
+            best = max(routes, key=lambda r: r.destination.prefixlen)
+            self._probe_address(best.next_hop, None)
 
     def _on_lldp(self, dpid: int, in_port: int, pkt: Packet) -> None:
         if pkt.lldp_dpid is None or pkt.lldp_port is None:
@@ -282,7 +335,7 @@ class Hub:
                 for host in self.topo.hosts_at(d, p):
                     del self.topo.hosts[host.mac]
                     self.store.delete("host", host.mac)
-        self._journal("link", link.id, "discovered")
+        self.journal("link", link.id, "discovered")
         self._changed()
 
     def _on_unknown_source(self, dpid: int, in_port: int, pkt: Packet, data: bytes) -> None:
@@ -304,7 +357,7 @@ class Hub:
                         self.store.put("host", changed.mac, changed.to_body())
                         interfaces.record_host(self.store, changed)
             verb = "learned" if old is None else "moved" if (old.dpid, old.port) != (dpid, in_port) else "updated"
-            self._journal("host", host.mac, verb, ips=list(host.ips),
+            self.journal("host", host.mac, verb, ips=list(host.ips),
                           datapath=dpid_str(dpid), port=in_port)
             self._changed()
         self._reinject.append((dpid, in_port, data))
@@ -320,7 +373,7 @@ class Hub:
                 channel.packet_out(data, [Output(p) for p in ports])
                 self.metrics.packet_out.labels(dpid_str(dpid)).inc()
 
-    def _probe_address(self, ip: str | None, packet: tuple[int, int, bytes]) -> None:
+    def _probe_address(self, ip: str | None, packet: tuple[int, int, bytes] | None) -> None:
         """A routed packet for an undiscovered address: hold it, ask for the address.
 
         Like a router's ARP queue: the packet is re-injected once the address
@@ -332,7 +385,7 @@ class Hub:
         now = self.clock()
         for key in [k for k, held in self._awaiting.items() if held[0][0] < now]:
             del self._awaiting[key]
-        if sum(len(v) for v in self._awaiting.values()) < AWAIT_MAX:
+        if packet is not None and sum(len(v) for v in self._awaiting.values()) < AWAIT_MAX:
             self._awaiting.setdefault(ip, []).append((now + AWAIT_SECONDS, *packet))
         if now - self._probed.get(ip, -PROBE_INTERVAL) < PROBE_INTERVAL:
             return
@@ -353,11 +406,80 @@ class Hub:
                 switches=ready, links=frozenset(self.topo.links),
                 hosts=tuple(sorted(self.topo.hosts.values(), key=lambda h: h.mac)),
                 subnets=self.subnets, router_mac=self.router_mac))
+            self._add_personalities(ready)
             for dpid in sorted(ready):
                 if self._synced_generation.get(dpid) != self._generation:
                     self._reconcile(dpid)
         self._flush_reinject()
         self._publish()
+
+    def _add_personalities(self, ready: frozenset[int]) -> None:
+        """Add each bound interface's personality flows, and temporary flows, to `desired`."""
+        ctx = self.compile_context()
+        cache: dict[tuple, tuple[FlowSpec, ...]] = {}
+        extra: dict[int, list[FlowSpec]] = {}
+        for binding in self.bindings.values():
+            if binding.interface.dpid not in ready:
+                continue
+            key = (binding, tuple(ctx.mac_of(r.next_hop) for r in binding.policy.routes))
+            flows = self._binding_flows.get(key)
+            if flows is None:
+                flows = binding.flows(ctx)
+            cache[key] = flows
+            extra.setdefault(binding.interface.dpid, []).extend(flows)
+        self._binding_flows = cache
+        for dpid, flows in self._extra.values():
+            if dpid in ready:
+                extra.setdefault(dpid, []).extend(flows)
+        for dpid, flows in extra.items():
+            self.desired[dpid] = self.desired.get(dpid, ()) + tuple(flows)
+
+    # ---------------------------------------------- for features (worker only)
+    def ready(self, dpid: int) -> bool:
+        return dpid in self.channels and dpid not in self.settling_until
+
+    def bind(self, interface_id: str, binding: Binding | None) -> None:
+        if self.bindings.get(interface_id) == binding:
+            return
+        if binding is None:
+            self.bindings.pop(interface_id, None)
+        else:
+            self.bindings[interface_id] = binding
+        self._changed()
+
+    def set_extra(self, key: tuple, dpid: int, flows: tuple[FlowSpec, ...] | None) -> None:
+        if flows is None:
+            if self._extra.pop(key, None) is not None:
+                self._changed()
+        elif self._extra.get(key) != (dpid, flows):
+            self._extra[key] = (dpid, flows)
+            self._changed()
+
+    def realize(self, dpid: int) -> bool:
+        """Converge now; True once `dpid` holds exactly the current desired flows."""
+        if not self.ready(dpid):
+            return False
+        self._converge()
+        return self._synced_generation.get(dpid) == self._generation
+
+    def compile_context(self) -> Context:
+        return Context(router_mac=self.router_mac,
+                       macs={ip: h.mac for h in self.topo.hosts.values() for ip in h.ips})
+
+    def next_mac(self, src_ip: str, dst_ip: str) -> str:
+        """The MAC a host at src_ip sends to for dst_ip: the host's own on its subnet, else the router's."""
+        subnet = subnet_of(src_ip, self.subnets)
+        if subnet is not None and IPv4Address(dst_ip) in subnet.cidr:
+            mac = self.compile_context().mac_of(dst_ip)
+            if mac is not None:
+                return mac
+        return self.router_mac
+
+    def packet_out(self, dpid: int, data: bytes, actions: list[Action], in_port: int) -> None:
+        channel = self.channels.get(dpid)
+        if channel is not None:
+            channel.packet_out(data, actions, in_port=in_port)
+            self.metrics.packet_out.labels(dpid_str(dpid)).inc()
 
     def _reconcile(self, dpid: int) -> None:
         name = dpid_str(dpid)
@@ -367,7 +489,7 @@ class Hub:
                 result = self.reconcilers[dpid].sync(desired)
         except Exception as exc:
             self.metrics.bundles.labels(name, "failed").inc()
-            self._journal("reconcile", name, f"failed: {exc}")
+            self.journal("reconcile", name, f"failed: {exc}")
             return  # retried at the next change (readback first)
         self._synced_generation[dpid] = self._generation
         self._reconciled_at[dpid] = self.wallclock()
@@ -377,7 +499,7 @@ class Hub:
             self.metrics.bundles.labels(name, "applied").inc()
             self.metrics.flow_changes.labels(name, "add").inc(len(result.diff.add))
             self.metrics.flow_changes.labels(name, "delete").inc(len(result.diff.delete))
-            self._journal("reconcile", name, "applied", **result.diff.summary(),
+            self.journal("reconcile", name, "applied", **result.diff.summary(),
                           ms=round(result.seconds * 1000, 3))
 
     def _flush_reinject(self) -> None:

@@ -72,16 +72,19 @@ class SyncResult:
 class Reconciler:
     """One switch's realized flows, and the only path by which they change."""
 
-    def __init__(self, channel: FlowChannel, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, channel: FlowChannel, clock: Callable[[], float] = time.monotonic,
+                 ignore_tables: frozenset[int] = frozenset()):
         self.channel = channel
         self.clock = clock
+        self.ignore_tables = ignore_tables  # filled by the switch itself (learned flows)
         self.realized: dict[FlowKey, FlowSpec] = {}
         self.needs_readback = True
         self.last_synced_at: float | None = None
 
     def readback(self) -> int:
         cookie, mask = cookies.hub_mask()
-        self.realized = index(self.channel.dump_flows(cookie, mask))
+        self.realized = index(f for f in self.channel.dump_flows(cookie, mask)
+                              if f.table not in self.ignore_tables)
         self.needs_readback = False
         return len(self.realized)
 

@@ -54,9 +54,15 @@ def arp_responder(mac: str, ip: str) -> tuple:
 
 
 def icmp_echo_responder(mac: str, ip: str) -> tuple:
+    """Turn an echo request to `ip` into its reply; the caller sends it on to l2.
+
+    Through l2 rather than straight back out of the ingress port, so a reply
+    to an interface with a personality passes its ingress firewall like any
+    other packet.
+    """
     return (Move("eth_src", "eth_dst", 48), SetField("eth_src", mac),
             Move("ipv4_src", "ipv4_dst", 32), SetField("ipv4_src", ip),
-            SetField("icmpv4_type", 0), Output(IN_PORT))
+            SetField("icmpv4_type", 0))
 
 
 def next_hops(switches: Iterable[int], links: Iterable[Link]) -> dict[int, dict[int, int]]:
@@ -115,7 +121,7 @@ def _switch_flows(dpid: int, inp: FabricInput, hops: dict[int, dict[int, int]],
         out.append(flow(T.ROUTE.id, 300, {"eth_dst": router, "eth_type": ETH_IPV4,
                                           "ip_proto": IPPROTO_ICMP, "icmpv4_type": 8,
                                           "ipv4_dst": gw},
-                        icmp_echo_responder(router, gw), cookie=c))
+                        icmp_echo_responder(router, gw), goto=T.L2.id, cookie=c))
     for host in inp.hosts:
         c = host_cookie(host)
         if host.dpid == dpid:

@@ -39,13 +39,13 @@ pass; packets conntrack calls invalid never do.
 """
 from __future__ import annotations
 
-import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Iterable, Mapping
 
 from controller.pipeline import cookies, tables
-from controller.pipeline.actions import Action, Conntrack, Output, ct_state
+from controller.pipeline.actions import (Action, Conntrack, DecTtl, Learn, LearnMatch, Nat, Output,
+                                         SetField, ct_state)
 from controller.pipeline.cookies import Feature
 from controller.pipeline.flowspec import FlowSpec, MatchValue, flow
 from controller.topology import dpid_str
@@ -58,6 +58,8 @@ PROTOCOLS = ("tcp", "udp", "icmp", "any")
 DIRECTIONS = ("ingress", "egress", "both")
 ACTIONS = ("allow", "deny")
 MAX_RULES = 10000
+MAX_PORT = 32767              # zones are 2 * port + epoch, 16 bits
+CONNECTION_IDLE_SECONDS = 3  # a connection silent this long no longer counts as live
 
 # Priorities.  The hooks sit just above the fabric's per-host flows they override.
 HOOK_CLASSIFY = 210   # fabric: 200 for (in_port, eth_src) of a known host
@@ -69,7 +71,12 @@ INGRESS_ARP = 200     # personality_ingress: ARP to the interface -> out
 CT_INVALID = 65000    # firewall tables: +inv dropped
 CT_ESTABLISHED = 64001
 CT_RELATED = 64000
+DNS_ALLOWED = 60001   # egress fw: DNS to one of the personality's servers
+DNS_REDIRECT = 60000  # egress fw: DNS anywhere else, sent to the first server
 RULE_TOP = 50000      # rule i (in list order) gets RULE_TOP - i: first match wins
+COUNT_L4 = 20         # count tables: tcp/udp connections keyed with ports
+COUNT_IP = 10         # count tables: other IPv4 keyed by addresses and protocol
+ROUTE_BASE = 100      # personality_routes: ROUTE_BASE + prefix length
 DEFAULT = 100         # a new connection no rule matched
 CATCH_ALL = 1         # anything else of the interface: dropped
 
@@ -171,15 +178,25 @@ class FirewallRule:
 
 
 @dataclass(frozen=True)
-class PersonalityPolicy:
-    """The part of a personality document this compiler enforces.
+class Route:
+    destination: IPv4Network
+    next_hop: str
 
-    Other fields of the document (for other features) are ignored here.
+
+@dataclass(frozen=True)
+class PersonalityPolicy:
+    """The part of a personality document the flows enforce.
+
+    Validation of the whole document is `controller.documents.personality`'s
+    job; this only reads what it needs and checks it again cheaply.
     """
     id: str
     ip_addresses: tuple[str, ...] = ()
     firewall_rules: tuple[FirewallRule, ...] = ()
     default_action: str = "deny"
+    dns_servers: tuple[str, ...] = ()
+    routes: tuple[Route, ...] = ()
+    dscp: int | None = None
     revision: int = 0
 
     @classmethod
@@ -198,11 +215,17 @@ class PersonalityPolicy:
             raise ValueError(f"firewall_rules: expected a list, got {rules!r}")
         if len(rules) > MAX_RULES:
             raise ValueError(f"firewall_rules: at most {MAX_RULES} rules, got {len(rules)}")
+        dns = tuple(str(IPv4Address(a)) for a in body.get("dns_servers") or ())
+        routes = tuple(Route(IPv4Network(r["destination"]), str(IPv4Address(r["next_hop"])))
+                       for r in body.get("routing_table") or ())
+        priority = (body.get("qos_settings") or {}).get("priority")
         return cls(id=id,
                    ip_addresses=tuple(str(a) for a in sorted(ips)),
                    firewall_rules=tuple(FirewallRule.from_body(r, f"firewall_rules[{i}]")
                                         for i, r in enumerate(rules)),
                    default_action=_choice(body, "default_action", ACTIONS, "personality", "deny"),
+                   dns_servers=dns, routes=routes,
+                   dscp=None if priority is None else int(priority) << 3,
                    revision=revision)
 
     @property
@@ -229,18 +252,30 @@ def port_range_masks(lo: int, hi: int) -> list[tuple[int, int]]:
     return out
 
 
-def interface_zone(interface: Interface) -> int:
-    """A conntrack zone for the interface: 1..65535, stable, derived from (dpid, port).
+def interface_zone(interface: Interface, epoch: int = 0) -> int:
+    """The conntrack zone of an interface: 2 * port + epoch (epoch 0 or 1).
 
-    Zone 0 is left to everything else.  Distinct interfaces can collide (16
-    bits); a caller that knows all interfaces of a datapath can pass its own
-    zones to `compile_personality` instead.
+    Unique per datapath, never 0 (left to everything else).  A personality
+    switch moves the interface to the other epoch, so the new personality
+    starts with no connection state: what the old one admitted and is still
+    open after the drain is judged afresh (and mid-stream TCP is dropped).
     """
-    return 1 + zlib.crc32(interface.id.encode()) % 0xFFFF
+    if not 1 <= interface.port <= MAX_PORT:
+        raise ValueError(f"interface {interface.id}: personalities need a port in 1..{MAX_PORT}")
+    return 2 * interface.port + (epoch & 1)
 
 
 def transition_cookie(interface: Interface) -> int:
     return cookies.make(Feature.PERSONALITY, f"transition:{interface.id}")
+
+
+def connection_cookie(interface: Interface, zone: int) -> int:
+    """Cookie of the learned flows recording the interface's live connections in `zone`."""
+    return cookies.make(Feature.PERSONALITY, f"connections:{interface.id}:{zone}")
+
+
+def probe_cookie(name: str) -> int:
+    return cookies.make(Feature.PERSONALITY, f"probe:{name}")
 
 
 def _rule_matches(rule: FirewallRule) -> list[dict[str, MatchValue]]:
@@ -266,14 +301,61 @@ def _rule_matches(rule: FirewallRule) -> list[dict[str, MatchValue]]:
     return out
 
 
+def _learn_connection(interface: Interface, zone: int, direction: str,
+                      protocol: str | None) -> Learn:
+    """Record the packet's connection as a flow in personality_connections.
+
+    The learned flow is keyed the same way from both directions (local
+    address and port in reg0/reg2[0..15], the peer's in reg1/reg2[16..31],
+    the IP protocol in reg3, the interface's port in reg4), so a connection
+    is one flow however many packets it carries either way.
+    """
+    local, peer = ("ipv4_src", "ipv4_dst") if direction == "egress" else ("ipv4_dst", "ipv4_src")
+    specs = [LearnMatch("reg0", 32, src=local), LearnMatch("reg1", 32, src=peer),
+             LearnMatch("reg3", 8, src="ip_proto"), LearnMatch("reg4", 32, value=interface.port)]
+    if protocol is not None:
+        ends = ("src", "dst") if direction == "egress" else ("dst", "src")
+        specs += [LearnMatch("reg2", 16, 0, src=f"{protocol}_{ends[0]}"),
+                  LearnMatch("reg2", 16, 16, src=f"{protocol}_{ends[1]}")]
+    return Learn(table=tables.PERSONALITY_CONNECTIONS.id,
+                 cookie=connection_cookie(interface, zone),
+                 idle_timeout=CONNECTION_IDLE_SECONDS, priority=1, specs=tuple(specs))
+
+
+def decode_connection(match: Mapping[str, Any]) -> dict[str, Any]:
+    """A learned flow's match (reg0..reg4) as {"protocol", "local", "peer"} for people."""
+    def ip(v: Any) -> str:
+        return str(IPv4Address(v if isinstance(v, int) else v[0]))
+    proto = int(match.get("reg3", 0) if not isinstance(match.get("reg3"), tuple) else match["reg3"][0])
+    name = {v: k for k, v in IP_PROTOS.items()}.get(proto, str(proto))
+    ports = match.get("reg2")
+    ports = ports[0] if isinstance(ports, tuple) else ports
+    local, peer = ip(match.get("reg0", 0)), ip(match.get("reg1", 0))
+    if ports is not None and name in PORT_FIELDS:
+        local, peer = f"{local}:{ports & 0xFFFF}", f"{peer}:{ports >> 16}"
+    return {"protocol": name, "local": local, "peer": peer}
+
+
 # --------------------------------------------------------------------- compiler
-def _compile(interface: Interface, zone: int, cookie: int, ip_addresses: Iterable[str] | None,
-             rules: tuple[FirewallRule, ...], default_action: str) -> tuple[FlowSpec, ...]:
+@dataclass(frozen=True)
+class Context:
+    """What a personality's flows need to know about the rest of the hub."""
+    router_mac: str = "02:b5:00:00:00:01"
+    macs: Mapping[str, str] = field(default_factory=dict)  # known host IPv4 -> MAC
+
+    def mac_of(self, ip: str) -> str | None:
+        return self.macs.get(ip)
+
+
+def _compile(interface: Interface, zone: int, cookie: int, policy: PersonalityPolicy,
+             transition: bool, ctx: Context) -> tuple[FlowSpec, ...]:
     T = tables
     egress = {"in_port": interface.port, "eth_src": interface.mac}
     ingress = {"eth_dst": interface.mac}
-    to_port: tuple[Action, ...] = (Output(interface.port),)
+    nat = Nat() if policy.dns_servers else None   # translate DNS redirected to a server
     commit = Conntrack(commit=True, zone=zone)
+    rules = () if transition else policy.firewall_rules
+    default_action = "deny" if transition else policy.default_action
     out: list[FlowSpec] = []
 
     def add(table: int, priority: int, match: Mapping[str, MatchValue],
@@ -285,13 +367,13 @@ def _compile(interface: Interface, zone: int, cookie: int, ip_addresses: Iterabl
     add(T.L2.id, HOOK_L2, ingress, goto=T.PERSONALITY_INGRESS.id)
 
     # personality_egress: anti-spoofing, then conntrack.
-    track_egress = Conntrack(zone=zone, table=T.PERSONALITY_EGRESS_FW.id)
-    if ip_addresses is None:  # no address list: ARP and IPv4 pass to the tracker as they are
+    track_egress = Conntrack(zone=zone, table=T.PERSONALITY_EGRESS_FW.id, nat=nat)
+    if not policy.ip_addresses:  # no address list: ARP and IPv4 pass to the tracker as they are
         add(T.PERSONALITY_EGRESS.id, ADDRESS_OK, {**egress, "eth_type": ETH_ARP}, goto=T.ARP.id)
         add(T.PERSONALITY_EGRESS.id, ADDRESS_OK, {**egress, "eth_type": ETH_IPV4},
             [track_egress])
     else:
-        for ip in sorted(set(ip_addresses), key=IPv4Address):
+        for ip in sorted(set(policy.ip_addresses), key=IPv4Address):
             add(T.PERSONALITY_EGRESS.id, ADDRESS_OK,
                 {**egress, "eth_type": ETH_ARP, "arp_spa": ip, "arp_sha": interface.mac},
                 goto=T.ARP.id)
@@ -303,35 +385,68 @@ def _compile(interface: Interface, zone: int, cookie: int, ip_addresses: Iterabl
 
     # personality_ingress: ARP out, IPv4 through conntrack.
     add(T.PERSONALITY_INGRESS.id, INGRESS_TRACK, {**ingress, "eth_type": ETH_IPV4},
-        [Conntrack(zone=zone, table=T.PERSONALITY_INGRESS_FW.id)])
-    add(T.PERSONALITY_INGRESS.id, INGRESS_ARP, {**ingress, "eth_type": ETH_ARP}, to_port)
+        [Conntrack(zone=zone, table=T.PERSONALITY_INGRESS_FW.id, nat=nat)])
+    add(T.PERSONALITY_INGRESS.id, INGRESS_ARP, {**ingress, "eth_type": ETH_ARP},
+        [Output(interface.port)])
     add(T.PERSONALITY_INGRESS.id, CATCH_ALL, ingress)
 
-    # The two firewall tables: same shape, different way out.
-    for direction, table, base, allow_actions, allow_goto in (
-            ("egress", T.PERSONALITY_EGRESS_FW.id, egress, (), T.ARP.id),
-            ("ingress", T.PERSONALITY_INGRESS_FW.id, ingress, to_port, None)):
+    # The two firewall tables: same shape; what they let through is counted next.
+    for direction, table, base, count in (
+            ("egress", T.PERSONALITY_EGRESS_FW.id, egress, T.PERSONALITY_EGRESS_COUNT.id),
+            ("ingress", T.PERSONALITY_INGRESS_FW.id, ingress, T.PERSONALITY_INGRESS_COUNT.id)):
         ip = {**base, "eth_type": ETH_IPV4}
         add(table, CT_INVALID, {**ip, "ct_state": ct_state("+trk+inv")})
-        add(table, CT_ESTABLISHED, {**ip, "ct_state": ct_state("+trk+est")},
-            allow_actions, allow_goto)
-        add(table, CT_RELATED, {**ip, "ct_state": ct_state("+trk+rel")},
-            allow_actions, allow_goto)
+        add(table, CT_ESTABLISHED, {**ip, "ct_state": ct_state("+trk+est")}, goto=count)
+        add(table, CT_RELATED, {**ip, "ct_state": ct_state("+trk+rel")}, goto=count)
         new = {**ip, "ct_state": ct_state("+trk+new")}
+        if direction == "egress" and policy.dns_servers and not transition:
+            # The interface's DNS reaches only its servers: to one of them as
+            # addressed, anywhere else redirected to the first (replies are
+            # translated back by the ct(nat) of personality_ingress).
+            first = policy.dns_servers[0]
+            for proto, port_field in (("udp", "udp_dst"), ("tcp", "tcp_dst")):
+                dns = {**new, "ip_proto": IP_PROTOS[proto], port_field: 53}
+                for server in policy.dns_servers:
+                    add(table, DNS_ALLOWED, {**dns, "ipv4_dst": server}, [commit], count)
+                add(table, DNS_REDIRECT, dns,
+                    [Conntrack(commit=True, zone=zone, nat=Nat(dst=first, dst_port=53))], count)
         for i, rule in enumerate(rules):
             if not rule.applies(direction):
                 continue
             for fields in _rule_matches(rule):
                 if rule.action == "allow":
-                    add(table, RULE_TOP - i, {**new, **fields}, (commit, *allow_actions),
-                        allow_goto)
+                    add(table, RULE_TOP - i, {**new, **fields}, [commit], count)
                 else:
                     add(table, RULE_TOP - i, {**new, **fields})
         if default_action == "allow":
-            add(table, DEFAULT, new, (commit, *allow_actions), allow_goto)
+            add(table, DEFAULT, new, [commit], count)
         else:
             add(table, DEFAULT, new)
         add(table, CATCH_ALL, ip)
+
+        # Counting: learn the connection, then go on (egress) or out (ingress).
+        then: tuple[Action, ...] = () if direction == "egress" else (Output(interface.port),)
+        goto = T.PERSONALITY_ROUTES.id if direction == "egress" else None
+        mark: tuple[Action, ...] = ((SetField("ip_dscp", policy.dscp),)
+                                    if direction == "egress" and policy.dscp is not None else ())
+        for proto in ("tcp", "udp"):
+            add(count, COUNT_L4, {**ip, "ip_proto": IP_PROTOS[proto]},
+                [_learn_connection(interface, zone, direction, proto), *mark, *then], goto)
+        add(count, COUNT_IP, ip, [_learn_connection(interface, zone, direction, None),
+                                  *mark, *then], goto)
+
+    # personality_routes: the interface's own routes, longest prefix first.
+    for route in policy.routes:
+        match = {**egress, "eth_type": ETH_IPV4, "eth_dst": ctx.router_mac,
+                 "ipv4_dst": str(route.destination)}
+        mac = ctx.mac_of(route.next_hop)
+        if mac is None:   # next hop not discovered yet: the controller asks for it
+            add(T.PERSONALITY_ROUTES.id, ROUTE_BASE + route.destination.prefixlen, match,
+                [Output.controller()])
+        else:
+            add(T.PERSONALITY_ROUTES.id, ROUTE_BASE + route.destination.prefixlen, match,
+                [SetField("eth_src", ctx.router_mac), SetField("eth_dst", mac), DecTtl()],
+                T.L2.id)
 
     tables.check(out)
     keys = [f.key for f in out]
@@ -342,30 +457,25 @@ def _compile(interface: Interface, zone: int, cookie: int, ip_addresses: Iterabl
 
 
 def compile_personality(interface: Interface, policy: PersonalityPolicy,
-                        zone: int | None = None) -> tuple[FlowSpec, ...]:
+                        zone: int | None = None, ctx: Context = Context()) -> tuple[FlowSpec, ...]:
     """The flows enforcing `policy` on `interface`, all for `interface.dpid`.
 
     Cookies: Feature.PERSONALITY, document = the personality id, version = its
     revision.  `zone` defaults to `interface_zone(interface)`.
     """
-    if len(policy.firewall_rules) > MAX_RULES:
-        raise ValueError(f"at most {MAX_RULES} firewall rules")
     return _compile(interface, interface_zone(interface) if zone is None else zone,
-                    policy.cookie, policy.ip_addresses, policy.firewall_rules,
-                    policy.default_action)
+                    policy.cookie, policy, False, ctx)
 
 
-def compile_transition(interface: Interface, zone: int,
-                       ip_addresses: Iterable[str] | None = None) -> tuple[FlowSpec, ...]:
-    """The flows of an interface whose personality is changing.
+def compile_transition(interface: Interface, policy: PersonalityPolicy, zone: int,
+                       ctx: Context = Context()) -> tuple[FlowSpec, ...]:
+    """The flows of an interface whose personality `policy` is being replaced.
 
-    Same tables, hooks and conntrack zone as `compile_personality` (use the
-    zone the live personality used, so its connections stay `+est`), but no
-    rules: new connections (`+new`) are dropped in both directions while
-    established and related packets pass.  With `ip_addresses`, anti-spoofing
-    stays on; without, ARP and IPv4 from the interface are not checked (new
-    IPv4 connections are dropped anyway).  Cookie: Feature.PERSONALITY,
-    document "transition:<interface id>", version 0.
+    Same tables, hooks, zone, anti-spoofing and routes as
+    `compile_personality(interface, policy, zone)` (so its connections stay
+    `+est` and keep their paths), but no rules and no DNS redirection: new
+    connections (`+new`) are dropped in both directions while established
+    and related packets pass.  Cookie: Feature.PERSONALITY, document
+    "transition:<interface id>", version 0.
     """
-    return _compile(interface, zone, transition_cookie(interface),
-                    None if ip_addresses is None else tuple(ip_addresses), (), "deny")
+    return _compile(interface, zone, transition_cookie(interface), policy, True, ctx)

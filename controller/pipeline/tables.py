@@ -18,6 +18,7 @@ class Table:
     name: str
     purpose: str
     miss: str  # what the table-miss flow does: "controller", "drop" or "goto:<name>"
+    learned: bool = False  # filled by the switch itself (learn actions), not by the hub
 
 
 CLASSIFY = Table(0, "classify",
@@ -37,6 +38,16 @@ PERSONALITY_EGRESS_FW = Table(3, "personality_egress_fw",
                               "connections take the first matching egress rule (allowed ones "
                               "are committed to conntrack), else the default action.",
                               "drop")
+PERSONALITY_EGRESS_COUNT = Table(4, "personality_egress_count",
+                                 "Every packet an interface's firewall let out records its "
+                                 "connection in personality_connections (learn), then goes on "
+                                 "to personality_routes.",
+                                 "drop")
+PERSONALITY_ROUTES = Table(5, "personality_routes",
+                           "An interface's own routing table: its packets to the router MAC "
+                           "for a destination it routes are sent to the next hop's MAC; "
+                           "the rest continue to arp and the fabric's routing.",
+                           "goto:arp")
 ARP = Table(10, "arp",
             "Answer ARP requests for gateways and known hosts from flows; punt "
             "requests for unknown targets (the controller floods them to edge ports).",
@@ -62,11 +73,25 @@ PERSONALITY_INGRESS_FW = Table(61, "personality_ingress_fw",
                                "new connections take the first matching ingress rule (allowed "
                                "ones are committed and output), else the default action.",
                                "drop")
+PERSONALITY_INGRESS_COUNT = Table(62, "personality_ingress_count",
+                                  "Every packet an interface's firewall let in records its "
+                                  "connection in personality_connections (learn), then is "
+                                  "output to the interface's port.",
+                                  "drop")
+PERSONALITY_CONNECTIONS = Table(63, "personality_connections",
+                                "Never visited by packets: one learned flow per live connection "
+                                "of an interface (cookie: interface and conntrack zone; idle "
+                                "timeout: a connection silent that long is over).  Counted "
+                                "with aggregate stats while a personality switch drains.",
+                                "drop", learned=True)
 
-LAYOUT: tuple[Table, ...] = (CLASSIFY, PERSONALITY_EGRESS, PERSONALITY_EGRESS_FW, ARP, ROUTE, L2,
-                             PERSONALITY_INGRESS, PERSONALITY_INGRESS_FW)
+LAYOUT: tuple[Table, ...] = (CLASSIFY, PERSONALITY_EGRESS, PERSONALITY_EGRESS_FW,
+                             PERSONALITY_EGRESS_COUNT, PERSONALITY_ROUTES, ARP, ROUTE, L2,
+                             PERSONALITY_INGRESS, PERSONALITY_INGRESS_FW,
+                             PERSONALITY_INGRESS_COUNT, PERSONALITY_CONNECTIONS)
 BY_ID = {t.id: t for t in LAYOUT}
 BY_NAME = {t.name: t for t in LAYOUT}
+LEARNED = frozenset(t.id for t in LAYOUT if t.learned)
 
 
 class LayoutError(ValueError):

@@ -1,0 +1,1 @@
+"""Lifecycle state machines that walk a feature through a sequence of desired states."""
