@@ -21,6 +21,7 @@ import yaml
 
 from .cli_documents import add_personality_command, add_subnet_command
 from .cli_format import cell, format_duration, format_table, format_time
+from .cli_operations import add_interface_command, add_operation_command, add_personality_apply_command
 
 DEFAULT_API = "http://127.0.0.1:8080"
 FORMATS = ("table", "json", "yaml")
@@ -242,6 +243,9 @@ COMMAND_GROUPS: list[Callable[[Any], None]] = [
     add_events_command,
     add_subnet_command,
     add_personality_command,
+    add_personality_apply_command,  # after add_personality_command: adds to its group
+    add_interface_command,
+    add_operation_command,
 ]
 
 

@@ -12,7 +12,9 @@ from controller.store import Store
 
 
 class HubView(Protocol):
-    """Read-only view of the running hub; every method returns JSON-able data.
+    """View of the running hub: reads that return JSON-able data, plus
+    notifications that the store changed (``reload_subnets``,
+    ``operations_changed``).
 
     Shapes are documented by the models in ``controller.api.models``.
     """
@@ -35,6 +37,26 @@ class HubView(Protocol):
 
     def reload_subnets(self) -> None:
         """Re-read the subnet documents from the store (after a subnet was written)."""
+        ...
+
+    def operations_changed(self) -> None:
+        """Operations were created; the coordinator should look at the store.
+
+        Called after every write that creates an operation (switch, revert,
+        apply, a personality update); returns at once.
+        """
+        ...
+
+    def dry_run_switch(self, interface_id: str, personality_id: str) -> dict[str, Any]:
+        """What switching ``interface_id`` to ``personality_id`` would do; changes nothing.
+
+        Blocks until the hub's worker has compiled it and answers
+        ``{"interface_id", "from_personality_id", "to_personality_id",
+        "flows": {"add": [str], "delete": [str]}, "connections": [dict],
+        "would_cut": int}``.  Raises LookupError for an unknown interface or
+        personality, ValueError when the personality cannot be compiled for
+        the interface, TimeoutError when the worker does not answer in time.
+        """
         ...
 
 

@@ -10,6 +10,7 @@ the revision last read (body ``revision`` or ``If-Match``); a stale one is 409.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
@@ -20,6 +21,7 @@ from pydantic import BaseModel, Field
 from controller.documents import (DocumentInvalid, Personality, Subnet, id_problem, parse_personality,
                                   parse_subnet, slugify, subnet_errors, subnet_id_from_cidr,
                                   validate_personality, validate_subnet)
+from controller.features import operations
 from controller.store import AlreadyExists, Document, Store
 from controller.topology import Subnet as TopologySubnet
 
@@ -48,6 +50,10 @@ class StoredPersonality(BaseModel):
     created_at: float
     updated_at: float
     body: Personality
+
+
+class UpdatedPersonality(StoredPersonality):
+    operations: list[str] = Field(description="ids of the update operations started by this version")
 
 
 def _inline(schema: dict[str, Any]) -> dict[str, Any]:
@@ -291,7 +297,11 @@ def create_personality(body: Body, ctx: Ctx) -> JSONResponse:
 
 
 @personality_router.put("/{id}", summary="Replace a personality with a new version",
-                        responses={200: {"model": StoredPersonality}, **problem_responses(400, 409, 415, 428)},
+                        description="Every interface running the personality gets an `update` "
+                                    "operation applying the new version; their ids are listed in "
+                                    "the answer's `operations` (busy interfaces are skipped and "
+                                    "noted in the journal).",
+                        responses={200: {"model": UpdatedPersonality}, **problem_responses(400, 409, 415, 428)},
                         openapi_extra=_request_body(Personality, _REVISION_FIELD))
 def replace_personality(id: str, body: Body, ctx: Ctx, if_match: IfMatch = None) -> JSONResponse:
     ctx.store.get(PERSONALITY, id)
@@ -301,7 +311,32 @@ def replace_personality(id: str, body: Body, ctx: Ctx, if_match: IfMatch = None)
         personality: Personality = _validated(PERSONALITY, lambda: validate_personality(body, ctx.store), pre)
         doc = ctx.store.update(PERSONALITY, id, personality.stored_body(), revision)
         _journal(ctx.store, PERSONALITY, id, "updated", doc.revision)
-    return _answer(doc)
+        ops = _update_operations(ctx.store, id, doc.revision)
+    if ops:
+        ctx.hub.operations_changed()
+    return JSONResponse({**stored(doc), "operations": ops}, headers={"ETag": f'"{doc.revision}"'})
+
+
+def _update_operations(store: Store, id: str, revision: int) -> list[str]:
+    """One ``update`` operation per interface running personality ``id`` (busy ones are skipped).
+
+    The coordinator applies the new revision; a busy interface is noted in the
+    journal and left to its unfinished operation.
+    """
+    created = []
+    for iface in store.list(INTERFACE):
+        if iface.body.get("personality_id") != id:
+            continue
+        try:
+            op = operations.create(store, iface.id, id, kind="update", now=time.time(),
+                                   reason=f"personality {id} revision {revision}")
+        except operations.Busy as exc:
+            store.append_event(PERSONALITY, id, "update skipped: interface busy",
+                               {"revision": revision, "interface_id": iface.id,
+                                "operation_id": exc.operation_id})
+            continue
+        created.append(op.id)
+    return created
 
 
 @personality_router.delete("/{id}", summary="Delete a personality no interface uses",
@@ -313,8 +348,17 @@ def delete_personality(id: str, ctx: Ctx, if_match: IfMatch = None) -> JSONRespo
         doc = ctx.store.get(PERSONALITY, id)
         users = [d.id for d in ctx.store.list(INTERFACE)
                  if id in (d.body.get("personality_id"), d.body.get("default_personality_id"))]
-        if users:
-            raise _in_use(PERSONALITY, id, users, INTERFACE)
+        # An unfinished operation may still apply it, or roll back to it.
+        ops = [d.id for d in ctx.store.list(operations.KIND)
+               if d.body.get("state") not in operations.FINAL
+               and id in (d.body.get("to_personality_id"), d.body.get("from_personality_id"))]
+        if users or ops:
+            by = [f"{what} {', '.join(ids)}" for what, ids in
+                  (("interface", users), ("unfinished operation", ops)) if ids]
+            raise Problem(409, detail=f"{PERSONALITY} {id!r} is in use by {' and '.join(by)}",
+                          extra={"kind": PERSONALITY, "id": id,
+                                 "used_by": [f"{INTERFACE}/{u}" for u in users]
+                                 + [f"{operations.KIND}/{o}" for o in ops]})
         ctx.store.delete(PERSONALITY, id, revision)
         _journal(ctx.store, PERSONALITY, id, "deleted", doc.revision)
     return _answer(doc)

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Callable
@@ -94,6 +95,18 @@ class Controller:
             if resp.headers.get("content-type", "").startswith("application/json"):
                 return json.loads(body)
             return body
+
+    def request(self, method: str, path: str, body: object = None) -> tuple[int, object]:
+        """(status, decoded JSON body) of one REST call; 4xx/5xx are returned, not raised."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.api + path, data=data, method=method,
+                                     headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            status, raw = err.code, err.read()
+        return status, json.loads(raw) if raw else None
 
     def datapaths(self) -> dict[str, dict]:
         return {d["id"]: d for d in self.get("/v1/datapaths")}

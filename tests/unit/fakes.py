@@ -7,8 +7,22 @@ EMPTY_TOPOLOGY = {"switches": [], "links": [], "hosts": []}
 OK_HEALTH = {"status": "ok", "datapaths_connected": 0, "uptime_s": 1.0}
 
 
+def dry_run_answer(interface_id: str, personality_id: str) -> dict[str, Any]:
+    """The canned answer of ``FakeHub.dry_run_switch``."""
+    return {"interface_id": interface_id, "from_personality_id": None,
+            "to_personality_id": personality_id,
+            "flows": {"add": ["table=40, priority=100, ip, nw_src=10.0.1.10 actions=goto_table:41"],
+                      "delete": ["table=40, priority=100, ip, nw_src=10.0.1.9 actions=goto_table:41"]},
+            "connections": [{"protocol": "tcp", "local": "10.0.1.10:40000", "peer": "10.0.2.2:22"}],
+            "would_cut": 1}
+
+
 class FakeHub:
-    """A HubView with fixed answers that counts subnet reloads."""
+    """A HubView with fixed answers that counts subnet reloads and operation notices.
+
+    ``dry_run_switch`` records its calls and answers ``dry_run_answer(...)``,
+    or raises ``dry_run_error`` when that is set.
+    """
 
     def __init__(self, datapaths: Iterable[dict[str, Any]] = (),
                  topology: dict[str, Any] | None = None,
@@ -17,6 +31,9 @@ class FakeHub:
         self._topology = topology or EMPTY_TOPOLOGY
         self._health = health or OK_HEALTH
         self.reloads = 0
+        self.operation_notices = 0
+        self.dry_runs: list[tuple[str, str]] = []
+        self.dry_run_error: Exception | None = None
 
     def health(self) -> dict[str, Any]:
         return self._health
@@ -32,3 +49,12 @@ class FakeHub:
 
     def reload_subnets(self) -> None:
         self.reloads += 1
+
+    def operations_changed(self) -> None:
+        self.operation_notices += 1
+
+    def dry_run_switch(self, interface_id: str, personality_id: str) -> dict[str, Any]:
+        self.dry_runs.append((interface_id, personality_id))
+        if self.dry_run_error is not None:
+            raise self.dry_run_error
+        return dry_run_answer(interface_id, personality_id)

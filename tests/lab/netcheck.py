@@ -1,0 +1,122 @@
+"""Small traffic tools run inside Mininet hosts (stdlib only).
+
+    netcheck.py serve PORT [PORT ...]        TCP servers: answer each line with "<name>:<port> <line>"
+    netcheck.py connect HOST PORT [-t S]     one connection and one line; exit 0 if answered
+    netcheck.py stream HOST PORT LOG         one long-lived connection, a line every 0.1 s;
+                                             LOG gets "ok N" / "fail N reason" lines
+    netcheck.py udpstream HOST PORT SECONDS RATE   send numbered datagrams at RATE per second
+    netcheck.py udpsink PORT LOG             count numbered datagrams; LOG gets "received N max M"
+"""
+from __future__ import annotations
+
+import socket
+import socketserver
+import sys
+import threading
+import time
+
+
+def serve(ports: list[int]) -> None:
+    name = socket.gethostname()
+
+    class Echo(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            port = self.server.server_address[1]
+            for line in self.rfile:
+                self.wfile.write(f"{name}:{port} ".encode() + line)
+
+    class Server(socketserver.ThreadingTCPServer):
+        allow_reuse_address = True
+        daemon_threads = True
+
+    servers = [Server(("0.0.0.0", p), Echo) for p in ports]
+    for s in servers[1:]:
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    print("serving", ports, flush=True)
+    servers[0].serve_forever()
+
+
+def connect(host: str, port: int, timeout: float) -> int:
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            s.sendall(b"hello\n")
+            answer = s.recv(200)
+    except OSError as exc:
+        print(f"fail {exc}", flush=True)
+        return 1
+    print(answer.decode(errors="replace").strip(), flush=True)
+    return 0 if answer else 1
+
+
+def stream(host: str, port: int, log: str) -> None:
+    with open(log, "a", buffering=1) as out:
+        try:
+            s = socket.create_connection((host, port), timeout=2)
+        except OSError as exc:
+            out.write(f"fail 0 {exc}\n")
+            return
+        s.settimeout(1.0)
+        n = 0
+        while True:
+            n += 1
+            try:
+                s.sendall(f"{n}\n".encode())
+                if not s.recv(200):
+                    out.write(f"fail {n} closed\n")
+                    return
+                out.write(f"ok {n}\n")
+            except OSError as exc:
+                out.write(f"fail {n} {exc}\n")
+            time.sleep(0.1)
+
+
+def udpstream(host: str, port: int, seconds: float, rate: float) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", 0))
+    interval, n, start = 1.0 / rate, 0, time.monotonic()
+    while time.monotonic() - start < seconds:
+        n += 1
+        s.sendto(f"{n}".encode().ljust(64, b"."), (host, port))
+        time.sleep(max(0.0, start + n * interval - time.monotonic()))
+    print(f"sent {n}", flush=True)
+
+
+def udpsink(port: int, log: str) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", port))
+    received, top = 0, 0
+    s.settimeout(0.5)
+    while True:
+        try:
+            data, _ = s.recvfrom(2048)
+        except socket.timeout:
+            pass
+        else:
+            received += 1
+            top = max(top, int(data.split(b".")[0]))
+        with open(log, "w") as out:
+            out.write(f"received {received} max {top}\n")
+
+
+def main(argv: list[str]) -> int:
+    cmd, args = argv[1], argv[2:]
+    if cmd == "serve":
+        serve([int(p) for p in args])
+    elif cmd == "connect":
+        timeout = float(args[args.index("-t") + 1]) if "-t" in args else 1.0
+        return connect(args[0], int(args[1]), timeout)
+    elif cmd == "stream":
+        stream(args[0], int(args[1]), args[2])
+    elif cmd == "udpstream":
+        udpstream(args[0], int(args[1]), float(args[2]), float(args[3]))
+    elif cmd == "udpsink":
+        udpsink(int(args[0]), args[1])
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
