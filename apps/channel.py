@@ -133,6 +133,29 @@ class OsKenChannel:
             raise ApplyError(f"flow stats refused: {waiter.errors[0]}")
         return [ofcodec.decode_flow(self.dp, s) for reply in waiter.replies for s in reply.body]
 
+    def flow_counters(self, table_id: int, cookie: int,
+                      cookie_mask: int) -> list[tuple[FlowSpec, int, int]]:
+        """(flow, packet_count, byte_count) for one table's flows whose cookie matches."""
+        waiter = self._exchange([ofcodec.flow_stats_request(self.dp, cookie, cookie_mask,
+                                                            table_id)], multipart=True)
+        if waiter.errors:
+            raise ApplyError(f"flow stats refused: {waiter.errors[0]}")
+        return [(ofcodec.decode_flow(self.dp, s), s.packet_count, s.byte_count)
+                for reply in waiter.replies for s in reply.body]
+
+    def flow_stats(self, table_id: int, cookie: int, cookie_mask: int) -> list[FlowSpec]:
+        """One table's flows whose cookie matches."""
+        return [spec for spec, _, _ in self.flow_counters(table_id, cookie, cookie_mask)]
+
+    def aggregate(self, table_id: int, cookie: int, cookie_mask: int) -> tuple[int, int, int]:
+        """(flow_count, packet_count, byte_count) over one table's flows whose cookie matches."""
+        waiter = self._exchange([ofcodec.aggregate_request(self.dp, table_id, cookie,
+                                                           cookie_mask)], multipart=True)
+        if waiter.errors:
+            raise ApplyError(f"aggregate stats refused: {waiter.errors[0]}")
+        body = waiter.replies[0].body
+        return body.flow_count, body.packet_count, body.byte_count
+
     def apply(self, diff: FlowDiff) -> None:
         """Deletes then adds, in one ORDERED|ATOMIC bundle (OpenFlow 1.4+), then a barrier.
 

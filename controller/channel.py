@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Protocol, Sequence
 
 from controller.pipeline.actions import CONTROLLER, Action
+from controller.pipeline.flowspec import FlowSpec
 from controller.reconcile import FlowChannel
 from controller.topology import Port
 
@@ -17,5 +18,15 @@ class SwitchChannel(FlowChannel, Protocol):
     of_version: str
 
     def ports(self) -> list[Port]: ...
+
+    def flow_stats(self, table_id: int, cookie: int, cookie_mask: int) -> list[FlowSpec]:
+        """One table's flows whose cookie matches `cookie` under `cookie_mask`."""
+
+    def flow_counters(self, table_id: int, cookie: int,
+                      cookie_mask: int) -> list[tuple[FlowSpec, int, int]]:
+        """As flow_stats, each flow with its packet and byte counts."""
+
+    def aggregate(self, table_id: int, cookie: int, cookie_mask: int) -> tuple[int, int, int]:
+        """(flow_count, packet_count, byte_count) over those flows."""
 
     def packet_out(self, data: bytes, actions: Sequence[Action], in_port: int = CONTROLLER) -> None: ...

@@ -58,11 +58,14 @@ def icmp_echo_responder(mac: str, ip: str) -> tuple:
 
     Through l2 rather than straight back out of the ingress port, so a reply
     to an interface with a personality passes its ingress firewall like any
-    other packet.
+    other packet.  The ingress port is cleared (copied from reg7, which the
+    hub never sets, so it reads 0; OpenFlow switches refuse set_field on
+    in_port): a switch never outputs a packet to the port it came in on
+    unless told IN_PORT, and l2 sends the reply exactly there.
     """
     return (Move("eth_src", "eth_dst", 48), SetField("eth_src", mac),
             Move("ipv4_src", "ipv4_dst", 32), SetField("ipv4_src", ip),
-            SetField("icmpv4_type", 0))
+            SetField("icmpv4_type", 0), Move("reg7", "in_port", 16))
 
 
 def next_hops(switches: Iterable[int], links: Iterable[Link]) -> dict[int, dict[int, int]]:
@@ -104,6 +107,7 @@ def _switch_flows(dpid: int, inp: FabricInput, hops: dict[int, dict[int, int]],
         # Unknown sources: ARP and IPv4 teach the hub a host; anything else is dropped.
         flow(T.CLASSIFY.id, 10, {"eth_type": ETH_ARP}, [Output.controller()], cookie=BASE),
         flow(T.CLASSIFY.id, 10, {"eth_type": ETH_IPV4}, [Output.controller()], cookie=BASE),
+        flow(T.PERSONALITY_ROUTES.id, 0, goto=T.ARP.id, cookie=BASE),
         flow(T.ARP.id, 0, goto=T.ROUTE.id, cookie=BASE),
         flow(T.ARP.id, 100, {"eth_type": ETH_ARP, "arp_op": 1}, [Output.controller()], cookie=BASE),
         flow(T.ARP.id, 110, {"eth_type": ETH_ARP, "arp_op": 2}, goto=T.ROUTE.id, cookie=BASE),

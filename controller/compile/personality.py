@@ -319,7 +319,7 @@ def _learn_connection(interface: Interface, zone: int, direction: str,
                   LearnMatch("reg2", 16, 16, src=f"{protocol}_{ends[1]}")]
     return Learn(table=tables.PERSONALITY_CONNECTIONS.id,
                  cookie=connection_cookie(interface, zone),
-                 idle_timeout=CONNECTION_IDLE_SECONDS, priority=1, specs=tuple(specs))
+                 hard_timeout=CONNECTION_IDLE_SECONDS, priority=1, specs=tuple(specs))
 
 
 def decode_connection(match: Mapping[str, Any]) -> dict[str, Any]:
@@ -408,8 +408,10 @@ def _compile(interface: Interface, zone: int, cookie: int, policy: PersonalityPo
                 dns = {**new, "ip_proto": IP_PROTOS[proto], port_field: 53}
                 for server in policy.dns_servers:
                     add(table, DNS_ALLOWED, {**dns, "ipv4_dst": server}, [commit], count)
+                # Recirculated (ct table=) so what follows sees the translated address.
                 add(table, DNS_REDIRECT, dns,
-                    [Conntrack(commit=True, zone=zone, nat=Nat(dst=first, dst_port=53))], count)
+                    [Conntrack(commit=True, zone=zone, table=count,
+                               nat=Nat(dst=first, dst_port=53))])
         for i, rule in enumerate(rules):
             if not rule.applies(direction):
                 continue

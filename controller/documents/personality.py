@@ -166,6 +166,17 @@ class Personality(DocumentModel):
     def _unique(cls, values: list[ipaddress.IPv4Address]) -> list[ipaddress.IPv4Address]:
         return _no_duplicates(values)
 
+    @field_validator("routing_table")
+    @classmethod
+    def _one_route_per_destination(cls, routes: list[RouteEntry]) -> list[RouteEntry]:
+        seen: set[Any] = set()
+        for route in routes:
+            if route.destination in seen:
+                fail(f"destination {route.destination} is routed more than once; "
+                     "a destination has one next hop")
+            seen.add(route.destination)
+        return routes
+
     def stored_body(self) -> dict[str, Any]:
         """The normalized body kept in the store: what was given, in canonical form.
 

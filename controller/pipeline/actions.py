@@ -8,6 +8,7 @@ reconciler replaces such a flow.
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Union
 
@@ -50,6 +51,29 @@ class DecTtl:
 
 
 @dataclass(frozen=True)
+class Nat:
+    """The `nat` of a Conntrack action.
+
+    `Nat(dst="10.0.0.53", dst_port=53)` rewrites the destination of a new
+    connection (needs `commit`), `Nat(src=...)` its source; `Nat()` applies the
+    translation of an already committed connection (and un-NATs its replies).
+    One address, not a range.
+    """
+    dst: str | None = None
+    dst_port: int | None = None
+    src: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.dst is not None and self.src is not None:
+            raise ValueError("nat translates the source or the destination, not both")
+        for addr in (self.dst, self.src):
+            if addr is not None and str(ipaddress.IPv4Address(addr)) != addr:
+                raise ValueError(f"nat address {addr!r} is not a plain dotted quad")
+        if self.dst_port is not None and (self.dst is None or not 0 < self.dst_port <= 0xFFFF):
+            raise ValueError(f"nat dst_port {self.dst_port!r} needs dst and 1..65535")
+
+
+@dataclass(frozen=True)
 class Conntrack:
     """Nicira `ct(...)`: send the packet through the connection tracker.
 
@@ -59,16 +83,21 @@ class Conntrack:
     `ct_state` is set (match it with `ct_state(...)`); without one, the
     pipeline carries on with the following actions and instructions.
 
-    Encoded as os-ken's NXActionCT (immediate zone, no ALG, no nested
-    actions) by `controller.pipeline.ofcodec`.
+    With `nat`, the tracker also translates addresses (see `Nat`).
+
+    Encoded as os-ken's NXActionCT (immediate zone, no ALG; an NXActionNAT as
+    its only nested action when `nat` is set) by `controller.pipeline.ofcodec`.
     """
     commit: bool = False
     zone: int = 0
     table: int | None = None
+    nat: Nat | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.zone <= 0xFFFF:
             raise ValueError(f"conntrack zone {self.zone} is outside 0..65535")
+        if self.nat is not None and (self.nat.dst or self.nat.src) and not self.commit:
+            raise ValueError("nat with an address needs commit (OVS refuses it otherwise)")
 
 
 # Bits of the `ct_state` match field, set by a Conntrack action with a table.
@@ -105,9 +134,55 @@ def ct_state(flags: str) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
+class LearnMatch:
+    """One match field of a flow added by `Learn`.
+
+    The learned flow matches `dst[dst_ofs .. dst_ofs+n_bits-1]` against the
+    learning packet's `src[src_ofs ..]`, or against the immediate `value`
+    (exactly one of `src` and `value`).  Field names are os-ken's (`ipv4_src`,
+    `tcp_src`, `reg0`).  The learned flow needs its prerequisites too: a `dst`
+    of `ipv4_src` takes an `eth_type` = 0x0800 spec as well.
+    """
+    dst: str
+    n_bits: int
+    dst_ofs: int = 0
+    src: str | None = None
+    src_ofs: int = 0
+    value: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.src is None) == (self.value is None):
+            raise ValueError("a learn match takes exactly one of src and value")
+        if not 0 < self.n_bits < 0x400:
+            raise ValueError(f"learn match n_bits {self.n_bits} is outside 1..1023")
+
+
+@dataclass(frozen=True)
+class Learn:
+    """Nicira `learn(...)`: add (or refresh) a flow in `table` from this packet.
+
+    The learned flow matches `specs` and has no actions; it carries `cookie`, so
+    a table of learned flows can be counted with an aggregate stats request.
+    Re-learning an existing flow (OVS) restarts its `hard_timeout` but not its
+    `idle_timeout`, which only packets matching the learned flow itself reset:
+    for "expire N seconds after the last packet" use hard_timeout.
+    """
+    table: int
+    cookie: int
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+    priority: int = 0x8000
+    specs: tuple[LearnMatch, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.table <= 254:
+            raise ValueError(f"learn table {self.table} is outside 0..254")
+
+
+@dataclass(frozen=True)
 class Opaque:
     """An action read back from a switch that the hub does not model."""
     text: str
 
 
-Action = Union[Output, SetField, Move, DecTtl, Conntrack, Opaque]
+Action = Union[Output, SetField, Move, DecTtl, Conntrack, Learn, Opaque]

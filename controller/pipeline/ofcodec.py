@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.pipeline.actions import Action, Conntrack, DecTtl, Move, Opaque, Output, SetField
+from controller.pipeline.actions import (Action, Conntrack, DecTtl, Learn, LearnMatch, Move, Nat,
+                                         Opaque, Output, SetField)
 from controller.pipeline.flowspec import FlowSpec, Match, make_match
 from controller.pipeline import cookies
 
 _HUB_COOKIE, _HUB_MASK = cookies.hub_mask()
 _CT_COMMIT = 1           # NX_CT_F_COMMIT
 _CT_NO_RECIRC = 0xFF     # NX_CT_RECIRC_NONE
+_NAT_SRC, _NAT_DST = 1, 2  # NX_NAT_F_SRC, NX_NAT_F_DST
 _MATCH_CLASSES: dict[type, type] = {}
 _OXM_ORDER: dict[tuple[int, str], int] = {}
 
@@ -91,8 +93,30 @@ def encode_action(parser: Any, action: Action):
         return parser.NXActionCT(flags=_CT_COMMIT if action.commit else 0, zone_src="",
                                  zone_ofs_nbits=action.zone,
                                  recirc_table=_CT_NO_RECIRC if action.table is None else action.table,
-                                 alg=0, actions=[])
+                                 alg=0, actions=[] if action.nat is None
+                                 else [_encode_nat(parser, action.nat)])
+    if isinstance(action, Learn):
+        return parser.NXActionLearn(
+            table_id=action.table, specs=[_encode_learn_match(parser, m) for m in action.specs],
+            idle_timeout=action.idle_timeout, hard_timeout=action.hard_timeout,
+            priority=action.priority, cookie=action.cookie, flags=0,
+            fin_idle_timeout=0, fin_hard_timeout=0)
     raise TypeError(f"cannot encode {action!r}")
+
+
+def _encode_nat(parser: Any, nat: Nat):
+    """As ovs-ofctl encodes `nat(dst=A:P)`: the minimum of each range only (max = min)."""
+    if nat.dst is not None:
+        return parser.NXActionNAT(flags=_NAT_DST, range_ipv4_min=nat.dst,
+                                  range_proto_min=nat.dst_port)
+    if nat.src is not None:
+        return parser.NXActionNAT(flags=_NAT_SRC, range_ipv4_min=nat.src)
+    return parser.NXActionNAT(flags=0)
+
+
+def _encode_learn_match(parser: Any, m: LearnMatch):
+    src = m.value if m.src is None else (m.src, m.src_ofs)
+    return parser.NXFlowSpecMatch(src=src, dst=(m.dst, m.dst_ofs), n_bits=m.n_bits)
 
 
 def decode_action(parser: Any, action: Any) -> Action:
@@ -105,10 +129,55 @@ def decode_action(parser: Any, action: Any) -> Action:
     if isinstance(action, parser.OFPActionDecNwTtl):
         return DecTtl()
     if (isinstance(action, parser.NXActionCT) and not action.zone_src and not action.alg
-            and not action.actions and not action.flags & ~_CT_COMMIT):
-        table = None if action.recirc_table == _CT_NO_RECIRC else action.recirc_table
-        return Conntrack(bool(action.flags & _CT_COMMIT), action.zone_ofs_nbits, table)
+            and len(action.actions) <= 1 and not action.flags & ~_CT_COMMIT):
+        nat = _decode_nat(parser, action.actions[0]) if action.actions else None
+        if not action.actions or nat is not None:
+            table = None if action.recirc_table == _CT_NO_RECIRC else action.recirc_table
+            try:
+                return Conntrack(bool(action.flags & _CT_COMMIT), action.zone_ofs_nbits, table,
+                                 nat)
+            except ValueError:  # e.g. nat with an address but no commit
+                pass
+    if isinstance(action, parser.NXActionLearn) and not (
+            action.flags or action.fin_idle_timeout or action.fin_hard_timeout):
+        specs = [_decode_learn_match(parser, s) for s in action.specs]
+        if None not in specs:
+            return Learn(action.table_id, action.cookie, action.idle_timeout,
+                         action.hard_timeout, action.priority, tuple(specs))
     return Opaque(repr(action))
+
+
+def _decode_nat(parser: Any, a: Any) -> Nat | None:
+    """A Nat for an NXActionNAT of at most one IPv4 address and port (max unset or = min)."""
+    if not isinstance(a, parser.NXActionNAT) or a.range_ipv6_min or a.range_ipv6_max:
+        return None
+    addr, port = a.range_ipv4_min, a.range_proto_min
+    if a.range_ipv4_max not in ("", addr) or a.range_proto_max not in (None, port):
+        return None
+    try:
+        if a.flags == 0 and not addr and port is None:
+            return Nat()
+        if a.flags == _NAT_DST and addr:
+            return Nat(dst=addr, dst_port=port)
+        if a.flags == _NAT_SRC and addr and port is None:
+            return Nat(src=addr)
+    except ValueError:  # e.g. port 0
+        pass
+    return None
+
+
+def _decode_learn_match(parser: Any, s: Any) -> LearnMatch | None:
+    """A LearnMatch for an NXFlowSpecMatch; None for loads, outputs and what LearnMatch refuses."""
+    if not isinstance(s, parser.NXFlowSpecMatch):
+        return None
+    (dst, dst_ofs), src = s.dst, s.src
+    try:
+        if isinstance(src, tuple):
+            return LearnMatch(_oxm_name(dst), s.n_bits, dst_ofs, src=_oxm_name(src[0]),
+                              src_ofs=src[1])
+        return LearnMatch(_oxm_name(dst), s.n_bits, dst_ofs, value=src)
+    except ValueError:
+        return None
 
 
 def instructions(dp: Any, spec: FlowSpec) -> list:
@@ -142,10 +211,19 @@ def flow_delete(dp: Any, spec: FlowSpec):
         instructions=[])
 
 
-def flow_stats_request(dp: Any, cookie: int, cookie_mask: int):
+def flow_stats_request(dp: Any, cookie: int, cookie_mask: int, table_id: int | None = None):
+    """Flows of every table (or of `table_id`) whose cookie matches."""
     parser, ofp = dp.ofproto_parser, dp.ofproto
-    return parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+    table = ofp.OFPTT_ALL if table_id is None else table_id
+    return parser.OFPFlowStatsRequest(dp, 0, table, ofp.OFPP_ANY, ofp.OFPG_ANY,
                                       cookie, cookie_mask, parser.OFPMatch())
+
+
+def aggregate_request(dp: Any, table_id: int, cookie: int, cookie_mask: int):
+    """Flow, packet and byte counts summed over one table's flows whose cookie matches."""
+    parser, ofp = dp.ofproto_parser, dp.ofproto
+    return parser.OFPAggregateStatsRequest(dp, 0, table_id, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                           cookie, cookie_mask, parser.OFPMatch())
 
 
 def decode_flow(dp: Any, stats: Any) -> FlowSpec:

@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import Iterable
 
 from controller.pipeline.actions import (CONTROLLER, CT_FLAGS, IN_PORT, LOCAL, TABLE, Action,
-                                         Conntrack, DecTtl, Move, Output, SetField)
+                                         Conntrack, DecTtl, Learn, LearnMatch, Move, Nat, Output,
+                                         SetField)
 from controller.pipeline.flowspec import FlowSpec, MatchValue
 
 # OXM field name (as used in FlowSpec matches and actions) -> ovs-ofctl field name.
@@ -38,9 +39,30 @@ PORT_NAMES = {
 
 _HEX_FIELDS = {"eth_type", "metadata"}
 
+# Fields a learn spec may name -> (NXM/OXM name, width in bits), as ovs-ofctl dumps them.
+LEARN_FIELDS = {
+    "in_port": ("OXM_OF_IN_PORT", 32),
+    "eth_src": ("NXM_OF_ETH_SRC", 48),
+    "eth_dst": ("NXM_OF_ETH_DST", 48),
+    "eth_type": ("NXM_OF_ETH_TYPE", 16),
+    "ip_proto": ("NXM_OF_IP_PROTO", 8),
+    "ipv4_src": ("NXM_OF_IP_SRC", 32),
+    "ipv4_dst": ("NXM_OF_IP_DST", 32),
+    "tcp_src": ("NXM_OF_TCP_SRC", 16),
+    "tcp_dst": ("NXM_OF_TCP_DST", 16),
+    "udp_src": ("NXM_OF_UDP_SRC", 16),
+    "udp_dst": ("NXM_OF_UDP_DST", 16),
+    **{f"reg{i}": (f"NXM_NX_REG{i}", 32) for i in range(8)},
+}
+
 
 def field_name(name: str) -> str:
     return FIELD_NAMES.get(name, name)
+
+
+def _move_field(name: str) -> str:
+    """in_port is moved as the 32-bit OXM field (ovs-ofctl's `in_port` is the 16-bit NXM one)."""
+    return "OXM_OF_IN_PORT" if name == "in_port" else field_name(name)
 
 
 def _port(port: int) -> str:
@@ -86,15 +108,54 @@ def render_action(action: Action) -> str:
         return f"set_field:{action.value}->{field_name(action.field)}"
     if isinstance(action, Move):
         bits = f"[0..{action.n_bits - 1}]"
-        return f"move:{field_name(action.src)}{bits}->{field_name(action.dst)}{bits}"
+        return f"move:{_move_field(action.src)}{bits}->{_move_field(action.dst)}{bits}"
     if isinstance(action, DecTtl):
         return "dec_ttl"
     if isinstance(action, Conntrack):
         args = (["commit"] if action.commit else []) + [f"zone={action.zone}"]
+        if action.nat is not None:
+            args.append(_nat(action.nat))
         if action.table is not None:
             args.append(f"table={action.table}")
         return f"ct({','.join(args)})"
+    if isinstance(action, Learn):
+        args = [f"table={action.table}"]
+        if action.idle_timeout:
+            args.append(f"idle_timeout={action.idle_timeout}")
+        if action.hard_timeout:
+            args.append(f"hard_timeout={action.hard_timeout}")
+        if action.priority != 0x8000:
+            args.append(f"priority={action.priority}")
+        args.append(f"cookie=0x{action.cookie:x}")
+        args += [_learn_match(m) for m in action.specs]
+        return f"learn({','.join(args)})"
     raise TypeError(f"cannot render {action!r} for ovs-ofctl")
+
+
+def _nat(nat: Nat) -> str:
+    if nat.dst is not None:
+        port = "" if nat.dst_port is None else f":{nat.dst_port}"
+        return f"nat(dst={nat.dst}{port})"
+    if nat.src is not None:
+        return f"nat(src={nat.src})"
+    return "nat"
+
+
+def _subfield(name: str, ofs: int, n_bits: int) -> str:
+    """`NXM_NX_REG0[]` for a whole field, `NXM_NX_REG2[0..15]` for part of one."""
+    if name not in LEARN_FIELDS:
+        raise TypeError(f"cannot render learn field {name!r} for ovs-ofctl")
+    nxm, width = LEARN_FIELDS[name]
+    if ofs == 0 and n_bits == width:
+        return f"{nxm}[]"
+    return f"{nxm}[{ofs}..{ofs + n_bits - 1}]"
+
+
+def _learn_match(m: LearnMatch) -> str:
+    dst = _subfield(m.dst, m.dst_ofs, m.n_bits)
+    if m.src is None:
+        return f"{dst}=0x{m.value:x}"
+    return f"{dst}={_subfield(m.src, m.src_ofs, m.n_bits)}"
 
 
 def render_actions(spec: FlowSpec) -> str:

@@ -223,7 +223,7 @@ def _fast_action(ofp: Any, fields: dict[str, _Field], action: Action) -> bytes |
                               n_bits, 0, 0) + src + dst + bytes(padded - length))
     if cls is DecTtl:
         return _DEC_NW_TTL
-    return None
+    return None  # Conntrack, Learn, Opaque: os-ken encodes them
 
 
 def _fast_instructions(ofp: Any, fields: dict[str, _Field], spec: FlowSpec) -> bytes | None:

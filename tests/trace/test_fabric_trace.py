@@ -113,6 +113,10 @@ def test_ping_to_gateway_is_answered(fabric, host, gateway):
     assert f["icmp_type"] == "0", t
     assert (f["nw_src"], f["nw_dst"]) == (gateway, ip), t
     assert (f["dl_src"], f["dl_dst"]) == (ROUTER_MAC, mac), t
+    # the responder rewrites and hands the reply to l2 (so an interface with a personality
+    # gets it through its ingress firewall); l2 sends it back out of the host's port
+    assert "goto_table:50" in t.text and "output:IN_PORT" not in t.text, t
+    assert "skipping output to input port" not in t.text, t
 
 
 # ------------------------------------------------------------------ forwarding

@@ -9,7 +9,7 @@ from controller.compile.fabric import (BASE, ETH_ARP, ETH_IPV4, ETH_LLDP, Fabric
                                        arp_responder, compile_fabric, host_cookie,
                                        icmp_echo_responder, next_hops, subnet_cookie, subnet_of)
 from controller.pipeline import cookies, tables
-from controller.pipeline.actions import DecTtl, Output, SetField
+from controller.pipeline.actions import IN_PORT, DecTtl, Move, Output, SetField
 from controller.pipeline.cookies import Feature
 from controller.pipeline.flowspec import flow, make_match
 from controller.topology import Host, Link, Subnet
@@ -81,6 +81,7 @@ def test_arp_responders_for_every_gateway_and_host_ip(compiled):
             ping = k[(40, 300, make_match({"eth_dst": ROUTER, "eth_type": ETH_IPV4,
                                            "ip_proto": 1, "icmpv4_type": 8, "ipv4_dst": gw}))]
             assert ping.actions == icmp_echo_responder(ROUTER, gw)
+            assert ping.goto == tables.L2.id and ping.cookie == subnet_cookie(subnet)
         for host in HOSTS:
             for ip in host.ips:
                 f = k[(10, 200, make_match({"eth_type": ETH_ARP, "arp_op": 1, "arp_tpa": ip}))]
@@ -88,6 +89,49 @@ def test_arp_responders_for_every_gateway_and_host_ip(compiled):
                 assert f.cookie == host_cookie(host)
         arp_replies = [f for f in flows if f.table == 10 and f.priority in (200, 300)]
         assert len(arp_replies) == 2 + 4
+
+
+def test_icmp_echo_responder_rewrites_and_leaves_forwarding_to_l2():
+    assert icmp_echo_responder(ROUTER, "10.0.1.1") == (
+        Move("eth_src", "eth_dst", 48), SetField("eth_src", ROUTER),
+        Move("ipv4_src", "ipv4_dst", 32), SetField("ipv4_src", "10.0.1.1"),
+        SetField("icmpv4_type", 0), Move("reg7", "in_port", 16))
+    # no output of its own (IN_PORT or other): l2 forwards the reply, through the ingress
+    # firewall of an interface with a personality like any other packet to it
+    assert not any(isinstance(a, Output) for a in icmp_echo_responder(ROUTER, "10.0.1.1"))
+
+
+def _apply(actions, packet):
+    """Apply Move/SetField actions to a packet dict (what the switch does to the headers)."""
+    p = dict(packet)
+    for a in actions:
+        if isinstance(a, Move):
+            p[a.dst] = p.get(a.src, 0)  # registers start at 0
+        elif isinstance(a, SetField):
+            p[a.field] = a.value
+    return p
+
+
+@pytest.mark.parametrize("host", HOSTS, ids=lambda h: h.mac)
+def test_echo_reply_can_leave_by_the_port_the_request_came_in(compiled, host):
+    """OpenFlow drops output:N when N is the packet's in_port: the reply, sent back by l2
+    toward the host that asked, must not still carry the request's in_port (or must use
+    IN_PORT)."""
+    flows = compiled[host.dpid]
+    gw = str(subnet_of(host.ips[0], (BLUE, RED)).gateway)
+    request = {"in_port": host.port, "eth_src": host.mac, "eth_dst": ROUTER,
+               "eth_type": ETH_IPV4, "ip_proto": 1, "icmpv4_type": 8,
+               "ipv4_src": host.ips[0], "ipv4_dst": gw}
+    (ping,) = [f for f in flows if f.table == tables.ROUTE.id and f.priority == 300
+               and dict(f.match)["ipv4_dst"] == gw]
+    reply = _apply(ping.actions, request)
+    assert (reply["eth_src"], reply["eth_dst"], reply["ipv4_src"], reply["ipv4_dst"],
+            reply["icmpv4_type"]) == (ROUTER, host.mac, gw, host.ips[0], 0)
+    (l2,) = [f for f in flows if f.table == ping.goto and dict(f.match).get("eth_dst") == host.mac]
+    (out,) = l2.actions
+    assert out.port == IN_PORT or out.port != reply.get("in_port"), (
+        f"the echo reply would be output to port {out.port}, its own in_port: "
+        f"OpenFlow skips that output and the reply is lost")
 
 
 def test_subnet_cookie_carries_revision():
@@ -140,10 +184,10 @@ def test_classify_admits_local_hosts_and_link_ports(compiled):
 
 
 def test_exact_flow_count(compiled):
-    # 10 base + link ports + 2x2 subnet + per host (l2 + 2 per ip) + local classify
-    assert len(compiled[CORE]) == 10 + 2 + 4 + 3 + 8
-    assert len(compiled[LEAF_A]) == 10 + 1 + 4 + 3 + 8 + 1
-    assert len(compiled[LEAF_B]) == 10 + 1 + 4 + 3 + 8 + 2
+    # 11 base + link ports + 2x2 subnet + per host (l2 + 2 per ip) + local classify
+    assert len(compiled[CORE]) == 11 + 2 + 4 + 3 + 8
+    assert len(compiled[LEAF_A]) == 11 + 1 + 4 + 3 + 8 + 1
+    assert len(compiled[LEAF_B]) == 11 + 1 + 4 + 3 + 8 + 2
 
 
 def test_every_flow_passes_the_layout_check(compiled):

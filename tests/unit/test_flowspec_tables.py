@@ -79,18 +79,56 @@ def test_actions_are_hashable_values():
 
 def test_layout_is_ordered_and_indexed():
     ids = [t.id for t in tables.LAYOUT]
-    assert ids == sorted(ids) == [0, 2, 3, 10, 40, 50, 60, 61]
+    assert ids == sorted(ids) == [0, 2, 3, 4, 5, 10, 40, 50, 60, 61, 62, 63]
+    assert len(set(t.name for t in tables.LAYOUT)) == len(tables.LAYOUT)
     assert tables.BY_NAME["l2"] is tables.L2 and tables.BY_ID[40] is tables.ROUTE
     assert tables.BY_NAME["personality_egress"] is tables.PERSONALITY_EGRESS
     assert tables.BY_ID[61] is tables.PERSONALITY_INGRESS_FW
+    for id_, name in ((4, "personality_egress_count"), (5, "personality_routes"),
+                      (62, "personality_ingress_count"), (63, "personality_connections")):
+        assert tables.BY_ID[id_] is tables.BY_NAME[name]
+    assert tables.BY_ID[4] is tables.PERSONALITY_EGRESS_COUNT
+    assert tables.BY_ID[5] is tables.PERSONALITY_ROUTES
+    assert tables.BY_ID[62] is tables.PERSONALITY_INGRESS_COUNT
+    assert tables.BY_ID[63] is tables.PERSONALITY_CONNECTIONS
+
+
+def test_each_direction_runs_firewall_then_count_in_table_order():
+    """Egress: personality_egress < _fw < _count < personality_routes < arp; ingress likewise."""
+    T = tables
+    assert (T.CLASSIFY.id < T.PERSONALITY_EGRESS.id < T.PERSONALITY_EGRESS_FW.id
+            < T.PERSONALITY_EGRESS_COUNT.id < T.PERSONALITY_ROUTES.id < T.ARP.id < T.L2.id)
+    assert (T.L2.id < T.PERSONALITY_INGRESS.id < T.PERSONALITY_INGRESS_FW.id
+            < T.PERSONALITY_INGRESS_COUNT.id < T.PERSONALITY_CONNECTIONS.id)
+
+
+def test_table_misses_name_declared_tables():
+    for t in tables.LAYOUT:
+        assert t.miss in ("controller", "drop") or t.miss.startswith("goto:"), t
+        if t.miss.startswith("goto:"):
+            target = tables.BY_NAME[t.miss[len("goto:"):]]
+            assert target.id > t.id, t
+    # an interface's packets no route of its own matches continue to the fabric's ARP/routing
+    assert tables.PERSONALITY_ROUTES.miss == "goto:arp"
+    assert tables.PERSONALITY_EGRESS_COUNT.miss == tables.PERSONALITY_INGRESS_COUNT.miss == "drop"
+
+
+def test_only_personality_connections_is_learned():
+    assert tables.LEARNED == frozenset({63}) == frozenset({tables.PERSONALITY_CONNECTIONS.id})
+    assert isinstance(tables.LEARNED, frozenset)
+    assert tables.PERSONALITY_CONNECTIONS.learned
+    assert not any(t.learned for t in tables.LAYOUT if t is not tables.PERSONALITY_CONNECTIONS)
+    assert tables.Table(99, "x", "y", "drop").learned is False   # the default
 
 
 def test_check_holds_conntrack_resume_tables_to_the_goto_rule():
     tables.check([flow(2, 1, actions=[Conntrack(zone=5, table=3)]),
-                  flow(3, 1, actions=[Conntrack(commit=True, zone=5)], goto=10)])
+                  flow(3, 1, actions=[Conntrack(commit=True, zone=5)], goto=4),
+                  flow(60, 1, actions=[Conntrack(zone=5, table=61)]),
+                  flow(61, 1, actions=[Conntrack(commit=True, zone=5)], goto=62)])
     for bad in (flow(2, 1, actions=[Conntrack(zone=5, table=2)]),    # to itself
                 flow(3, 1, actions=[Conntrack(zone=5, table=2)]),    # backward
-                flow(2, 1, actions=[Conntrack(zone=5, table=4)])):   # undeclared
+                flow(2, 1, actions=[Conntrack(zone=5, table=6)])):   # undeclared
         with pytest.raises(tables.LayoutError):
             tables.check([bad])
 
@@ -98,17 +136,22 @@ def test_check_holds_conntrack_resume_tables_to_the_goto_rule():
 def test_check_accepts_declared_tables_and_forward_gotos():
     tables.check([flow(0, 0, goto=10), flow(10, 0, goto=40), flow(0, 1, goto=50),
                   flow(40, 0, goto=50), flow(50, 0)])
+    # the personality path: fw -> count -> routes -> arp / l2, ingress fw -> count
+    tables.check([flow(3, 1, goto=4), flow(4, 1, goto=5), flow(5, 0, goto=10),
+                  flow(5, 1, goto=50), flow(61, 1, goto=62), flow(62, 1, actions=[Output(1)])])
     tables.check([])
 
 
 @pytest.mark.parametrize("bad", [
-    flow(5, 0),                 # undeclared table
+    flow(6, 0),                 # undeclared table
     flow(70, 0),
-    flow(0, 0, goto=5),         # goto undeclared
+    flow(0, 0, goto=6),         # goto undeclared
     flow(0, 0, goto=70),
     flow(40, 0, goto=10),       # backward
     flow(10, 0, goto=10),       # to itself
     flow(50, 0, goto=0),
+    flow(5, 0, goto=4),         # routes back into the count table
+    flow(63, 0, goto=62),
 ])
 def test_check_refuses(bad):
     with pytest.raises(tables.LayoutError):

@@ -14,8 +14,8 @@ from os_ken.ofproto import ofproto_protocol, ofproto_v1_3, ofproto_v1_4, ofproto
 from apps.channel import OsKenChannel
 from controller.compile.fabric import FabricInput, compile_fabric
 from controller.pipeline import cookies, ofcodec, wire
-from controller.pipeline.actions import (CONTROLLER, IN_PORT, LOCAL, TABLE, DecTtl, Move, Opaque,
-                                         Output, SetField)
+from controller.pipeline.actions import (CONTROLLER, IN_PORT, LOCAL, TABLE, Conntrack, DecTtl,
+                                         Learn, LearnMatch, Move, Nat, Opaque, Output, SetField)
 from controller.pipeline.flowspec import FlowSpec, flow
 from controller.reconcile import ApplyError, FlowDiff
 from controller.topology import Host, Link, Subnet
@@ -208,6 +208,15 @@ FALLBACK_SPECS = [
     FlowSpec(10, 1, (("in_port", 1),), (SetField("ipv6_dst", "fe80::1"),)),
     FlowSpec(10, 1, (("in_port", 1),), (SetField("eth_dst", "02-00-00-00-00-01"),)),
     FlowSpec(10, 1, (("in_port", 1),), (Output(True),)),
+    # learn and conntrack (with or without nat) are left to os-ken
+    FlowSpec(4, 10, (("eth_type", 0x0800), ("ip_proto", 6)),
+             (Learn(63, 0xABC, 3, 0, 100, (LearnMatch("reg0", 32, src="ipv4_src"),
+                                           LearnMatch("reg2", 16, src="tcp_src"),
+                                           LearnMatch("reg4", 32, value=5))),), 10, COOKIE),
+    FlowSpec(3, 10, (("eth_type", 0x0800), ("ip_proto", 17)),
+             (Conntrack(True, 5, 3, Nat("10.0.0.53", 53)),), None, COOKIE),
+    FlowSpec(3, 11, (("eth_type", 0x0800),), (Conntrack(False, 5, 61, Nat()), Output(1))),
+    FlowSpec(3, 12, (("eth_type", 0x0800),), (Output(1), Conntrack(True, 5))),
 ]
 
 
