@@ -1,6 +1,6 @@
 """Small traffic tools run inside Mininet hosts (stdlib only).
 
-    netcheck.py serve PORT [PORT ...]        TCP servers: answer each line with "<name>:<port> <line>"
+    netcheck.py serve PORT [PORT ...] [--name N]   TCP servers: answer each line with "<N>:<port> <line>"
     netcheck.py connect HOST PORT [-t S]     one connection and one line; exit 0 if answered
     netcheck.py stream HOST PORT LOG         one long-lived connection, a line every 0.1 s;
                                              LOG gets "ok N" / "fail N reason" lines
@@ -16,9 +16,7 @@ import threading
 import time
 
 
-def serve(ports: list[int]) -> None:
-    name = socket.gethostname()
-
+def serve(ports: list[int], name: str) -> None:
     class Echo(socketserver.StreamRequestHandler):
         def handle(self) -> None:
             port = self.server.server_address[1]
@@ -102,7 +100,8 @@ def udpsink(port: int, log: str) -> None:
 def main(argv: list[str]) -> int:
     cmd, args = argv[1], argv[2:]
     if cmd == "serve":
-        serve([int(p) for p in args])
+        name = args[args.index("--name") + 1] if "--name" in args else socket.gethostname()
+        serve([int(p) for p in args if p.isdigit()], name)
     elif cmd == "connect":
         timeout = float(args[args.index("-t") + 1]) if "-t" in args else 1.0
         return connect(args[0], int(args[1]), timeout)

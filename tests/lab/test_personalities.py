@@ -36,7 +36,7 @@ def lab(tmp_path_factory):
         for name in ("h1_2", "h1_3"):
             h = lab.host(name)
             h.cmd(f"ip addr add {SERVICE}/32 dev lo")
-            bg(h, f"{NETCHECK} serve 8080")
+            bg(h, f"{NETCHECK} serve 8080 --name {name}")
         bg(lab.host("h2_2"), f"{DNSD} --listen 10.0.2.2 --answer 192.0.2.2")
         bg(lab.host("h2_3"), f"{DNSD} --listen 10.0.2.3 --answer 192.0.2.3")
         wait_for("servers", lambda: "443" in lab.host("h2_1").cmd("ss -ltn")
@@ -142,8 +142,8 @@ def test_anti_spoofing_drops_foreign_source_addresses(lab):
     h = lab.host("h1_4")
     h.cmd("ip addr add 10.0.1.77/24 dev %s" % h.defaultIntf())
     try:
-        assert ping_loss(h.cmd("ping -c 3 -i 0.2 -W 1 -I 10.0.1.4 10.0.2.1")) == 0.0
-        assert ping_loss(h.cmd("ping -c 3 -i 0.2 -W 1 -I 10.0.1.77 10.0.2.1")) == 100.0
+        assert ping_loss(h.cmd("ping -c 3 -i 0.2 -W 1 -I 10.0.1.4 10.0.2.2")) == 0.0
+        assert ping_loss(h.cmd("ping -c 3 -i 0.2 -W 1 -I 10.0.1.77 10.0.2.2")) == 100.0
     finally:
         h.cmd("ip addr del 10.0.1.77/24 dev %s" % h.defaultIntf())
 
@@ -165,14 +165,14 @@ def test_disaster_recovery_moves_dns_and_routes(lab):
     assert wait_op(lab, switch(lab, "h1_1", "primary", drain={"max_seconds": 0})["id"])["state"] == "succeeded"
     assert _dns_answer(lab, "h1_1", "10.0.2.2") == "192.0.2.2"
     assert _dns_answer(lab, "h1_1", "10.0.9.9") == "192.0.2.2"      # redirected to its server
-    assert _service(lab, "h1_1").startswith("lph1_2:8080")
+    assert _service(lab, "h1_1").startswith("h1_2:8080")
     op = switch(lab, "h1_1", "dr", drain={"max_seconds": 3},
                 health_checks=[{"type": "dns"}, {"type": "gateway"}])
     done = wait_op(lab, op["id"])
     assert done["state"] == "succeeded", done
     assert _dns_answer(lab, "h1_1", "10.0.2.2") == "192.0.2.3"      # only the backup answers now
     assert _dns_answer(lab, "h1_1", "10.0.2.3") == "192.0.2.3"
-    assert _service(lab, "h1_1").startswith("lph1_3:8080")
+    assert _service(lab, "h1_1").startswith("h1_3:8080")
 
 
 def test_broken_personality_rolls_back_by_itself(lab):
