@@ -189,6 +189,11 @@ class Switcher:
                 return False
             epoch = 1 - (current.zone & 1) if current else 0
             zone = interface_zone(run.interface, epoch)
+            missing = unsupported(doc.body)
+            if missing:
+                self._fail(run, f"personality {target_id!r} uses {missing}, which this "
+                                "controller cannot enforce yet; nothing was changed")
+                return False
             try:
                 policy = PersonalityPolicy.from_body(doc.id, doc.body, doc.revision)
                 compile_personality(run.interface, policy, zone, self.hub.compile_context())
@@ -462,6 +467,10 @@ class Switcher:
         doc = self.store.find("personality", personality_id)
         if doc is None:
             raise LookupError(f"no personality {personality_id!r}")
+        missing = unsupported(doc.body)
+        if missing:
+            raise ValueError(f"personality {personality_id!r} uses {missing}, which this "
+                             "controller cannot enforce yet")
         iface = _interface(iface_doc)
         current = self.hub.bindings.get(iid)
         epoch = 1 - (current.zone & 1) if current else 0
@@ -499,6 +508,16 @@ class Switcher:
     def _set_interface(self, iid: str, **fields: Any) -> None:
         doc = self.store.get(interfaces.KIND, iid)
         self.store.put(interfaces.KIND, iid, {**doc.body, **fields})
+
+
+# Personality sections stored and validated but not realized in flows yet.  A
+# switch to a personality using one is refused rather than half-applied.
+NOT_ENFORCED = ("vpn_tunnel_config", "application_access_policy")
+
+
+def unsupported(body: dict[str, Any]) -> str | None:
+    used = [k for k in NOT_ENFORCED if body.get(k)]
+    return " and ".join(used) or None
 
 
 def _append(log: list, at: float, state: str, message: str) -> list:
