@@ -15,6 +15,7 @@ from controller.channel import ChannelClosed
 from controller.pipeline import ofcodec, wire
 from controller.pipeline.actions import CONTROLLER, Action
 from controller.pipeline.flowspec import FlowSpec
+from controller.pipeline.meters import OFPM_MAX, MeterSpec
 from controller.reconcile import ApplyError, FlowDiff
 from controller.topology import Port
 
@@ -194,6 +195,44 @@ class OsKenChannel:
         if waiter.errors:
             first = waiter.errors[0]
             raise ApplyError(f"switch {self.dpid:016x} refused the change "
+                             f"(type={first.type} code={first.code}); "
+                             f"{len(waiter.errors)} error(s)")
+
+    def meters(self) -> list[MeterSpec]:
+        """Every meter on the switch (its configuration), as MeterSpecs.
+
+        Meters in a shape the hub does not write come back with rate_kbps 0
+        (`ofcodec.decode_meter`).  OVS's virtual meters (ids above OFPM_MAX:
+        slowpath, controller) are left out: they are not the hub's.
+        """
+        waiter = self._exchange([ofcodec.meter_config_request(self.dp)], multipart=True)
+        if waiter.errors:
+            raise ApplyError(f"meter config stats refused: {waiter.errors[0]}")
+        return [ofcodec.decode_meter(self.dp, c) for reply in waiter.replies
+                for c in reply.body if 1 <= c.meter_id <= OFPM_MAX]
+
+    def apply_meters(self, add: Sequence[MeterSpec] = (), modify: Sequence[MeterSpec] = (),
+                     delete: Sequence[int] = ()) -> None:
+        """MeterMods ADD, then MODIFY, then DELETE, then a barrier.
+
+        Not atomic (OVS does not bundle meter mods): on an error some of the
+        mods may have been applied.  Deleting a meter makes the switch remove
+        the flows that use it; see `controller.meters_reconcile` for the order.
+        """
+        dp = self.dp
+        msgs = [ofcodec.meter_add(dp, m) for m in add]
+        msgs += [ofcodec.meter_modify(dp, m) for m in modify]
+        msgs += [ofcodec.meter_delete(dp, i) for i in delete]
+        msgs.append(dp.ofproto_parser.OFPBarrierRequest(dp))
+        with self._lock:  # xids in send order
+            for msg in msgs:
+                msg.set_xid(next(self._xids) & 0xFFFFFFFF)
+        for msg in msgs[:-1]:  # so an encoding error is raised before anything is sent
+            msg.serialize()
+        waiter = self._exchange(msgs)
+        if waiter.errors:
+            first = waiter.errors[0]
+            raise ApplyError(f"switch {self.dpid:016x} refused the meter change "
                              f"(type={first.type} code={first.code}); "
                              f"{len(waiter.errors)} error(s)")
 

@@ -64,7 +64,7 @@ class HubApp(app_manager.OSKenApp):
         self.hub.port_status(msg.datapath.id, port, deleted=msg.reason == ofp.OFPPR_DELETE)
 
     @set_ev_cls([ofp_event.EventOFPFlowStatsReply, ofp_event.EventOFPAggregateStatsReply,
-                 ofp_event.EventOFPPortDescStatsReply,
+                 ofp_event.EventOFPPortDescStatsReply, ofp_event.EventOFPMeterConfigStatsReply,
                  ofp_event.EventOFPBarrierReply, ofp_event.EventOFPBundleCtrlMsg], MAIN_DISPATCHER)
     def _reply(self, ev) -> None:
         channel = self._channel(ev.msg.datapath)

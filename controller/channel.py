@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
+from controller.meters_reconcile import MeterChannel
 from controller.pipeline.actions import CONTROLLER, Action
 from controller.pipeline.flowspec import FlowSpec
+from controller.pipeline.meters import MeterSpec
 from controller.reconcile import FlowChannel
 from controller.topology import Port
 
@@ -13,7 +15,7 @@ class ChannelClosed(RuntimeError):
     """The switch disconnected while a request was outstanding."""
 
 
-class SwitchChannel(FlowChannel, Protocol):
+class SwitchChannel(FlowChannel, MeterChannel, Protocol):
     dpid: int
     of_version: str
 
@@ -30,3 +32,10 @@ class SwitchChannel(FlowChannel, Protocol):
         """(flow_count, packet_count, byte_count) over those flows."""
 
     def packet_out(self, data: bytes, actions: Sequence[Action], in_port: int = CONTROLLER) -> None: ...
+
+    def meters(self) -> list[MeterSpec]:
+        """Every meter on the switch (see `MeterChannel`)."""
+
+    def apply_meters(self, add: Sequence[MeterSpec] = (), modify: Sequence[MeterSpec] = (),
+                     delete: Sequence[int] = ()) -> None:
+        """MeterMods ADD, MODIFY, DELETE, then a barrier; ApplyError if the switch refuses one."""

@@ -192,9 +192,11 @@ class Hub:
     def _load(self) -> None:
         for doc in self.store.list("link"):
             self.topo.links.add(Link.from_body(doc.body))
-        for doc in self.store.list("host"):
-            host = Host.from_body(doc.body)
-            self.topo.hosts[host.mac] = host
+        with self.store.transaction():
+            for doc in self.store.list("host"):
+                host = Host.from_body(doc.body)
+                self.topo.hosts[host.mac] = host
+                interfaces.record_host(self.store, host)  # a store from before interface records
         self._load_subnets()
         self.switcher.load()
 

@@ -281,6 +281,18 @@ class HubOVS(OVSSwitch):
                            protocols=protocols, inband=inband, **params)
 
 
+class QuietRemoteController(RemoteController):
+    """A RemoteController without Mininet's telnet probe of the controller port.
+
+    The probe reads whatever the controller sends back as UTF-8; an OpenFlow
+    HELLO is binary and, depending on its bytes, crashes Mininet with a
+    UnicodeDecodeError.  The callers start the controller first and wait for it.
+    """
+
+    def checkListening(self):
+        pass
+
+
 class HubHost(Host):
     """Host with TX checksum offload off and a default route to its gateway.
 
@@ -336,7 +348,7 @@ def build_net(segments=2, hosts=2, cores=1, spares=2, prefix="",
                                                       failMode=fail_mode),
                   host=HubHost, build=False, **params)
     if controller_port is not None:
-        net.addController("%sctl" % (prefix or ""), controller=RemoteController,
+        net.addController("%sctl" % (prefix or ""), controller=QuietRemoteController,
                           ip="127.0.0.1", port=int(controller_port))
     net.build()
     return net

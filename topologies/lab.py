@@ -53,6 +53,34 @@ def hubctl(api: str, *args: str, show: bool = True) -> str:
     return out.stdout
 
 
+def personality_demo(net, api: str) -> bool:
+    """h1_1 gets the open personality, then lockdown (tcp/443 in only), then reverts."""
+    examples = Path(__file__).resolve().parents[1] / "docs" / "examples"
+    for name in ("open", "lockdown"):
+        if subprocess.run([str(HUBCTL), "--api", api, "personality", "get", name],
+                          capture_output=True).returncode != 0:
+            hubctl(api, "personality", "create", "-f", str(examples / f"personality-{name}.yaml"))
+    h1, h2 = net.get("h1_1"), net.get("h2_1")
+    interfaces = json.loads(hubctl(api, "-o", "json", "interface", "list", show=False))
+    iid = next(i["id"] for i in interfaces if h1.IP() in i["ips"])
+
+    def pings() -> bool:
+        return " 0% packet loss" in h2.cmd(f"ping -c 2 -i 0.2 -W 1 {h1.IP()}")
+
+    step(f"personalities: {iid} (h1_1) -> open, then lockdown with a 2 s drain")
+    hubctl(api, "interface", "switch", iid, "open", "--drain-max", "0", "--wait")
+    ok = pings()
+    hubctl(api, "interface", "switch", iid, "lockdown", "--drain-max", "2", "--wait")
+    refused = not pings()
+    print(f"ping h2_1 -> h1_1 under lockdown: {'refused' if refused else 'ANSWERED'}")
+    ok &= refused
+    step("back to open (hubctl personality apply on this one interface), then its history")
+    hubctl(api, "personality", "apply", "open", "--interface", iid, "--drain-max", "0", "--wait")
+    ok &= pings()
+    hubctl(api, "interface", "history", iid)
+    return ok
+
+
 def demo(net, api: str) -> bool:
     ok = True
     step("every host reaches every other host (L2 in a segment, routed across)")
@@ -69,6 +97,7 @@ def demo(net, api: str) -> bool:
         print(a.cmd(f"iperf -c {b.IP()} -p 5001 -t 2").strip().splitlines()[-1])
     finally:
         b.cmd(f"kill {pid}")
+    ok &= personality_demo(net, api)
     step("REST tour: hubctl status")
     hubctl(api, "status")
     step("hubctl topology")

@@ -41,13 +41,20 @@ def make_match(fields: Mapping[str, MatchValue] | Iterable[tuple[str, MatchValue
 
 @dataclass(frozen=True)
 class FlowSpec:
-    """One flow entry.  Identity on a switch is (table, priority, match)."""
+    """One flow entry.  Identity on a switch is (table, priority, match).
+
+    Behaviour is the rest but `meta`: `meter` (a meter id, applied before the
+    actions: `controller.pipeline.meters`), `actions`, `goto` and `cookie`.
+    `meter` comes after `cookie` so that positional constructions keep their
+    meaning.
+    """
     table: int
     priority: int
     match: Match
     actions: tuple[Action, ...] = ()
     goto: int | None = None
     cookie: int = 0
+    meter: int | None = None
     meta: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -55,10 +62,12 @@ class FlowSpec:
         return (self.table, self.priority, self.match)
 
     def same_behaviour(self, other: "FlowSpec") -> bool:
-        return (self.actions, self.goto, self.cookie) == (other.actions, other.goto, other.cookie)
+        return ((self.actions, self.goto, self.cookie, self.meter)
+                == (other.actions, other.goto, other.cookie, other.meter))
 
 
 def flow(table: int, priority: int, match: Mapping[str, MatchValue] | None = None,
-         actions: Iterable[Action] = (), goto: int | None = None, cookie: int = 0) -> FlowSpec:
+         actions: Iterable[Action] = (), goto: int | None = None, cookie: int = 0,
+         meter: int | None = None) -> FlowSpec:
     return FlowSpec(table=table, priority=priority, match=make_match(match or {}),
-                    actions=tuple(actions), goto=goto, cookie=cookie)
+                    actions=tuple(actions), goto=goto, cookie=cookie, meter=meter)

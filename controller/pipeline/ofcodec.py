@@ -1,5 +1,7 @@
 """FlowSpec <-> os-ken OpenFlow messages: the only place that knows the wire types.
 
+Also MeterSpec <-> MeterMods and meter configuration replies (see the end).
+
 Works for any OpenFlow 1.3+ datapath (or a bare `ProtocolDesc`), using the
 parser and constants of the negotiated version.  These objects are the
 reference encoding; `controller.pipeline.wire` writes the same FlowMods
@@ -12,6 +14,7 @@ from typing import Any
 from controller.pipeline.actions import (Action, Conntrack, DecTtl, Learn, LearnMatch, Move, Nat,
                                          Opaque, Output, SetField)
 from controller.pipeline.flowspec import FlowSpec, Match, make_match
+from controller.pipeline.meters import MeterSpec
 from controller.pipeline import cookies
 
 _HUB_COOKIE, _HUB_MASK = cookies.hub_mask()
@@ -180,9 +183,21 @@ def _decode_learn_match(parser: Any, s: Any) -> LearnMatch | None:
         return None
 
 
+def _meter_instruction_class(parser: Any) -> type | None:
+    """OFPInstructionMeter of OpenFlow 1.3/1.4 (1.5 replaced it with a meter action)."""
+    return getattr(parser, "OFPInstructionMeter", None)
+
+
 def instructions(dp: Any, spec: FlowSpec) -> list:
+    """Meter, apply-actions, goto-table: the order OpenFlow executes (and OVS expects) them."""
     parser, ofp = dp.ofproto_parser, dp.ofproto
     out = []
+    if spec.meter is not None:
+        meter = _meter_instruction_class(parser)
+        if meter is None:
+            raise TypeError(f"cannot encode meter {spec.meter} for OpenFlow version "
+                            f"{ofp.OFP_VERSION:#x}: no meter instruction")
+        out.append(meter(spec.meter))
     if spec.actions:
         out.append(parser.OFPInstructionActions(
             ofp.OFPIT_APPLY_ACTIONS, [encode_action(parser, a) for a in spec.actions]))
@@ -230,14 +245,81 @@ def decode_flow(dp: Any, stats: Any) -> FlowSpec:
     """A flow read back from a switch (an OFPFlowStats entry), as a FlowSpec."""
     parser, ofp = dp.ofproto_parser, dp.ofproto
     actions: list[Action] = []
-    goto = None
+    goto = meter = None
+    meter_cls = _meter_instruction_class(parser)
     for inst in stats.instructions:
         if isinstance(inst, parser.OFPInstructionGotoTable):
             goto = inst.table_id
-        elif isinstance(inst, parser.OFPInstructionActions) and inst.type == ofp.OFPIT_APPLY_ACTIONS:
+        elif meter_cls is not None and isinstance(inst, meter_cls) and meter is None:
+            meter = inst.meter_id
+        elif (isinstance(inst, parser.OFPInstructionActions)
+              and inst.type == ofp.OFPIT_APPLY_ACTIONS):
             actions.extend(decode_action(parser, a) for a in inst.actions)
         else:
             actions.append(Opaque(repr(inst)))
     return FlowSpec(table=stats.table_id, priority=stats.priority,
                     match=make_match(stats.match.items()), actions=tuple(actions),
-                    goto=goto, cookie=stats.cookie)
+                    goto=goto, cookie=stats.cookie, meter=meter)
+
+
+# ------------------------------------------------------------------ meters
+# A meter the hub writes: KBPS (and BURST when it has a burst) with one drop band.
+# OFPMF_STATS is tolerated on read-back: it only asks the switch to count.
+
+
+def meter_flags(dp: Any, spec: MeterSpec) -> int:
+    ofp = dp.ofproto
+    return ofp.OFPMF_KBPS | (ofp.OFPMF_BURST if spec.burst_kbits else 0)
+
+
+def _meter_mod(dp: Any, command: int, spec: MeterSpec):
+    parser = dp.ofproto_parser
+    return parser.OFPMeterMod(dp, command=command, flags=meter_flags(dp, spec),
+                              meter_id=spec.meter_id,
+                              bands=[parser.OFPMeterBandDrop(rate=spec.rate_kbps,
+                                                             burst_size=spec.burst_kbits)])
+
+
+def meter_add(dp: Any, spec: MeterSpec):
+    """OFPMC_ADD of this meter (the switch refuses it if the id exists: METER_EXISTS)."""
+    return _meter_mod(dp, dp.ofproto.OFPMC_ADD, spec)
+
+
+def meter_modify(dp: Any, spec: MeterSpec):
+    """OFPMC_MODIFY: replaces flags and bands of an existing meter; its flows keep it."""
+    return _meter_mod(dp, dp.ofproto.OFPMC_MODIFY, spec)
+
+
+def meter_delete(dp: Any, meter_id: int):
+    """OFPMC_DELETE of one meter.  The switch also removes every flow that uses it."""
+    parser, ofp = dp.ofproto_parser, dp.ofproto
+    return parser.OFPMeterMod(dp, command=ofp.OFPMC_DELETE, flags=0, meter_id=meter_id,
+                              bands=[])
+
+
+def meter_config_request(dp: Any):
+    """The configuration (flags, bands) of every meter on the switch."""
+    parser, ofp = dp.ofproto_parser, dp.ofproto
+    return parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL)
+
+
+def decode_meter(dp: Any, config: Any) -> MeterSpec:
+    """A meter read back (an OFPMeterConfigStats entry) as a MeterSpec.
+
+    Without OFPMF_BURST the band's burst_size is ignored (OpenFlow: only used
+    with BURST; OVS's userspace datapath reports its own default there).  What
+    the hub would not have written (packets per second, not exactly one drop
+    band, BURST with a burst size of 0) decodes to rate_kbps 0, so that it
+    never equals a desired meter.
+    """
+    parser, ofp = dp.ofproto_parser, dp.ofproto
+    flags = config.flags & ~ofp.OFPMF_STATS
+    bands = config.bands or []
+    if (flags in (ofp.OFPMF_KBPS, ofp.OFPMF_KBPS | ofp.OFPMF_BURST) and len(bands) == 1
+            and type(bands[0]) is parser.OFPMeterBandDrop and bands[0].rate > 0):
+        band = bands[0]
+        if not flags & ofp.OFPMF_BURST:
+            return MeterSpec(config.meter_id, band.rate)
+        if band.burst_size:
+            return MeterSpec(config.meter_id, band.rate, band.burst_size)
+    return MeterSpec(config.meter_id, 0)

@@ -159,7 +159,9 @@ def _learn_match(m: LearnMatch) -> str:
 
 
 def render_actions(spec: FlowSpec) -> str:
-    parts = [render_action(a) for a in spec.actions]
+    """`meter:N` first (ovs-ofctl wants the meter before the actions), `goto_table:N` last."""
+    parts = [] if spec.meter is None else [f"meter:{spec.meter}"]
+    parts += [render_action(a) for a in spec.actions]
     if spec.goto is not None:
         parts.append(f"goto_table:{spec.goto}")
     return ",".join(parts) if parts else "drop"

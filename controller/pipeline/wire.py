@@ -31,6 +31,7 @@ _OFPFC_DELETE_STRICT = 4
 _OFPMT_OXM = 1
 _OFPIT_GOTO_TABLE = 1
 _OFPIT_APPLY_ACTIONS = 4
+_OFPIT_METER = 6                  # OpenFlow 1.3 and 1.4 (1.5 has a meter action instead)
 _OFPAT_OUTPUT = 0
 _OFPAT_DEC_NW_TTL = 24
 _OFPAT_SET_FIELD = 25
@@ -51,6 +52,7 @@ _BUNDLE_ADD_HEAD = struct.Struct("!BBHII2xHBBHI")
 _HH = struct.Struct("!HH")
 _OUTPUT = struct.Struct("!HHIH6x")
 _GOTO = struct.Struct("!HHB3x")
+_METER = struct.Struct("!HHI")
 _DEC_NW_TTL = _HH.pack(_OFPAT_DEC_NW_TTL, 8) + bytes(4)
 _NX_HEAD = struct.Struct("!HHIHHHH")  # type, len, experimenter, subtype, n_bits, src_ofs, dst_ofs
 
@@ -228,6 +230,11 @@ def _fast_action(ofp: Any, fields: dict[str, _Field], action: Action) -> bytes |
 
 def _fast_instructions(ofp: Any, fields: dict[str, _Field], spec: FlowSpec) -> bytes | None:
     out = b""
+    meter = spec.meter
+    if meter is not None:  # first, as ofcodec.instructions puts it
+        if type(meter) is not int or not 0 <= meter <= 0xFFFFFFFF:
+            return None
+        out = _METER.pack(_OFPIT_METER, 8, meter)
     if spec.actions:
         parts = []
         for action in spec.actions:
@@ -236,7 +243,7 @@ def _fast_instructions(ofp: Any, fields: dict[str, _Field], spec: FlowSpec) -> b
                 return None
             parts.append(wire)
         body = b"".join(parts)  # every action is a multiple of 8 bytes long
-        out = _HH.pack(_OFPIT_APPLY_ACTIONS, 8 + len(body)) + bytes(4) + body
+        out += _HH.pack(_OFPIT_APPLY_ACTIONS, 8 + len(body)) + bytes(4) + body
     goto = spec.goto
     if goto is not None:
         if type(goto) is not int or not 0 <= goto <= 0xFF:
