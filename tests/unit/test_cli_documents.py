@@ -106,7 +106,7 @@ def test_personality_list_get_delete(capsys: pytest.CaptureFixture[str], http: T
 
     code, out, _ = run(capsys, http, "personality", "get", "open", "-o", "yaml")
     doc = yaml.safe_load(out)
-    assert code == 0 and doc["body"]["expires_after"] == 7200 and doc["revision"] == 1
+    assert code == 0 and doc["body"]["default_action"] == "allow" and doc["revision"] == 1
 
     code, out, _ = run(capsys, http, "personality", "get", "open")
     assert code == 0
