@@ -110,7 +110,7 @@ def test_personality_list_get_delete(capsys: pytest.CaptureFixture[str], http: T
 
     code, out, _ = run(capsys, http, "personality", "get", "open")
     assert code == 0
-    assert any(line.split() == ["expires", "after", "7200s"] for line in out.splitlines())
+    assert any(line.split() == ["firewall", "0", "rules,", "default", "allow"] for line in out.splitlines())
 
     code, out, _ = run(capsys, http, "personality", "delete", "open")
     assert code == 0 and out.strip() == "deleted personality open (revision 1)"
