@@ -29,6 +29,8 @@ from controller.packets import ETH_ARP, ETH_IPV4, ETH_LLDP, Packet, arp_request,
 from controller.pipeline import tables
 from controller.pipeline.actions import TABLE, Action, Output
 from controller.pipeline.flowspec import FlowSpec
+from controller.meters_reconcile import MeterReconciler
+from controller.pipeline.meters import MeterSpec
 from controller.reconcile import Reconciler
 from controller.store import Store
 from controller.topology import Host, Link, Port, Subnet, Topology, dpid_str
@@ -65,6 +67,8 @@ class Hub:
         self.reconcilers: dict[int, Reconciler] = {}
         self.settling_until: dict[int, float] = {}
         self.desired: dict[int, tuple[FlowSpec, ...]] = {}
+        self.desired_meters: dict[int, tuple[MeterSpec, ...]] = {}
+        self.meter_reconcilers: dict[int, MeterReconciler] = {}
         self._generation = 0
         self._synced_generation: dict[int, int] = {}
         self._reconciled_at: dict[int, float] = {}
@@ -232,6 +236,8 @@ class Hub:
                 self._drop_links(dpid, port_no)
         reconciler = self.reconcilers[dpid]
         reconciler.readback()
+        self.meter_reconcilers[dpid] = MeterReconciler(channel)
+        self.meter_reconcilers[dpid].readback()
         self.settling_until[dpid] = self.clock() + self.settle
         self.journal("datapath", dpid_str(dpid), "connected",
                       of_version=channel.of_version, ports=len(sw.ports),
@@ -251,6 +257,7 @@ class Hub:
             return  # an older connection of a switch that has already reconnected
         del self.channels[dpid]
         self.reconcilers.pop(dpid, None)
+        self.meter_reconcilers.pop(dpid, None)
         self.settling_until.pop(dpid, None)
         self.desired.pop(dpid, None)
         self._reconciled_at.pop(dpid, None)
@@ -420,9 +427,11 @@ class Hub:
         ctx = self.compile_context()
         cache: dict[tuple, tuple[FlowSpec, ...]] = {}
         extra: dict[int, list[FlowSpec]] = {}
+        meters: dict[int, list[MeterSpec]] = {}
         for binding in self.bindings.values():
             if binding.interface.dpid not in ready:
                 continue
+            meters.setdefault(binding.interface.dpid, []).extend(binding.meters())
             key = (binding, tuple(ctx.mac_of(r.next_hop) for r in binding.policy.routes))
             flows = self._binding_flows.get(key)
             if flows is None:
@@ -435,6 +444,7 @@ class Hub:
                 extra.setdefault(dpid, []).extend(flows)
         for dpid, flows in extra.items():
             self.desired[dpid] = self.desired.get(dpid, ()) + tuple(flows)
+        self.desired_meters = {d: tuple(m) for d, m in meters.items()}
 
     # ---------------------------------------------- for features (worker only)
     def ready(self, dpid: int) -> bool:
@@ -487,8 +497,12 @@ class Hub:
         name = dpid_str(dpid)
         desired = self.desired.get(dpid, ())
         try:
+            meters = self.meter_reconcilers[dpid]
+            desired_meters = self.desired_meters.get(dpid, ())
             with self.metrics.reconcile_seconds.time():
+                meters.sync_before_flows(desired_meters)   # flows may name only existing meters
                 result = self.reconcilers[dpid].sync(desired)
+                meters.sync_after_flows(desired_meters)    # no flow uses what is deleted now
         except Exception as exc:
             self.metrics.bundles.labels(name, "failed").inc()
             self.journal("reconcile", name, f"failed: {exc}")

@@ -47,6 +47,7 @@ from controller.pipeline import cookies, tables
 from controller.pipeline.actions import (Action, Conntrack, DecTtl, Learn, LearnMatch, Nat, Output,
                                          SetField, ct_state)
 from controller.pipeline.cookies import Feature
+from controller.pipeline.meters import EGRESS, INGRESS, MeterSpec, meter_id_for
 from controller.pipeline.flowspec import FlowSpec, MatchValue, flow
 from controller.topology import dpid_str
 
@@ -197,6 +198,10 @@ class PersonalityPolicy:
     dns_servers: tuple[str, ...] = ()
     routes: tuple[Route, ...] = ()
     dscp: int | None = None
+    egress_kbps: int | None = None       # meters: rate and burst (kbit) per direction
+    egress_burst_kbits: int = 0
+    ingress_kbps: int | None = None
+    ingress_burst_kbits: int = 0
     revision: int = 0
 
     @classmethod
@@ -218,7 +223,8 @@ class PersonalityPolicy:
         dns = tuple(str(IPv4Address(a)) for a in body.get("dns_servers") or ())
         routes = tuple(Route(IPv4Network(r["destination"]), str(IPv4Address(r["next_hop"])))
                        for r in body.get("routing_table") or ())
-        priority = (body.get("qos_settings") or {}).get("priority")
+        qos = body.get("qos_settings") or {}
+        priority = qos.get("priority")
         return cls(id=id,
                    ip_addresses=tuple(str(a) for a in sorted(ips)),
                    firewall_rules=tuple(FirewallRule.from_body(r, f"firewall_rules[{i}]")
@@ -226,6 +232,10 @@ class PersonalityPolicy:
                    default_action=_choice(body, "default_action", ACTIONS, "personality", "deny"),
                    dns_servers=dns, routes=routes,
                    dscp=None if priority is None else int(priority) << 3,
+                   egress_kbps=qos.get("egress_rate_kbps"),
+                   egress_burst_kbits=8 * (qos.get("egress_burst_kb") or 0),
+                   ingress_kbps=qos.get("ingress_rate_kbps"),
+                   ingress_burst_kbits=8 * (qos.get("ingress_burst_kb") or 0),
                    revision=revision)
 
     @property
@@ -272,6 +282,21 @@ def transition_cookie(interface: Interface) -> int:
 def connection_cookie(interface: Interface, zone: int) -> int:
     """Cookie of the learned flows recording the interface's live connections in `zone`."""
     return cookies.make(Feature.PERSONALITY, f"connections:{interface.id}:{zone}")
+
+
+def personality_meters(interface: Interface, policy: PersonalityPolicy) -> tuple[MeterSpec, ...]:
+    """The drop meters limiting the interface's rates (one per limited direction)."""
+    out = []
+    for direction, rate, burst in (("egress", policy.egress_kbps, policy.egress_burst_kbits),
+                                   ("ingress", policy.ingress_kbps, policy.ingress_burst_kbits)):
+        if rate:
+            out.append(MeterSpec(_meter_id(interface, direction), rate, burst))
+    return tuple(out)
+
+
+def _meter_id(interface: Interface, direction: str) -> int:
+    """What the interface sends enters the switch at its port, and the reverse."""
+    return meter_id_for(interface.port, INGRESS if direction == "egress" else EGRESS)
 
 
 def probe_cookie(name: str) -> int:
@@ -359,8 +384,12 @@ def _compile(interface: Interface, zone: int, cookie: int, policy: PersonalityPo
     out: list[FlowSpec] = []
 
     def add(table: int, priority: int, match: Mapping[str, MatchValue],
-            actions: Iterable[Action] = (), goto: int | None = None) -> None:
-        out.append(flow(table, priority, match, actions, goto=goto, cookie=cookie))
+            actions: Iterable[Action] = (), goto: int | None = None,
+            meter: int | None = None) -> None:
+        out.append(flow(table, priority, match, actions, goto=goto, cookie=cookie, meter=meter))
+
+    meters = {d: _meter_id(interface, d)
+              for d, rate in (("egress", policy.egress_kbps), ("ingress", policy.ingress_kbps)) if rate}
 
     # Hooks into the fabric.
     add(T.CLASSIFY.id, HOOK_CLASSIFY, egress, goto=T.PERSONALITY_EGRESS.id)
@@ -431,11 +460,12 @@ def _compile(interface: Interface, zone: int, cookie: int, policy: PersonalityPo
         goto = T.PERSONALITY_ROUTES.id if direction == "egress" else None
         mark: tuple[Action, ...] = ((SetField("ip_dscp", policy.dscp),)
                                     if direction == "egress" and policy.dscp is not None else ())
+        meter = meters.get(direction)
         for proto in ("tcp", "udp"):
             add(count, COUNT_L4, {**ip, "ip_proto": IP_PROTOS[proto]},
-                [_learn_connection(interface, zone, direction, proto), *mark, *then], goto)
+                [_learn_connection(interface, zone, direction, proto), *mark, *then], goto, meter)
         add(count, COUNT_IP, ip, [_learn_connection(interface, zone, direction, None),
-                                  *mark, *then], goto)
+                                  *mark, *then], goto, meter)
 
     # personality_routes: the interface's own routes, longest prefix first.
     for route in policy.routes:

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from controller.compile.personality import (Context, Interface, PersonalityPolicy,
-                                            compile_personality, compile_transition)
+                                            compile_personality, compile_transition,
+                                            personality_meters)
+from controller.pipeline.meters import MeterSpec
 from controller.pipeline.flowspec import FlowSpec
 from controller.store import Store
 
@@ -37,6 +39,9 @@ class Binding:
         if self.transition:
             return compile_transition(self.interface, self.policy, self.zone, ctx)
         return compile_personality(self.interface, self.policy, self.zone, ctx)
+
+    def meters(self) -> tuple[MeterSpec, ...]:
+        return personality_meters(self.interface, self.policy)
 
     def in_transition(self) -> "Binding":
         return replace(self, transition=True)

@@ -245,6 +245,25 @@ def test_restart_mid_switch_finishes_it(lab):
     assert cookies_during   # the switch kept its flows while the controller was down
 
 
+def _iperf_mbps(lab, src, dst, port) -> float:
+    server = lab.host(dst)
+    lab.bg(server, f"iperf -s -p {port}")
+    wait_for("iperf server", lambda: f":{port}" in server.cmd("ss -ltn"), 10)
+    out = lab.host(src).cmd(f"iperf -c {server.IP()} -p {port} -t 3 -y C")
+    return float(out.strip().splitlines()[-1].split(",")[-1]) / 1e6
+
+
+def test_qos_rate_limit_holds(lab):
+    personality(lab, "limited", ip_addresses=["10.0.1.2"], default_action="allow",
+                qos_settings={"priority": 2, "egress_rate_kbps": 10000, "egress_burst_kb": 200})
+    op = switch(lab, "h1_2", "limited", drain={"max_seconds": 0})
+    assert wait_op(lab, op["id"])["state"] == "succeeded"
+    limited = _iperf_mbps(lab, "h1_2", "h2_2", 5011)
+    assert 5.0 <= limited <= 11.5, limited       # a 10 Mbit/s drop meter on what h1_2 sends
+    unlimited = _iperf_mbps(lab, "h2_2", "h1_2", 5012)   # the other way is not limited
+    assert unlimited > 2 * limited, (limited, unlimited)
+
+
 def test_bad_documents_are_refused_and_nothing_is_stored(lab):
     before = api(lab, "GET", "/v1/personalities", expect=200)
     cases = [

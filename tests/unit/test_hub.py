@@ -49,6 +49,7 @@ class FakeSwitch:
         self.log: list[tuple] = []       # ("apply", diff) and ("out", data, actions, in_port)
         self.dumps = 0
         self.fail_next_apply = False
+        self.meter_table: dict = {}
 
     @property
     def applies(self) -> list[FlowDiff]:
@@ -77,6 +78,16 @@ class FakeSwitch:
 
     def packet_out(self, data: bytes, actions, in_port: int = CONTROLLER) -> None:
         self.log.append(("out", data, list(actions), in_port))
+
+    def meters(self):
+        return list(self.meter_table.values())
+
+    def apply_meters(self, add=(), modify=(), delete=()) -> None:
+        self.log.append(("meters", tuple(add), tuple(modify), tuple(delete)))
+        for m in (*add, *modify):
+            self.meter_table[m.meter_id] = m
+        for meter_id in delete:
+            self.meter_table.pop(meter_id, None)
 
 
 def ports_a() -> list[Port]:

@@ -309,3 +309,24 @@ def test_sections_not_enforced_yet_are_refused_not_half_applied(lab):
     assert lab.personality_cookies() == {lab.cookie("open")}
     with pytest.raises(ValueError, match="vpn_tunnel_config"):
         lab.hub.switcher.dry_run(IID, "tunnelled")
+
+
+def test_qos_rates_become_meters_used_by_the_interfaces_flows(lab):
+    limited = {**OPEN, "name": "limited", "qos_settings": {
+        "priority": 2, "egress_rate_kbps": 10000, "egress_burst_kb": 100,
+        "ingress_rate_kbps": 20000}}
+    lab.store.put("personality", "limited", limited)
+    lab.switch("limited")
+    meters = {m.meter_id: m for m in lab.a.meters()}
+    assert sorted((m.rate_kbps, m.burst_kbits) for m in meters.values()) == [(10000, 800), (20000, 0)]
+    metered = {f.meter for f in lab.a.flows.values() if f.meter is not None}
+    assert metered == set(meters)
+    assert all(f.table in (tables.PERSONALITY_EGRESS_COUNT.id, tables.PERSONALITY_INGRESS_COUNT.id)
+               for f in lab.a.flows.values() if f.meter is not None)
+    # Switching to a personality without rates removes the meters, after the flows using them.
+    lab.a.log.clear()
+    lab.switch("open", drain={"max_seconds": 0})
+    assert lab.a.meters() == []
+    kinds = [e[0] for e in lab.a.log if e[0] in ("apply", "meters")]
+    assert kinds.index("meters") > kinds.index("apply")
+    assert not [f for f in lab.a.flows.values() if f.meter is not None]

@@ -1,0 +1,534 @@
+"""Personality switch under traffic: packets lost, hub vs a naive delete-then-add.
+
+One interface gets personality A, then is switched A -> B -> A ... while a
+UDP stream of an allowed, established flow runs toward it.  A and B have N
+firewall rules each (default 1,000): N-1 `deny tcp` rules on distinct ports
+(A and B deny different ports, so the two share no rule flow) and last a rule
+allowing udp to the stream's port.  Rules have the default direction `both`,
+so each personality compiles to about 2N + 30 flows.  Default action deny.
+
+  hub    A small hub lab (tests/lab/conftest.py start_lab, prefix "bp", two
+         segments, one host each, no spare) under the real hub-controller.
+         The sink is h2_1, the sender h1_1 (routed through the hub).  Each
+         switch is `POST /v1/interfaces/{id}/switch` with drain
+         {"max_seconds": 0, "until": "timeout"}: transition, no wait, apply in
+         one bundle.  The new personality uses the interface's other conntrack
+         zone, so the stream's packets are `+new` there and admitted again by
+         the udp rule.  `applied_ms` (drain end -> realized) is read from the
+         operation.
+  naive  The same personality flows, installed by hand.  A plain netdev
+         bridge built here (never connected to a controller) with two network
+         namespaces on veth pairs (TX offload off, static ARP): sender on
+         port 1, sink on port 2.  A 5-flow forwarding base stands in for the
+         hub's fabric (table 0/5/10 -> l2, l2 forwards by eth_dst at priority
+         100, cookie 0x1).  The personality flows are exactly what the hub
+         installs: `compile_personality` for (bridge, port 2, sink MAC), with
+         the same zone alternation (A zone epoch 0, B epoch 1), rendered by
+         `controller.pipeline.ofctl.render_flows` in compile order.  The switch
+         is two commands, no bundle:
+
+             ovs-ofctl -O OpenFlow14 del-flows BR cookie=<old>/-1
+             ovs-ofctl -O OpenFlow14 add-flows BR <new file>
+
+Both use the same traffic tools (tests/lab/netcheck.py udpsink / udpstream),
+rate and length; the switch is sent `--switch-at` seconds into the stream.
+lost = datagrams sent - datagrams received.  Each side also has one control
+run with no switch (the noise floor of the stream itself).  "bypass" counts
+packets the plain forwarding flow (l2, eth_dst of the sink, priority 100: the
+fabric's on the hub, the base's on the naive bridge) delivered during the run,
+i.e. packets that reached the sink without going through any firewall.
+
+Measurements, not tests: figures and ratios are printed, nothing passes or
+fails.  Needs root, Open vSwitch (scripts/ovs start is called) and Mininet.
+
+    sudo .venv/bin/python benchmarks/personality_switch.py [--rules 1000]
+        [--rate 2000] [--runs 3] [--seconds 5] [--switch-at 1.5]
+
+It removes what it creates (the lab via stop_lab, the bridge bpx<pid>, the
+namespaces bpx<pid>s/bpx<pid>r and their veths, the traffic processes by PID),
+also on error or Ctrl-C.  See benchmarks/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from controller.compile.personality import (Interface, PersonalityPolicy,  # noqa: E402
+                                            compile_personality, interface_zone)
+from controller.pipeline.ofctl import render_flows  # noqa: E402
+
+OVS_SCRIPT = REPO / "scripts" / "ovs"
+NETCHECK = str(REPO / "tests" / "lab" / "netcheck.py")
+LAB_PREFIX = "bp"
+SINK_PORT = 5001
+GOAL_MS = 50.0
+DRAIN = {"max_seconds": 0, "until": "timeout"}
+BASE_COOKIE = 0x1
+pc = time.perf_counter
+
+
+# ------------------------------------------------------------------ helpers
+def sh(*cmd: str, timeout: float = 120, check: bool = True) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): "
+                           f"{proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout
+
+
+def ofctl(*args: str) -> str:
+    return sh("ovs-ofctl", "-O", "OpenFlow14", *args)
+
+
+def bodies(n: int, ip: str) -> dict[str, dict]:
+    """Personalities A and B: n rules each, n-1 distinct tcp denies, then allow udp/SINK_PORT."""
+    out = {}
+    for i, name in enumerate(("A", "B")):
+        base = 2000 + i * n
+        rules = [{"protocol": "tcp", "port": base + k, "action": "deny"} for k in range(n - 1)]
+        rules.append({"protocol": "udp", "port": SINK_PORT, "action": "allow"})
+        out[name] = {"ip_addresses": [ip], "firewall_rules": rules, "default_action": "deny"}
+    return out
+
+
+def plain_forwarding_packets(bridge: str, mac: str) -> int:
+    """n_packets of the plain l2 flow (table 50, priority 100, eth_dst=mac): firewall bypassed."""
+    total = 0
+    for line in ofctl("dump-flows", bridge, f"table=50,dl_dst={mac}").splitlines():
+        if re.search(r"\bpriority=100\b", line):
+            m = re.search(r"n_packets=(\d+)", line)
+            total += int(m.group(1)) if m else 0
+    return total
+
+
+class Procs:
+    """Background processes we started: stopped by their own PID, never by name."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def add(self, proc: subprocess.Popen) -> subprocess.Popen:
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in list(self.procs):
+            self.stop(proc)
+
+
+def sink_socket_drops(snmp: str) -> int:
+    """Udp RcvbufErrors of /proc/net/snmp (per network namespace): datagrams the sink's
+    socket buffer had no room for, i.e. lost because the sink did not read in time."""
+    rows = [line.split()[1:] for line in snmp.splitlines() if line.startswith("Udp:")]
+    return int(dict(zip(rows[0], rows[1]))["RcvbufErrors"])
+
+
+def read_sink(log: Path) -> int:
+    m = re.search(r"received (\d+)", log.read_text()) if log.exists() else None
+    return int(m.group(1)) if m else 0
+
+
+def stream_once(procs: Procs, dst_ip: str, log: Path, start_sink, start_stream, sink_snmp,
+                args, during) -> dict:
+    """One UDP stream through the switch; `during()` is called `switch_at` seconds in.
+
+    `start_sink(cmd)` / `start_stream(cmd)` start a command on the sink / sender side
+    and return its Popen; `sink_snmp()` is /proc/net/snmp in the sink's namespace.
+    """
+    sock_before = sink_socket_drops(sink_snmp())
+    if log.exists():
+        log.unlink()
+    sink = procs.add(start_sink(["python3", NETCHECK, "udpsink", str(SINK_PORT), str(log)]))
+    deadline = time.monotonic() + 10
+    while not log.exists():          # the sink writes its log 0.5 s after binding
+        if time.monotonic() > deadline or sink.poll() is not None:
+            raise RuntimeError(f"the UDP sink did not start ({sink.poll()})")
+        time.sleep(0.05)
+    stream = procs.add(start_stream(["python3", NETCHECK, "udpstream", dst_ip,
+                                          str(SINK_PORT), str(args.seconds), str(args.rate)]))
+    started = time.monotonic()
+    time.sleep(args.switch_at)
+    info = during() if during is not None else {}
+    info["switch_done_s"] = time.monotonic() - started
+    out, err = stream.communicate(timeout=args.seconds + 60)
+    procs.procs.remove(stream)
+    m = re.search(rb"sent (\d+)", out or b"")
+    if not m:
+        raise RuntimeError(f"udpstream printed no count: {out!r} {err!r}")
+    sent = int(m.group(1))
+    time.sleep(1.0)                  # last datagrams in, and the sink's log rewritten
+    received = read_sink(log)
+    procs.stop(sink)
+    sock = sink_socket_drops(sink_snmp()) - sock_before
+    info.update(sent=sent, received=received, lost=sent - received, sock=sock,
+                path=sent - received - sock)
+    if info["switch_done_s"] > args.seconds:
+        info["note"] = "switch finished after the stream ended"
+    return info
+
+
+# --------------------------------------------------------------------- hub
+class _TmpFactory:
+    """What start_lab needs of pytest's tmp_path_factory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def mktemp(self, name: str) -> Path:
+        path = Path(tempfile.mkdtemp(prefix=name + "-", dir=self.root))
+        return path
+
+
+class HubSide:
+    def __init__(self, tmp: Path, procs: Procs, args) -> None:
+        from mininet.log import setLogLevel
+        setLogLevel("warning")
+        self.args, self.procs, self.tmp = args, procs, tmp
+        self.lab = None
+
+    def start(self) -> None:
+        from tests.lab.conftest import start_lab
+        self.lab = start_lab(_TmpFactory(self.tmp), LAB_PREFIX, segments=2, hosts=1, spares=0)
+        self.ctl = self.lab.controller
+        self.sender, self.sink = self.lab.host("h1_1"), self.lab.host("h2_1")
+        loss = self.lab.net.pingAll(timeout=2)
+        if loss:
+            print(f"  hub lab: pingAll lost {loss}% (hosts may not all be known)", flush=True)
+        self.bridge = next(s.name for s in self.lab.net.switches if any(
+            i.link and self.sink in (i.link.intf1.node, i.link.intf2.node) for i in s.intfList()))
+        self.mac = self.sink.MAC()
+
+    def stop(self) -> None:
+        if self.lab is not None:
+            from tests.lab.conftest import stop_lab
+            stop_lab(self.lab)
+            self.lab = None
+
+    def api(self, method: str, path: str, body=None, expect: int | None = None):
+        status, data = self.ctl.request(method, path, body)
+        if expect is not None and status != expect:
+            raise RuntimeError(f"{method} {path}: {status} {data}")
+        return data
+
+    def setup(self, n: int) -> None:
+        from tests.lab.harness import wait_for
+        ip = self.sink.IP()
+        self.iid = wait_for(f"interface of {ip}", lambda: next(
+            (i["id"] for i in self.api("GET", "/v1/interfaces") if ip in i["ips"]), None))
+        for name, body in bodies(n, ip).items():
+            self.api("POST", "/v1/personalities", {"id": f"bench-{name}", "name": name, **body}, 201)
+        op = self.switch("A")
+        if op["state"] != "succeeded":
+            raise RuntimeError(f"putting A on {self.iid}: {op}")
+        self.ctl.wait_in_sync(self.lab.dpids)
+
+    def switch(self, to: str) -> dict:
+        from tests.lab.harness import wait_for
+        t = pc()
+        op = self.api("POST", f"/v1/interfaces/{self.iid}/switch",
+                      {"personality_id": f"bench-{to}", "drain": DRAIN}, 202)
+
+        def done():
+            o = self.api("GET", f"/v1/operations/{op['id']}", expect=200)
+            return o if o["state"] in ("succeeded", "rolled_back", "failed") else None
+        final = wait_for(f"operation {op['id']}", done, 60, 0.02)
+        final["wall_s"] = pc() - t
+        return final
+
+    def run(self, to: str | None) -> dict:
+        before = plain_forwarding_packets(self.bridge, self.mac)
+
+        def during():
+            op = self.switch(to)
+            return {"applied_ms": op.get("applied_ms"), "state": op["state"],
+                    "op_s": op["wall_s"], "op_log": op.get("log", [])}
+        info = stream_once(self.procs, self.sink.IP(), self.tmp / "hub-sink.log",
+                           lambda cmd: self.sink.popen(cmd), lambda cmd: self.sender.popen(cmd),
+                           lambda: self.sink.cmd("cat /proc/net/snmp"), self.args, during if to else None)
+        info["bypass"] = plain_forwarding_packets(self.bridge, self.mac) - before
+        return info
+
+
+# ------------------------------------------------------------------- naive
+class NaiveSide:
+    SENDER_IP, SINK_IP = "10.9.0.1", "10.9.0.2"
+    SENDER_MAC, SINK_MAC = "02:b9:00:00:00:01", "02:b9:00:00:00:02"
+
+    def __init__(self, tmp: Path, procs: Procs, args) -> None:
+        self.args, self.procs, self.tmp = args, procs, tmp
+        tag = f"bpx{os.getpid()}"
+        self.br = tag
+        self.ns = {"s": f"{tag}s", "r": f"{tag}r"}
+        self.created_br = False
+        self.created_ns: list[str] = []
+        self.files: dict[str, Path] = {}
+        self.cookies: dict[str, int] = {}
+        self.nflows: dict[str, int] = {}
+
+    def create(self) -> None:
+        sh("ovs-vsctl", "--timeout=20", "add-br", self.br, "--", "set", "bridge", self.br,
+           "datapath_type=netdev", "fail_mode=secure", "protocols=OpenFlow13,OpenFlow14",
+           "other-config:disable-in-band=true")
+        self.created_br = True
+        self.dpid = int(sh("ovs-vsctl", "get", "bridge", self.br,
+                           "datapath_id").strip().strip('"'), 16)
+        for port, (role, ip, mac, peer_ip, peer_mac) in enumerate((
+                ("s", self.SENDER_IP, self.SENDER_MAC, self.SINK_IP, self.SINK_MAC),
+                ("r", self.SINK_IP, self.SINK_MAC, self.SENDER_IP, self.SENDER_MAC)), start=1):
+            ns, outer, inner = self.ns[role], f"{self.br}{role}o", f"{self.br}{role}i"
+            sh("ip", "netns", "add", ns)
+            self.created_ns.append(ns)
+            sh("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
+            sh("ip", "link", "set", inner, "netns", ns)
+            sh("ip", "link", "set", outer, "up")
+            sh("ethtool", "-K", outer, "tx", "off")
+            nx = ("ip", "netns", "exec", ns)
+            sh(*nx, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
+               "net.ipv6.conf.default.disable_ipv6=1")
+            sh(*nx, "ip", "link", "set", inner, "address", mac)
+            sh(*nx, "ip", "addr", "add", f"{ip}/24", "dev", inner)
+            sh(*nx, "ip", "link", "set", inner, "up")
+            sh(*nx, "ip", "link", "set", "lo", "up")
+            sh(*nx, "ethtool", "-K", inner, "tx", "off")
+            sh(*nx, "ip", "neigh", "replace", peer_ip, "lladdr", peer_mac, "dev", inner,
+               "nud", "permanent")
+            sh("ovs-vsctl", "--timeout=20", "add-port", self.br, outer, "--", "set",
+               "interface", outer, f"ofport_request={port}")
+
+    def destroy(self) -> None:
+        if self.created_br:
+            subprocess.run(["ovs-vsctl", "--timeout=20", "--if-exists", "del-br", self.br],
+                           capture_output=True, timeout=120)
+            self.created_br = False
+        for ns in self.created_ns:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+        self.created_ns = []
+        for role in self.ns:   # veths die with their namespace; this is only a safety net
+            subprocess.run(["ip", "link", "del", f"{self.br}{role}o"], capture_output=True,
+                           timeout=30)
+
+    def setup(self, n: int) -> None:
+        base = [
+            "table=0,priority=0,cookie=0x1,actions=goto_table:50",
+            "table=5,priority=0,cookie=0x1,actions=goto_table:50",
+            "table=10,priority=0,cookie=0x1,actions=goto_table:50",
+            f"table=50,priority=100,cookie=0x1,dl_dst={self.SENDER_MAC},actions=output:1",
+            f"table=50,priority=100,cookie=0x1,dl_dst={self.SINK_MAC},actions=output:2",
+        ]
+        self.nbase = len(base)
+        iface = Interface(self.dpid, 2, self.SINK_MAC)
+        for epoch, (name, body) in enumerate(bodies(n, self.SINK_IP).items()):
+            policy = PersonalityPolicy.from_body(f"bench-{name}", body, 1)
+            flows = compile_personality(iface, policy, interface_zone(iface, epoch))
+            path = self.tmp / f"naive-{name}.flows"
+            path.write_text(render_flows(flows))
+            self.files[name], self.cookies[name], self.nflows[name] = path, policy.cookie, len(flows)
+        path = self.tmp / "naive-base+A.flows"
+        path.write_text("\n".join(base) + "\n" + self.files["A"].read_text())
+        ofctl("--bundle", "add-flows", self.br, str(path))
+        self.current = "A"
+        self.expect("A")
+
+    def count(self, cookie: int) -> int:
+        out = ofctl("dump-aggregate", self.br, f"cookie=0x{cookie:x}/-1")
+        return int(re.search(r"flow_count=(\d+)", out).group(1))
+
+    def expect(self, name: str) -> None:
+        got, want = self.count(self.cookies[name]), self.nflows[name]
+        base = self.count(BASE_COOKIE)
+        if got != want or base != self.nbase:
+            raise RuntimeError(f"naive bridge: {got} flows of {name} (want {want}), "
+                               f"{base} base flows (want {self.nbase})")
+
+    def ns_popen(self, role: str, cmd: list[str]) -> subprocess.Popen:
+        return subprocess.Popen(["ip", "netns", "exec", self.ns[role], *cmd],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def switch(self, to: str) -> dict:
+        old = self.current
+        t0 = pc()
+        ofctl("del-flows", self.br, f"cookie=0x{self.cookies[old]:x}/-1")
+        t1 = pc()
+        ofctl("add-flows", self.br, str(self.files[to]))
+        t2 = pc()
+        self.current = to
+        return {"del_ms": (t1 - t0) * 1000, "add_ms": (t2 - t1) * 1000, "naive_ms": (t2 - t0) * 1000}
+
+    def run(self, to: str | None) -> dict:
+        before = plain_forwarding_packets(self.br, self.SINK_MAC)
+        info = stream_once(self.procs, self.SINK_IP, self.tmp / "naive-sink.log",
+                           lambda cmd: self.ns_popen("r", cmd), lambda cmd: self.ns_popen("s", cmd),
+                           lambda: sh("ip", "netns", "exec", self.ns["r"], "cat", "/proc/net/snmp"),
+                           self.args, (lambda: self.switch(to)) if to else None)
+        info["bypass"] = plain_forwarding_packets(self.br, self.SINK_MAC) - before
+        if to:
+            self.expect(to)
+        return info
+
+
+# -------------------------------------------------------------------- main
+def fmt(v, spec: str, none: str = "-") -> str:
+    return none if v is None else format(v, spec)
+
+
+def report(args, hub_runs, naive_runs, nflows) -> None:
+    print()
+    print(f"personality switch under a UDP stream: {args.rules:,} rules "
+          f"({nflows:,} flows per personality), {args.rate:,} pkt/s for {args.seconds:g} s, "
+          f"switch at {args.switch_at:g} s")
+    print("lost = sent - received; sock = of those, dropped at the sink's full socket buffer "
+          "(the sink\nprocess was late, Udp RcvbufErrors); path = lost - sock, lost in the "
+          "switches' pipeline")
+    print()
+    print(f"{'':<10} | {'hub':^52} | {'naive delete-then-add':^38}")
+    print(f"{'run':<10} | {'sent':>6} {'lost':>5} {'sock':>5} {'path':>5} {'applied_ms':>10} "
+          f"{'/50 ms':>6} {'op s':>5} {'bypass':>6} | {'sent':>6} {'lost':>5} {'sock':>5} "
+          f"{'path':>5} {'del+add ms':>10} {'bypass':>6}")
+    for i, (h, nv) in enumerate(zip(hub_runs, naive_runs)):
+        label = "control" if i == 0 else f"{i} ->{h['to']}"
+        ams = h.get("applied_ms")
+        ratio = "-" if ams is None else f"{ams / GOAL_MS:.2f}x"
+        print(f"{label:<10} | {h['sent']:>6} {h['lost']:>5} {h['sock']:>5} {h['path']:>5} "
+              f"{fmt(ams, '10.1f'):>10} {ratio:>6} {fmt(h.get('op_s'), '5.2f'):>5} "
+              f"{h['bypass']:>6} | {nv['sent']:>6} {nv['lost']:>5} {nv['sock']:>5} "
+              f"{nv['path']:>5} {fmt(nv.get('naive_ms'), '10.1f'):>10} {nv['bypass']:>6}")
+    hs, ns = hub_runs[1:], naive_runs[1:]
+    if not hs:
+        return
+
+    def pct(rows, key):
+        return 100 * sum(r[key] for r in rows) / max(1, sum(r["sent"] for r in rows))
+
+    print()
+    for what, key in (("lost in the pipeline (path)", "path"), ("lost in all (sent - received)", "lost")):
+        hl, nl = [h[key] for h in hs], [n[key] for n in ns]
+        ratio = f"; hub/naive {sum(hl) / sum(nl):.2f}" if sum(nl) else ""
+        print(f"{what}, goal 0: hub {', '.join(map(str, hl))} ({pct(hs, key):.3f}% of sent), "
+              f"naive {', '.join(map(str, nl))} ({pct(ns, key):.3f}% of sent){ratio}")
+    print(f"  control runs, no switch: hub lost {hub_runs[0]['lost']} (path "
+          f"{hub_runs[0]['path']}), naive lost {naive_runs[0]['lost']} (path {naive_runs[0]['path']})")
+    ams = [h["applied_ms"] for h in hs if h.get("applied_ms") is not None]
+    if ams:
+        med = statistics.median(ams)
+        print(f"drain end -> realized, goal <= {GOAL_MS:g} ms: hub median {med:.1f} ms = "
+              f"{med / GOAL_MS:.2f}x the goal, max {max(ams):.1f} ms = {max(ams) / GOAL_MS:.2f}x; "
+              f"naive del-flows + add-flows median {statistics.median(n['naive_ms'] for n in ns):.1f} ms")
+    print(f"bypass (delivered by the plain l2 flow, through no firewall): "
+          f"hub {sum(h['bypass'] for h in hs)}, naive {sum(n['bypass'] for n in ns)} "
+          f"(naive: the interface is open from del-flows until add-flows' hooks are in the "
+          f"datapath)")
+    for i, h in enumerate(hs, 1):
+        if h.get("state") != "succeeded" or h.get("note"):
+            print(f"  hub run {i}: operation {h.get('state')} {h.get('note', '')}")
+        if ns[i - 1].get("note"):
+            print(f"  naive run {i}: {ns[i - 1]['note']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rules", type=int, default=1000, help="firewall rules per personality (default 1000)")
+    ap.add_argument("--rate", type=int, default=2000, help="UDP datagrams per second (default 2000)")
+    ap.add_argument("--runs", type=int, default=3, help="switches per side, alternating A->B->A (default 3)")
+    ap.add_argument("--seconds", type=float, default=5.0, help="length of each stream (default 5)")
+    ap.add_argument("--switch-at", type=float, default=1.5,
+                    help="seconds into the stream the switch starts (default 1.5)")
+    ap.add_argument("--verbose", action="store_true", help="print each hub operation's log")
+    args = ap.parse_args(argv)
+    if not 2 <= args.rules <= 10000:
+        ap.error("--rules must be within 2..10000")
+
+    if os.geteuid() != 0:
+        print("personality_switch: needs root (Mininet, Open vSwitch, namespaces)", file=sys.stderr)
+        return 2
+    sh(str(OVS_SCRIPT), "start", timeout=120)
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+
+    tmp = Path(tempfile.mkdtemp(prefix="personality_switch-"))
+    procs = Procs()
+    hub = naive = None
+    hub_runs: list[dict] = []
+    naive_runs: list[dict] = []
+    failed = False
+    try:
+        print(f"ovs-vswitchd {sh('ovs-vsctl', 'get', 'open_vswitch', '.', 'ovs_version').strip()}, "
+              f"python {sys.version.split()[0]}, work dir {tmp}", flush=True)
+        hub = HubSide(tmp, procs, args)
+        hub.start()   # before the naive bridge: start_lab cleans every "bp*" bridge and veth
+        hub.setup(args.rules)
+        print(f"hub lab up: sink {hub.sink.name} {hub.sink.IP()} on {hub.bridge}, "
+              f"interface {hub.iid}, A applied", flush=True)
+        naive = NaiveSide(tmp, procs, args)
+        naive.create()
+        naive.setup(args.rules)
+        print(f"naive bridge {naive.br} up: {naive.nbase} base flows + {naive.nflows['A']} of A",
+              flush=True)
+        order = [None] + ["B" if i % 2 == 0 else "A" for i in range(args.runs)]
+        for i, to in enumerate(order):
+            h = hub.run(to)
+            h["to"] = to
+            hub_runs.append(h)
+            if args.verbose and to:
+                for e in h["op_log"]:
+                    print(f"    {e.get('at')} {e.get('state')}: {e.get('message')}")
+            nv = naive.run(to)
+            naive_runs.append(nv)
+            what = "control (no switch)" if to is None else f"run {i} (-> {to})"
+            applied = "" if to is None else f", applied_ms {h.get('applied_ms')}"
+            print(f"{what}: hub lost {h['lost']}/{h['sent']}{applied}; "
+                  f"naive lost {nv['lost']}/{nv['sent']}", flush=True)
+        report(args, hub_runs, naive_runs, naive.nflows["A"])
+    except KeyboardInterrupt:
+        print("personality_switch: interrupted", file=sys.stderr)
+        failed = True
+        return 130
+    except Exception:
+        failed = True
+        raise
+    finally:
+        procs.stop_all()
+        if naive is not None:
+            naive.destroy()
+        if hub is not None:
+            if failed and hub.lab is not None:
+                print("--- controller log (tail) ---\n" + hub.ctl.log(), file=sys.stderr)
+            hub.stop()
+            if hub.lab is None:   # start_lab may have failed half way
+                subprocess.run([str(REPO / "scripts" / "clean"), LAB_PREFIX], capture_output=True)
+        if failed:
+            print(f"personality_switch: work dir kept: {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
