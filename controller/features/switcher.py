@@ -75,6 +75,7 @@ class Run:
     next_poll: float = 0.0
     drain_ended: float = 0.0
     checks: list[Check] = field(default_factory=list)
+    prepared: bool = False               # target compiled, previous known (see _prepare)
     waiting_logged: bool = False
 
 
@@ -143,10 +144,10 @@ class Switcher:
     def _step(self, run: Run) -> None:
         op = self._op(run)
         state = op["state"]
-        if run.target is None and state in ("pending", "transition", "draining", "applying",
-                                            "verifying"):
+        if not run.prepared:
             if not self._prepare(run, op):
                 return
+            run.prepared = True
             op = self._op(run)
             state = op["state"]
         if state == "draining":
@@ -176,6 +177,7 @@ class Switcher:
             self.hub.bind(run.iid, current)
             if not self.hub.realize(run.interface.dpid):
                 return False
+            run.prepared = True
             self._start_checks(run, op)
             return False
         run.previous = current

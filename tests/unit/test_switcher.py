@@ -330,3 +330,19 @@ def test_qos_rates_become_meters_used_by_the_interfaces_flows(lab):
     kinds = [e[0] for e in lab.a.log if e[0] in ("apply", "meters")]
     assert kinds.index("meters") > kinds.index("apply")
     assert not [f for f in lab.a.flows.values() if f.meter is not None]
+
+
+def test_expiry_with_nowhere_to_return_removes_the_personality(lab):
+    op = lab.switch("temporary")                 # first personality: nothing to return to
+    assert lab.op(op)["state"] == "succeeded"
+    assert lab.iface()["expires_to"] is None
+    lab.step(60.5)
+    lab.step(0.3)
+    lab.step(0.3)
+    history = ops.history(lab.store, IID)
+    assert history[-1]["kind"] == "expiry" and history[-1]["result"] == "succeeded", history
+    assert lab.iface()["personality_id"] is None
+    assert lab.personality_cookies() == set()    # the interface is open again
+    assert IID not in lab.hub.bindings
+    log = lab.op(history[-1]["operation"])["log"]
+    assert sum(e["state"] == "transition" for e in log) == 1
