@@ -7,9 +7,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
 
-from controller.api import ApiContext, create_app
 from tests.unit.fakes import FakeHub
 from controller.store import Store, open_store
 
@@ -37,17 +35,6 @@ def store() -> Iterator[Store]:
     s = open_store(":memory:")
     yield s
     s.close()
-
-
-@pytest.fixture
-def hub() -> FakeHub:
-    return FakeHub()
-
-
-@pytest.fixture
-def client(store: Store, hub: FakeHub) -> Iterator[TestClient]:
-    with TestClient(create_app(ApiContext(store, hub, CollectorRegistry(), "0"))) as c:
-        yield c
 
 
 @pytest.fixture

@@ -8,10 +8,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
 
 from controller import interfaces
-from controller.api import ApiContext, create_app
 from controller.features import operations
 from controller.store import Store, open_store
 from controller.topology import Host
@@ -38,17 +36,6 @@ def store() -> Iterator[Store]:
     set_iface(s, IF1, personality_id="web", default_personality_id="web")
     yield s
     s.close()
-
-
-@pytest.fixture
-def hub() -> FakeHub:
-    return FakeHub()
-
-
-@pytest.fixture
-def client(store: Store, hub: FakeHub) -> Iterator[TestClient]:
-    with TestClient(create_app(ApiContext(store, hub, CollectorRegistry(), "0"))) as c:
-        yield c
 
 
 def set_iface(store: Store, id: str, **fields: Any) -> None:

@@ -7,15 +7,12 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
 
-from controller import cli
-from controller.api import ApiContext, create_app
 from controller.cli_documents import content_type_for
+from tests.unit.conftest import run_cli
 from tests.unit.fakes import FakeHub
 from controller.store import Store, open_store
 
@@ -29,20 +26,7 @@ def store() -> Iterator[Store]:
     s.close()
 
 
-@pytest.fixture
-def hub() -> FakeHub:
-    return FakeHub()
-
-
-@pytest.fixture
-def http(store: Store, hub: FakeHub) -> TestClient:
-    return TestClient(create_app(ApiContext(store, hub, CollectorRegistry(), "0.1.0")))
-
-
-def run(capsys: pytest.CaptureFixture[str], http: httpx.Client, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv), client=http)
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli
 
 
 @pytest.fixture

@@ -9,16 +9,14 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
 
-from controller import cli, cli_operations, interfaces
-from controller.api import ApiContext, create_app
+from controller import cli_operations, interfaces
 from controller.cli_operations import connection_count, format_check, format_connection, parse_check
 from controller.store import Store, open_store
 from controller.topology import Host
+from tests.unit.conftest import run_cli
 from tests.unit.fakes import FakeHub
 
 IF1, IF2, IF3 = "0000000000000a01:2", "0000000000000a01:3", "0000000000000a02:1"
@@ -40,20 +38,7 @@ def store() -> Iterator[Store]:
     s.close()
 
 
-@pytest.fixture
-def hub() -> FakeHub:
-    return FakeHub()
-
-
-@pytest.fixture
-def http(store: Store, hub: FakeHub) -> TestClient:
-    return TestClient(create_app(ApiContext(store, hub, CollectorRegistry(), "0.1.0")))
-
-
-def run(capsys: pytest.CaptureFixture[str], http: httpx.Client, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv), client=http)
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli
 
 
 class Coordinator:
