@@ -10,6 +10,7 @@ rollback needs nothing else.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from controller.compile.personality import (Context, Interface, PersonalityPolicy,
@@ -31,9 +32,10 @@ class Binding:
     zone: int
     transition: bool = False
 
-    @property
+    @cached_property
     def policy(self) -> PersonalityPolicy:
-        return _policy(self.personality_id, self.revision, _Frozen(self.body))
+        """Parsed once per binding (the hub reads it at every convergence)."""
+        return PersonalityPolicy.from_body(self.personality_id, self.body, self.revision)
 
     def flows(self, ctx: Context) -> tuple[FlowSpec, ...]:
         if self.transition:
@@ -54,33 +56,6 @@ class Binding:
     def from_body(cls, interface: Interface, body: dict[str, Any]) -> "Binding":
         return cls(interface, body["personality_id"], body["revision"], body["body"],
                    body["zone"])
-
-
-class _Frozen:
-    """A document body usable as a cache key (compared by its canonical repr)."""
-    __slots__ = ("body", "_key")
-
-    def __init__(self, body: Any) -> None:
-        self.body, self._key = body, repr(body)
-
-    def __hash__(self) -> int:
-        return hash(self._key)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Frozen) and other._key == self._key
-
-
-_POLICIES: dict[tuple[str, int, _Frozen], PersonalityPolicy] = {}
-
-
-def _policy(pid: str, revision: int, body: _Frozen) -> PersonalityPolicy:
-    key = (pid, revision, body)
-    policy = _POLICIES.get(key)
-    if policy is None:
-        if len(_POLICIES) > 256:
-            _POLICIES.clear()
-        policy = _POLICIES[key] = PersonalityPolicy.from_body(pid, body.body, revision)
-    return policy
 
 
 def save(store: Store, iid: str, binding: Binding | None, previous: Binding | None) -> None:
