@@ -32,13 +32,22 @@ class Config:
     log_level: str = "info"
     settle_seconds: float = 1.0
     subnets: tuple[Subnet, ...] = field(default_factory=tuple)
+    personas: "PersonaSettings" = field(default_factory=lambda: PersonaSettings())
 
     @property
     def api(self) -> str:
         return f"{self.api_host}:{self.api_port}"
 
 
-FILE_KEYS = {"of_port", "api", "db", "log_level", "settle_seconds", "subnets"}
+@dataclass(frozen=True)
+class PersonaSettings:
+    """Where personas are realized: the gateway switch, the NAT pool, the usage poll."""
+    gateway: int | None = None                     # datapath id of the persona gateway
+    nat_pool: ipaddress.IPv4Network = ipaddress.IPv4Network("100.64.0.0/10")
+    poll_seconds: float = 1.0
+
+
+FILE_KEYS = {"of_port", "api", "db", "log_level", "settle_seconds", "subnets", "personas"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -48,7 +57,8 @@ def parser() -> argparse.ArgumentParser:
                     "store, the REST API and Prometheus metrics in one process.")
     p.add_argument("--config", metavar="FILE",
                    help="YAML file with any of: of_port, api, db, log_level, settle_seconds, "
-                        "subnets (list of {id, cidr, gateway}). Flags override it.")
+                        "subnets (list of {id, cidr, gateway}), personas ({gateway: DPID, "
+                        "nat_pool: CIDR, poll_seconds: N}). Flags override it.")
     p.add_argument("--of-port", type=int, metavar="PORT",
                    help="OpenFlow listening port (default 6653)")
     p.add_argument("--api", metavar="HOST:PORT",
@@ -94,6 +104,32 @@ def _subnets(value) -> tuple[Subnet, ...]:
     return tuple(out)
 
 
+def _personas(value) -> PersonaSettings:
+    if not isinstance(value, dict) or not set(value) <= {"gateway", "nat_pool", "poll_seconds"}:
+        raise ConfigError("personas: must be a mapping of gateway, nat_pool, poll_seconds")
+    out: dict = {}
+    gw = value.get("gateway")
+    if gw is not None:
+        try:
+            out["gateway"] = int(gw, 16) if isinstance(gw, str) else int(gw)
+        except ValueError:
+            raise ConfigError(f"personas.gateway: {gw!r} is not a datapath id "
+                              "(16 hex digits or an integer)") from None
+        if isinstance(gw, bool) or not 0 < out["gateway"] < 2**64:
+            raise ConfigError(f"personas.gateway: {gw!r} is not a datapath id")
+    if "nat_pool" in value:
+        try:
+            out["nat_pool"] = ipaddress.IPv4Network(value["nat_pool"])
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"personas.nat_pool: {exc}") from None
+    if "poll_seconds" in value:
+        s = value["poll_seconds"]
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.1 <= s <= 60:
+            raise ConfigError("personas.poll_seconds: must be a number of seconds 0.1-60")
+        out["poll_seconds"] = float(s)
+    return PersonaSettings(**out)
+
+
 def load(argv: list[str] | None = None) -> Config:
     args = parser().parse_args(argv)
     values: dict = {}
@@ -137,6 +173,8 @@ def load(argv: list[str] | None = None) -> Config:
         cfg["settle_seconds"] = float(s)
     if "subnets" in values:
         cfg["subnets"] = _subnets(values["subnets"])
+    if "personas" in values:
+        cfg["personas"] = _personas(values["personas"])
     config = Config(**cfg)
     if config.api_port == config.of_port:
         raise ConfigError(f"api and of_port both use port {config.of_port}")

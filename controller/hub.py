@@ -22,16 +22,20 @@ from controller import interfaces
 from controller.channel import SwitchChannel
 from controller.compile.fabric import FabricInput, bootstrap_flows, compile_fabric, subnet_of
 from controller.compile.personality import Context
+from controller.compile.vpn import TunnelPort, is_tunnel_port_name
 from controller.features.binding import Binding
+from controller.features.personas import Personas
 from controller.features.switcher import Switcher
 from controller.metrics import Metrics
 from controller.packets import ETH_ARP, ETH_IPV4, ETH_LLDP, Packet, arp_request, lldp_frame, parse
 from controller.pipeline import tables
-from controller.pipeline.actions import TABLE, Action, Output
+from controller.pipeline.actions import LOCAL, TABLE, Action, Output
 from controller.pipeline.flowspec import FlowSpec
 from controller.meters_reconcile import MeterReconciler
 from controller.pipeline.meters import MeterSpec
+from controller.ovsdb import OvsdbError, OvsdbSwitches
 from controller.reconcile import Reconciler
+from controller.tunnels_reconcile import TunnelPorts
 from controller.store import Store
 from controller.topology import Host, Link, Port, Subnet, Topology, dpid_str
 
@@ -54,7 +58,9 @@ class Hub:
     def __init__(self, store: Store, metrics: Metrics | None = None, *,
                  clock: Callable[[], float] = time.monotonic,
                  wallclock: Callable[[], float] = time.time,
-                 settle: float = 1.0, router_mac: str = ROUTER_MAC) -> None:
+                 settle: float = 1.0, router_mac: str = ROUTER_MAC,
+                 persona_gateway: int | None = None, persona_poll: float = 1.0,
+                 ovsdb: OvsdbSwitches | None = None) -> None:
         self.store = store
         self.metrics = metrics or Metrics()
         self.clock = clock
@@ -78,7 +84,9 @@ class Hub:
         self.bindings: dict[str, Binding] = {}       # interface id -> its personality
         self._extra: dict[tuple, tuple[int, tuple[FlowSpec, ...]]] = {}  # temporary flows
         self._binding_flows: dict[tuple, tuple[FlowSpec, ...]] = {}
+        self.tunnels = TunnelPorts(ovsdb, clock)        # VPN tunnel ports, made over OVSDB
         self.switcher = Switcher(self)
+        self.personas = Personas(self, persona_gateway, poll_seconds=persona_poll)
         self._queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -121,6 +129,16 @@ class Hub:
     def operations_changed(self) -> None:
         """New operations are in the store: the coordinator picks them up after this batch."""
         self.post(self.switcher.wake)
+
+    def personas_changed(self) -> None:
+        """Persona records were written: the runtime re-reads them after this batch."""
+        self.post(self.personas.reload)
+
+    def persona_preview(self, body: dict, timeout: float = 10.0) -> dict:
+        return self._ask(self.personas.preview, "preview", body, timeout=timeout)
+
+    def persona_usage(self, id: str) -> dict | None:
+        return self.personas.usage(id)
 
     def dry_run_switch(self, interface_id: str, personality_id: str,
                        timeout: float = 10.0) -> dict:
@@ -177,6 +195,7 @@ class Hub:
                     work = None
             self._safely(self._converge)
             self._safely(self.switcher.tick)
+            self._safely(self.personas.tick)
 
     def _safely(self, work: Callable) -> None:
         try:
@@ -187,9 +206,9 @@ class Hub:
     def _next_timeout(self) -> float:
         now = self.clock()
         pending = [t - now for t in self.settling_until.values()]
-        wake = self.switcher.next_wakeup()
-        if wake is not None:
-            pending.append(wake)
+        for wake in (self.switcher.next_wakeup(), self.personas.next_wakeup()):
+            if wake is not None:
+                pending.append(wake)
         return max(0.01, min(pending)) if pending else 1.0
 
     # ------------------------------------------------------------- persistence
@@ -203,6 +222,7 @@ class Hub:
                 interfaces.record_host(self.store, host)  # a store from before interface records
         self._load_subnets()
         self.switcher.load()
+        self.personas.load()
 
     def _load_subnets(self) -> None:
         subnets = []
@@ -285,7 +305,7 @@ class Hub:
         sw = self.topo.switch(dpid)
         for port_no in ports if ports is not None else sorted(sw.ports):
             port = sw.ports.get(port_no)
-            if port and port.up and port_no < 0xFFFFFF00:
+            if port and port.up and port_no < 0xFFFFFF00 and not is_tunnel_port_name(port.name):
                 channel.packet_out(lldp_frame(dpid, port_no, self.router_mac), [Output(port_no)])
                 self.metrics.packet_out.labels(dpid_str(dpid)).inc()
 
@@ -315,6 +335,10 @@ class Hub:
             self.switcher.on_packet_in(dpid, data)
         elif table_id == tables.PERSONALITY_ROUTES.id and pkt.eth_type == ETH_IPV4:
             self._probe_next_hop(dpid, in_port, pkt, data)
+        elif table_id == tables.PERSONA_FORWARD.id and pkt.eth_type == ETH_IPV4:
+            self._probe_address(pkt.ip_dst, None)
+        elif table_id in (tables.PERSONA_EDGE.id, tables.PERSONA_GATEWAY.id):
+            self.personas.on_packet_in(dpid, table_id, in_port, pkt, data)
 
     def _probe_next_hop(self, dpid: int, in_port: int, pkt: Packet, data: bytes) -> None:
         """A packet an interface routes via a next hop not yet discovered: ask for it."""
@@ -348,7 +372,8 @@ class Hub:
         self._changed()
 
     def _on_unknown_source(self, dpid: int, in_port: int, pkt: Packet, data: bytes) -> None:
-        if in_port in self.topo.link_ports(dpid) or not pkt.unicast_src:
+        if in_port in self.topo.link_ports(dpid) or not pkt.unicast_src \
+                or self._is_tunnel_port(dpid, in_port):   # never a host behind a VPN tunnel
             return
         if pkt.eth_src == self.router_mac:
             return  # the hub's own probe, looped back through an undiscovered link
@@ -377,7 +402,8 @@ class Hub:
 
     def _flood_to_edges(self, data: bytes, exclude: tuple[int, int]) -> None:
         for dpid, channel in sorted(self.channels.items()):
-            ports = [p for p in self.topo.edge_ports(dpid) if (dpid, p) != exclude]
+            ports = [p for p in self.topo.edge_ports(dpid)
+                     if (dpid, p) != exclude and not self._is_tunnel_port(dpid, p)]
             if ports:
                 channel.packet_out(data, [Output(p) for p in ports])
                 self.metrics.packet_out.labels(dpid_str(dpid)).inc()
@@ -410,15 +436,21 @@ class Hub:
                 del self.settling_until[dpid]
                 self._changed()
         ready = frozenset(d for d in self.channels if d not in self.settling_until)
+        wanted_tunnels = self._tunnels_wanted()
+        if self.tunnels.sync(wanted_tunnels, ready, self._bridge_name):
+            self._changed()        # a tunnel port's number became known (or went)
         if any(self._synced_generation.get(d) != self._generation for d in ready):
             self.desired = compile_fabric(FabricInput(
                 switches=ready, links=frozenset(self.topo.links),
                 hosts=tuple(sorted(self.topo.hosts.values(), key=lambda h: h.mac)),
                 subnets=self.subnets, router_mac=self.router_mac))
             self._add_personalities(ready)
+            self._add_personas(ready)
             for dpid in sorted(ready):
                 if self._synced_generation.get(dpid) != self._generation:
                     self._reconcile(dpid)
+        self.tunnels.prune(wanted_tunnels, [d for d in ready
+                                            if self._synced_generation.get(d) == self._generation])
         self._flush_reinject()
         self._publish()
 
@@ -432,7 +464,8 @@ class Hub:
             if binding.interface.dpid not in ready:
                 continue
             meters.setdefault(binding.interface.dpid, []).extend(binding.meters())
-            key = (binding, tuple(ctx.mac_of(r.next_hop) for r in binding.policy.routes))
+            key = (binding, tuple(ctx.mac_of(r.next_hop) for r in binding.policy.routes),
+                   binding.tunnel and ctx.tunnel_ports.get(binding.tunnel.name))
             flows = self._binding_flows.get(key)
             if flows is None:
                 flows = binding.flows(ctx)
@@ -446,7 +479,17 @@ class Hub:
             self.desired[dpid] = self.desired.get(dpid, ()) + tuple(flows)
         self.desired_meters = {d: tuple(m) for d, m in meters.items()}
 
+    def _add_personas(self, ready: frozenset[int]) -> None:
+        for dpid, flows in self.personas.flows(ready).items():
+            self.desired[dpid] = self.desired.get(dpid, ()) + flows
+        for dpid, meters in self.personas.meters().items():
+            self.desired_meters[dpid] = self.desired_meters.get(dpid, ()) + meters
+
     # ---------------------------------------------- for features (worker only)
+    def converge(self) -> None:
+        """Compile and reconcile now (features walking through steps)."""
+        self._converge()
+
     def ready(self, dpid: int) -> bool:
         return dpid in self.channels and dpid not in self.settling_until
 
@@ -476,7 +519,44 @@ class Hub:
 
     def compile_context(self) -> Context:
         return Context(router_mac=self.router_mac,
-                       macs={ip: h.mac for h in self.topo.hosts.values() for ip in h.ips})
+                       macs={ip: h.mac for h in self.topo.hosts.values() for ip in h.ips},
+                       tunnel_ports=self.tunnels.ofports())
+
+    # VPN tunnel ports (controller.tunnels_reconcile): made over OVSDB before any
+    # flow names them, removed once no binding (bound, or held by an operation) needs them.
+    def _tunnels_wanted(self) -> dict[int, list[TunnelPort]]:
+        wanted: dict[int, list[TunnelPort]] = {}
+        for binding in [*self.bindings.values(), *self.switcher.held_bindings()]:
+            if binding.tunnel is not None and binding.tunnel not in wanted.get(binding.tunnel.dpid, ()):
+                wanted.setdefault(binding.tunnel.dpid, []).append(binding.tunnel)
+        return wanted
+
+    def prepare_tunnel(self, binding: Binding) -> str | None:
+        """Create the tunnel port `binding` needs now; None, or why it cannot be."""
+        port = binding.tunnel
+        if port is None:
+            return None
+        for other in [*self.bindings.values(), *self.switcher.held_bindings()]:
+            if (other.tunnel is not None and other.interface.id != binding.interface.id
+                    and other.tunnel.endpoint == port.endpoint):
+                return (f"interface {other.interface.id} already has a {port.type} tunnel to "
+                        f"{port.remote_ip} with key {port.key or 0}; Open vSwitch could not tell "
+                        "their packets apart (use another key)")
+        try:
+            self.tunnels.ensure(port, self._bridge_name(port.dpid))
+        except OvsdbError as exc:
+            return f"the tunnel port could not be created over OVSDB: {exc}"
+        return None
+
+    def _bridge_name(self, dpid: int) -> str | None:
+        """The switch's bridge name: OpenFlow reports it as the name of the LOCAL port."""
+        local = self.topo.switches[dpid].ports.get(LOCAL) if dpid in self.topo.switches else None
+        return local.name if local else None
+
+    def _is_tunnel_port(self, dpid: int, port_no: int) -> bool:
+        sw = self.topo.switches.get(dpid)
+        port = sw.ports.get(port_no) if sw else None
+        return port is not None and is_tunnel_port_name(port.name)
 
     def next_mac(self, src_ip: str, dst_ip: str) -> str:
         """The MAC a host at src_ip sends to for dst_ip: the host's own on its subnet, else the router's."""

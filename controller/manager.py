@@ -54,7 +54,8 @@ def run(config: Config) -> int:
     store = open_store(config.db)
     seed_subnets(store, config)
     metrics = Metrics()
-    hub = Hub(store, metrics, settle=config.settle_seconds)
+    hub = Hub(store, metrics, settle=config.settle_seconds,
+              persona_gateway=config.personas.gateway, persona_poll=config.personas.poll_seconds)
     api = ApiServer(create_app(ApiContext(store, hub, metrics.registry, __version__)),
                     config.api_host, config.api_port)
     api.start()

@@ -48,6 +48,13 @@ PERSONALITY_ROUTES = Table(5, "personality_routes",
                            "for a destination it routes are sent to the next hop's MAC; "
                            "the rest continue to arp and the fabric's routing.",
                            "goto:arp")
+PERSONA_EDGE = Table(6, "persona_edge",
+                     "Packets from an interface attached to a persona (classify sends "
+                     "them here): ARP requests are answered with the persona gateway's "
+                     "MAC (every peer is reached through the gateway), DHCP is punted, "
+                     "IPv4 from the attached address goes to l2 toward the gateway; the "
+                     "rest is dropped.",
+                     "drop")
 ARP = Table(10, "arp",
             "Answer ARP requests for gateways and known hosts from flows; punt "
             "requests for unknown targets (the controller floods them to edge ports).",
@@ -85,10 +92,44 @@ PERSONALITY_CONNECTIONS = Table(63, "personality_connections",
                                 "with aggregate stats while a personality switch drains.",
                                 "drop", learned=True)
 
+PERSONA_GATEWAY = Table(70, "persona_gateway",
+                        "On the persona gateway only (l2 sends it packets to the gateway "
+                        "MAC): echo to a persona's gateway address is answered; packets from "
+                        "an attached host (outbound) or to a persona's hub-visible address "
+                        "(inbound, un-NATed here) are marked with the persona (reg6) and go "
+                        "through conntrack in its zone.",
+                        "drop")
+PERSONA_OUT_FW = Table(71, "persona_out_fw",
+                       "Stateful policy for what a persona sends: replies pass; a new "
+                       "connection needs a listed protocol, no persona on the other end, "
+                       "and no denying security policy (first match wins; default allow).",
+                       "drop")
+PERSONA_IN_FW = Table(72, "persona_in_fw",
+                      "Stateful policy for what a persona receives: replies pass; a new "
+                      "connection from outside needs a security policy that allows it "
+                      "(default deny).",
+                      "drop")
+PERSONA_OUT = Table(73, "persona_out",
+                    "Outbound persona traffic: delivered to a peer of the same persona, or "
+                    "source-NATed (overlapping ranges), metered, DSCP-marked and counted, "
+                    "then forwarded.",
+                    "drop")
+PERSONA_IN = Table(74, "persona_in",
+                   "Inbound persona traffic: metered, counted and delivered to the attached "
+                   "host along the fabric's shortest path.",
+                   "drop")
+PERSONA_FORWARD = Table(75, "persona_forward",
+                        "Routes persona traffic to hub hosts from the gateway (the same "
+                        "rewrite as route, output along the shortest path); unknown "
+                        "destinations are punted so the hub probes for them.",
+                        "controller")
+
 LAYOUT: tuple[Table, ...] = (CLASSIFY, PERSONALITY_EGRESS, PERSONALITY_EGRESS_FW,
-                             PERSONALITY_EGRESS_COUNT, PERSONALITY_ROUTES, ARP, ROUTE, L2,
-                             PERSONALITY_INGRESS, PERSONALITY_INGRESS_FW,
-                             PERSONALITY_INGRESS_COUNT, PERSONALITY_CONNECTIONS)
+                             PERSONALITY_EGRESS_COUNT, PERSONALITY_ROUTES, PERSONA_EDGE, ARP,
+                             ROUTE, L2, PERSONALITY_INGRESS, PERSONALITY_INGRESS_FW,
+                             PERSONALITY_INGRESS_COUNT, PERSONALITY_CONNECTIONS, PERSONA_GATEWAY,
+                             PERSONA_OUT_FW, PERSONA_IN_FW, PERSONA_OUT, PERSONA_IN,
+                             PERSONA_FORWARD)
 BY_ID = {t.id: t for t in LAYOUT}
 BY_NAME = {t.name: t for t in LAYOUT}
 LEARNED = frozenset(t.id for t in LAYOUT if t.learned)

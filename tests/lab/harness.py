@@ -54,7 +54,9 @@ class Controller:
         self.db = workdir / "hub.db"
         self.config = workdir / "hub.yaml"
         self.config.write_text(yaml.safe_dump({"subnets": subnets, "settle_seconds": settle,
-                                                  "log_level": "debug"}))
+                                                  "log_level": "debug",
+                                                  # the lab topology's gateway bridge (gw1)
+                                                  "personas": {"gateway": "0000000000000b01"}}))
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 

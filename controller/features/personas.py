@@ -1,0 +1,204 @@
+"""The persona runtime: turns stored persona records into flows, and keeps time.
+
+Runs on the hub's worker thread only.  REST handlers write the records
+(`controller.features.persona_store`) and call `hub.personas_changed()`; the
+next batch `reload`s them.  From the records it builds what the compiler
+needs (`controller.compile.persona.PersonaNet`), and every tick it
+
+* tears down in order each persona whose expiration has come (or whose
+  record was deleted): new connections refused, then routes and edge hooks
+  withdrawn, then the gateway flows and meters removed, each step one
+  reconcile; the expired record is then marked (`persona_store.mark_expired`);
+* polls the gateway's counters (usage) and raises alerts
+  (`controller.features.monitor`).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from typing import TYPE_CHECKING, Any
+
+from controller.compile import persona as compiler
+from controller.compile.fabric import next_hops
+from controller.compile.persona import GatewayInput, Member, PersonaNet, Policy
+from controller.pipeline.flowspec import FlowSpec
+from controller.pipeline.meters import MeterSpec
+from controller.topology import Host
+
+if TYPE_CHECKING:
+    from controller.hub import Hub
+
+LOG = logging.getLogger("hubshift.personas")
+
+KIND = "persona"
+GATEWAY_MAC = "02:b5:00:00:00:02"
+
+
+@dataclass
+class Teardown:
+    """A persona on its way out: the last record, and how far the teardown got."""
+    body: dict
+    stage: str          # "closing" -> "unrouted" -> done
+    reason: str         # "expired" | "deleted"
+
+
+def _ports(value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return value, value
+    lo, _, hi = str(value).partition("-")
+    return int(lo), int(hi or lo)
+
+
+def _network(value: Any) -> IPv4Network | None:
+    if value in (None, "", "any", "0.0.0.0/0"):
+        return None
+    return IPv4Network(value, strict=False)
+
+
+def _member(attachment: dict) -> Member | None:
+    dpid, _, port = attachment["interface_id"].rpartition(":")
+    try:
+        return Member(attachment["interface_id"], int(dpid, 16), int(port),
+                      attachment["mac"].lower(), IPv4Address(attachment["ip"]))
+    except (KeyError, ValueError):
+        return None
+
+
+def persona_net(id: str, body: dict, stage: str = "active") -> PersonaNet:
+    """The compiler's view of a stored persona body (see docs/personas.md)."""
+    doc = body["document"]
+    protocols = compiler.protocol_numbers(doc["protocols"])
+    policies = tuple(Policy(compiler.IP_PROTOCOLS[p["protocol"]], _ports(p.get("port")),
+                            p["action"], _network(p.get("source")),
+                            _network(p.get("destination")))
+                     for p in doc.get("security_policies") or ())
+    qos = doc.get("qos") or {}
+    nat = (body.get("nat") or {}).get("hub_range")
+    members = tuple(m for m in map(_member, body.get("attachments") or ()) if m is not None)
+    return PersonaNet(
+        id=id, index=body["index"], ip_range=IPv4Network(doc["ip_range"]),
+        gateway_ip=IPv4Address(body["gateway"]), protocols=protocols, policies=policies,
+        nat_range=IPv4Network(nat) if nat else None,
+        bandwidth_kbps=qos.get("bandwidth_kbps"),
+        dscp=compiler.dscp_for_latency(qos.get("latency_ms")),
+        members=members, closing=stage != "active", routed=stage in ("active", "closing"))
+
+
+class Personas:
+    def __init__(self, hub: "Hub", gateway_dpid: int | None, *,
+                 gateway_mac: str = GATEWAY_MAC, poll_seconds: float = 1.0) -> None:
+        self.hub = hub
+        self.store = hub.store
+        self.gateway_dpid = gateway_dpid
+        self.gateway_mac = gateway_mac
+        self.poll_seconds = poll_seconds
+        self.active: dict[str, dict] = {}          # id -> body of a live persona
+        self.teardowns: dict[str, Teardown] = {}
+        self._cache: dict = {}
+        self._meters: tuple[MeterSpec, ...] = ()
+
+    # ------------------------------------------------------------- records
+    def load(self) -> None:
+        """Read the records; personas that expired while the controller was down go now."""
+        self.reload()
+
+    def reload(self) -> None:
+        bodies = {d.id: d.body for d in self.store.list(KIND) if d.body.get("state") == "active"}
+        for id, body in self.active.items():
+            if id not in bodies and id not in self.teardowns:
+                self.teardowns[id] = Teardown(body, "closing", "deleted")
+        self.active = bodies
+        self.hub._changed()
+
+    # --------------------------------------------------------------- flows
+    def nets(self) -> list[PersonaNet]:
+        live = {id: body for id, body in self.active.items() if id not in self.teardowns}
+        nets = [persona_net(id, body) for id, body in live.items()]
+        nets += [persona_net(id, t.body, t.stage) for id, t in self.teardowns.items()
+                 if t.stage != "done"]
+        return sorted(nets, key=lambda p: p.id)
+
+    def gateway_input(self, ready: frozenset[int], nets: list[PersonaNet]) -> GatewayInput:
+        topo = self.hub.topo
+        hops = next_hops(ready | {d for link in topo.links for d in (link.a_dpid, link.b_dpid)},
+                         topo.links)
+        hosts: tuple[Host, ...] = tuple(sorted(topo.hosts.values(), key=lambda h: h.mac))
+        return GatewayInput(gateway_dpid=self.gateway_dpid if self.gateway_dpid is not None else -1,
+                            gateway_mac=self.gateway_mac, router_mac=self.hub.router_mac,
+                            switches=ready, hops=hops, hosts=hosts, personas=tuple(nets))
+
+    def flows(self, ready: frozenset[int]) -> dict[int, tuple[FlowSpec, ...]]:
+        """Every switch's persona flows; the gateway's meters are kept for `meters`."""
+        nets = self.nets()
+        if self.gateway_dpid is None or not nets:
+            self._meters = ()
+            return {}
+        inp = self.gateway_input(ready, nets)
+        self._meters = compiler.compile_meters(inp)
+        return compiler.compile_personas(inp, self._cache)
+
+    def meters(self) -> dict[int, tuple[MeterSpec, ...]]:
+        if self.gateway_dpid is None or not self._meters:
+            return {}
+        return {self.gateway_dpid: self._meters}
+
+    def preview(self, id: str, body: dict) -> dict:
+        """The flows a persona body would add, per switch, rendered (nothing changes)."""
+        from controller.pipeline.ofctl import render_flows
+        if self.gateway_dpid is None:
+            raise ValueError("no persona gateway: set personas.gateway in the controller config")
+        nets = [n for n in self.nets() if n.id != id] + [persona_net(id, body)]
+        ready = frozenset(d for d in self.hub.channels if self.hub.ready(d)) | {self.gateway_dpid}
+        inp = self.gateway_input(ready, nets)
+        mine = compiler.persona_cookie(id), *(compiler.usage_cookie(id, k) for k in
+                                             (compiler.OUT, compiler.IN, compiler.CONNECTION,
+                                              compiler.DENIED))
+        flows = {f"{d:016x}": render_flows([f for f in fl if f.cookie in mine])
+                 for d, fl in compiler.compile_personas(inp).items()}
+        meters = [m.__dict__ for m in compiler.persona_meters(persona_net(id, body))]
+        return {"flows": {d: f for d, f in flows.items() if f}, "meters": meters}
+
+    # ---------------------------------------------------------------- time
+    def next_wakeup(self) -> float | None:
+        if self.teardowns:
+            return 0.0
+        if not self.active:
+            return None
+        now = self.hub.wallclock()
+        return max(0.0, min(min(b["expires_at"] for b in self.active.values()) - now,
+                            self.poll_seconds))
+
+    def tick(self) -> None:
+        now = self.hub.wallclock()
+        for id, body in self.active.items():
+            if body["expires_at"] <= now and id not in self.teardowns:
+                self.teardowns[id] = Teardown(body, "closing", "expired")
+        for id in list(self.teardowns):
+            self._teardown(id)
+
+    def _teardown(self, id: str) -> None:
+        """Walk one persona out in order, one reconcile per step (see the module doc)."""
+        t = self.teardowns[id]
+        started = time.monotonic()
+        for stage in ("closing", "unrouted", "done"):
+            t.stage = stage
+            self.hub._changed()
+            self.hub.converge()
+        del self.teardowns[id]
+        self.active.pop(id, None)
+        ms = round((time.monotonic() - started) * 1000, 1)
+        if t.reason == "expired":
+            from controller.features import persona_store
+            persona_store.mark_expired(self.store, id, self.hub.wallclock())
+        self.hub.journal("persona", id, f"{t.reason}: torn down", ms=ms)
+
+    # ------------------------------------------------------------ packet-in
+    def on_packet_in(self, dpid: int, table_id: int, in_port: int, pkt: Any, data: bytes) -> None:
+        """DHCP from an attached interface (persona_edge), echo replies (persona_gateway)."""
+
+    def usage(self, id: str) -> dict | None:
+        return None
