@@ -79,7 +79,8 @@ def test_actions_are_hashable_values():
 
 def test_layout_is_ordered_and_indexed():
     ids = [t.id for t in tables.LAYOUT]
-    assert ids == sorted(ids) == [0, 2, 3, 4, 5, 10, 40, 50, 60, 61, 62, 63]
+    assert ids == sorted(ids) == [0, 2, 3, 4, 5, 6, 10, 40, 50, 60, 61, 62, 63,
+                                  70, 71, 72, 73, 74, 75]
     assert len(set(t.name for t in tables.LAYOUT)) == len(tables.LAYOUT)
     assert tables.BY_NAME["l2"] is tables.L2 and tables.BY_ID[40] is tables.ROUTE
     assert tables.BY_NAME["personality_egress"] is tables.PERSONALITY_EGRESS
@@ -128,7 +129,7 @@ def test_check_holds_conntrack_resume_tables_to_the_goto_rule():
                   flow(61, 1, actions=[Conntrack(commit=True, zone=5)], goto=62)])
     for bad in (flow(2, 1, actions=[Conntrack(zone=5, table=2)]),    # to itself
                 flow(3, 1, actions=[Conntrack(zone=5, table=2)]),    # backward
-                flow(2, 1, actions=[Conntrack(zone=5, table=6)])):   # undeclared
+                flow(2, 1, actions=[Conntrack(zone=5, table=7)])):   # undeclared
         with pytest.raises(tables.LayoutError):
             tables.check([bad])
 
@@ -143,10 +144,10 @@ def test_check_accepts_declared_tables_and_forward_gotos():
 
 
 @pytest.mark.parametrize("bad", [
-    flow(6, 0),                 # undeclared table
-    flow(70, 0),
-    flow(0, 0, goto=6),         # goto undeclared
-    flow(0, 0, goto=70),
+    flow(7, 0),                 # undeclared table
+    flow(80, 0),
+    flow(0, 0, goto=7),         # goto undeclared
+    flow(0, 0, goto=80),
     flow(40, 0, goto=10),       # backward
     flow(10, 0, goto=10),       # to itself
     flow(50, 0, goto=0),
