@@ -167,7 +167,14 @@ def persona_cookie(persona_id: str) -> int:
 
 
 def usage_cookie(persona_id: str, kind: str) -> int:
-    return cookies.make(Feature.PERSONA, f"{persona_id}#{kind}")
+    """Counted flows carry version 1 (the others 0): `usage_mask` reads only them."""
+    return cookies.make(Feature.PERSONA, f"{persona_id}#{kind}", 1)
+
+
+def usage_mask() -> tuple[int, int]:
+    """(cookie, mask) selecting every persona flow whose counters are read."""
+    cookie, mask = cookies.feature_mask(Feature.PERSONA)
+    return cookie | 1, mask | 0xFFFF
 
 
 GATEWAY_COOKIE = cookies.make(Feature.PERSONA, "#gateway")

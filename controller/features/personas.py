@@ -20,10 +20,17 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING, Any
 
+from controller import dhcp
 from controller.compile import persona as compiler
 from controller.compile.fabric import next_hops
 from controller.compile.persona import GatewayInput, Member, PersonaNet, Policy
+from controller.features import alerts, persona_store
+from controller.features.usage import (DEFAULT_EXPIRY_WARNING, Counters, Sample, Thresholds,
+                                       Usage, check_thresholds, checked_kinds, update)
+from controller.pipeline import tables
+from controller.pipeline.actions import CONTROLLER, Output
 from controller.pipeline.flowspec import FlowSpec
+from controller.probes import Probe, ping_probe
 from controller.pipeline.meters import MeterSpec
 from controller.topology import Host
 
@@ -100,6 +107,12 @@ class Personas:
         self.teardowns: dict[str, Teardown] = {}
         self._cache: dict = {}
         self._meters: tuple[MeterSpec, ...] = ()
+        self.usages: dict[str, Usage] = {}
+        self.latency: dict[str, float] = {}                   # id -> last round trip, seconds
+        self.probes: dict[str, tuple[Probe, float]] = {}
+        self._seq = 0
+        self._next_poll = 0.0
+        self._usage_view: dict[str, dict] = {}
 
     # ------------------------------------------------------------- records
     def load(self) -> None:
@@ -179,6 +192,9 @@ class Personas:
                 self.teardowns[id] = Teardown(body, "closing", "expired")
         for id in list(self.teardowns):
             self._teardown(id)
+        if self.active and self.hub.clock() >= self._next_poll:
+            self._next_poll = self.hub.clock() + self.poll_seconds
+            self._poll(now)
 
     def _teardown(self, id: str) -> None:
         """Walk one persona out in order, one reconcile per step (see the module doc)."""
@@ -191,14 +207,129 @@ class Personas:
         del self.teardowns[id]
         self.active.pop(id, None)
         ms = round((time.monotonic() - started) * 1000, 1)
+        now = self.hub.wallclock()
         if t.reason == "expired":
-            from controller.features import persona_store
-            persona_store.mark_expired(self.store, id, self.hub.wallclock())
+            persona_store.mark_expired(self.store, id, now)
+            alerts.clear_persona(self.store, self.hub.journal, persona_id=id, now=now)
+        else:
+            alerts.remove_persona(self.store, id)
+        self.usages.pop(id, None)
+        self.latency.pop(id, None)
+        self.probes.pop(id, None)
+        self.hub.metrics.forget_persona(id)
         self.hub.journal("persona", id, f"{t.reason}: torn down", ms=ms)
+
+    # ------------------------------------------------------------ monitoring
+    def _poll(self, now: float) -> None:
+        """Read the gateway's usage counters, measure latency, check thresholds."""
+        channel = self.hub.channels.get(self.gateway_dpid) if self.gateway_dpid else None
+        if channel is None or not self.hub.ready(self.gateway_dpid):
+            return
+        kinds = {compiler.usage_cookie(id, k): (id, k) for id in self.active
+                 for k in (compiler.OUT, compiler.IN, compiler.CONNECTION, compiler.DENIED)}
+        cookie, mask = compiler.usage_mask()
+        readings: dict[str, dict[str, Counters]] = {}
+        for spec, packets, nbytes in channel.flow_counters(None, cookie, mask):
+            owner = kinds.get(spec.cookie)
+            if owner is None:
+                continue
+            id, kind = owner
+            key = f"{spec.table}/{spec.priority}/{spec.match}"
+            readings.setdefault(id, {})[key] = _counters(kind, packets, nbytes)
+        at = self.hub.clock()
+        for id, body in self.active.items():
+            self.usages[id] = update(self.usages.get(id), Sample.of(at, readings.get(id, {})))
+            self._check(id, body, now)
+        self._probe_latency()
+        self._publish()
+
+    def _check(self, id: str, body: dict, now: float) -> None:
+        doc = body["document"]
+        limits = doc.get("alert_thresholds") or {}
+        thresholds = Thresholds(
+            bandwidth_bps=limits["bandwidth_kbps"] * 1000 if limits.get("bandwidth_kbps") else None,
+            bytes=limits.get("bytes"), security_events=limits.get("security_events"))
+        objective = (doc.get("qos") or {}).get("latency_ms")
+        objective = objective / 1000 if objective else None
+        warning = limits.get("expiry_warning_s", DEFAULT_EXPIRY_WARNING)
+        measured = self.latency.get(id)
+        usage = self.usages[id]
+        crossings = check_thresholds(usage, thresholds, objective, measured, body["expires_at"],
+                                     now, warning)
+        checked = checked_kinds(thresholds, objective, measured, body["expires_at"], warning)
+        alerts.sync(self.store, self.hub.journal, self.hub.metrics, persona_id=id,
+                    crossings=crossings, checked=checked, now=now, subject=doc["name"])
+        t = usage.totals
+        self.hub.metrics.observe_persona(id, bytes_out=t.bytes_out, bytes_in=t.bytes_in,
+                                         rate_out=usage.rate_out_bps, rate_in=usage.rate_in_bps,
+                                         denied=t.denied)
+
+    def _probe_latency(self) -> None:
+        """One echo from each persona's gateway address to its first member, per poll."""
+        for id, body in self.active.items():
+            if not (body["document"].get("qos") or {}).get("latency_ms"):
+                continue
+            net = persona_net(id, body)
+            if not net.members:
+                continue
+            m = net.members[0]
+            self._seq = (self._seq + 1) & 0xFFFF
+            probe = ping_probe(self.gateway_mac, str(net.gateway_ip), m.mac, str(m.ip),
+                               net.index, self._seq)
+            self.probes[id] = (probe, self.hub.clock())
+            self.hub.packet_out(m.dpid, probe.frame, [Output(m.port)], CONTROLLER)
+
+    def _publish(self) -> None:
+        self._usage_view = {id: {**u.summary(), "updated_at": self.hub.wallclock(),
+                                 "latency_ms": round(self.latency[id] * 1000, 3)
+                                 if id in self.latency else None}
+                            for id, u in self.usages.items() if id in self.active}
+        counts: dict[str, int] = {}
+        for d in self.store.list(KIND):
+            counts[d.body.get("state", "active")] = counts.get(d.body.get("state", "active"), 0) + 1
+        for state in ("active", "expired"):
+            self.hub.metrics.personas.labels(state).set(counts.get(state, 0))
+
+    def usage(self, id: str) -> dict | None:
+        """The last poll's usage of a persona (any thread: the view is replaced whole)."""
+        return self._usage_view.get(id)
 
     # ------------------------------------------------------------ packet-in
     def on_packet_in(self, dpid: int, table_id: int, in_port: int, pkt: Any, data: bytes) -> None:
         """DHCP from an attached interface (persona_edge), echo replies (persona_gateway)."""
+        if table_id == tables.PERSONA_GATEWAY.id:
+            for id, (probe, sent) in list(self.probes.items()):
+                if probe.is_reply(data):
+                    self.latency[id] = self.hub.clock() - sent
+                    del self.probes[id]
+            return
+        request = dhcp.parse_request(data)
+        if request is None:
+            return
+        for id, body in self.active.items():
+            net = persona_net(id, body)
+            member = next((m for m in net.members if m.dpid == dpid and m.port == in_port
+                           and m.mac == request.client_mac.lower()), None)
+            if member is None:
+                continue
+            decision = dhcp.decide(request, str(member.ip), str(net.gateway_ip))
+            if decision is None:
+                return
+            lease = int(max(60, min(body["expires_at"] - self.hub.wallclock(), dhcp.MAX_LEASE)))
+            frame = dhcp.build_reply(request, kind=decision.kind, your_ip=str(member.ip),
+                                     server_ip=str(net.gateway_ip), server_mac=self.gateway_mac,
+                                     netmask=str(net.ip_range.netmask),
+                                     router=str(net.gateway_ip), lease_seconds=lease)
+            self.hub.packet_out(dpid, frame, [Output(in_port)], CONTROLLER)
+            self.hub.journal("dhcp", member.interface_id, decision.reason, persona_id=id)
+            return
 
-    def usage(self, id: str) -> dict | None:
-        return None
+
+def _counters(kind: str, packets: int, nbytes: int) -> Counters:
+    if kind == compiler.OUT:
+        return Counters(bytes_out=nbytes, packets_out=packets)
+    if kind == compiler.IN:
+        return Counters(bytes_in=nbytes, packets_in=packets)
+    if kind == compiler.CONNECTION:
+        return Counters(connections=packets)
+    return Counters(denied=packets)
