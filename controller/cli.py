@@ -22,6 +22,7 @@ import yaml
 from .cli_documents import add_personality_command, add_subnet_command
 from .cli_format import cell, format_duration, format_table, format_time
 from .cli_operations import add_interface_command, add_operation_command, add_personality_apply_command
+from .cli_personas import add_alerts_command, add_persona_command
 
 DEFAULT_API = "http://127.0.0.1:8080"
 FORMATS = ("table", "json", "yaml")
@@ -246,6 +247,8 @@ COMMAND_GROUPS: list[Callable[[Any], None]] = [
     add_personality_apply_command,  # after add_personality_command: adds to its group
     add_interface_command,
     add_operation_command,
+    add_persona_command,
+    add_alerts_command,
 ]
 
 

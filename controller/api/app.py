@@ -5,13 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from . import (routes_documents, routes_events, routes_hub, routes_interfaces, routes_metrics,
-               routes_operations)
+               routes_operations, routes_personas)
 from .context import ApiContext
 from .problems import register_problem_handlers
 
 ROUTERS: list[APIRouter] = [routes_hub.router, routes_events.router, routes_metrics.router,
                             *routes_documents.routers, routes_interfaces.router,
-                            routes_operations.router]
+                            routes_operations.router, routes_personas.router]
 """Routers mounted by ``create_app``; new feature routers are added here."""
 
 

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry
 
+from controller.features.persona_store import DEFAULT_NAT_POOL
 from controller.store import Store
 
 
 class HubView(Protocol):
     """View of the running hub: reads that return JSON-able data, plus
     notifications that the store changed (``reload_subnets``,
-    ``operations_changed``).
+    ``operations_changed``, ``personas_changed``).
 
     Shapes are documented by the models in ``controller.api.models``.
     """
@@ -59,6 +61,27 @@ class HubView(Protocol):
         """
         ...
 
+    def personas_changed(self) -> None:
+        """The persona records changed; the runtime re-reads them. Returns at once."""
+        ...
+
+    def persona_preview(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The flows and meters a persona record that is not stored would install.
+
+        ``body`` is the record body ``create`` would store (see
+        ``controller.features.persona_store``) plus its ``"id"``. Answers
+        ``{"flows": {dpid: [rendered flow strings]}, "meters": [...]}``; raises
+        ValueError when it cannot be compiled, TimeoutError when the worker
+        does not answer in time. Changes nothing.
+        """
+        ...
+
+    def persona_usage(self, id: str) -> dict[str, Any] | None:
+        """What the gateway counted for a persona, or None when nothing is known yet:
+        ``{"bytes": {"in", "out"}, "packets": {"in", "out"}, "connections": int,
+        "denied": int, "rate_bps": {"in", "out"}, "updated_at": float | None}``."""
+        ...
+
 
 @dataclass(frozen=True)
 class ApiContext:
@@ -68,6 +91,8 @@ class ApiContext:
     hub: HubView
     registry: CollectorRegistry
     version: str
+    persona_nat_pool: IPv4Network = DEFAULT_NAT_POOL
+    """Where overlapping personas get their hub-visible blocks (config ``personas.nat_pool``)."""
 
 
 def get_context(request: Request) -> ApiContext:

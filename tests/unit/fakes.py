@@ -17,8 +17,15 @@ def dry_run_answer(interface_id: str, personality_id: str) -> dict[str, Any]:
             "would_cut": 1}
 
 
+def persona_preview_answer(body: dict[str, Any]) -> dict[str, Any]:
+    """The canned answer of ``FakeHub.persona_preview``: one flow naming the persona's range."""
+    return {"flows": {"0000000000000001": [
+        f"table=40, priority=174, ip, nw_dst={body['document']['ip_range']} actions=goto_table:50"]},
+        "meters": [{"meter_id": 65536 + 2 * body["index"], "rate_kbps": 100000}]}
+
+
 class FakeHub:
-    """A HubView with fixed answers that counts subnet reloads and operation notices.
+    """A HubView with fixed answers that counts subnet reloads, operation and persona notices.
 
     ``dry_run_switch`` records its calls and answers ``dry_run_answer(...)``,
     or raises ``dry_run_error`` when that is set.
@@ -34,6 +41,10 @@ class FakeHub:
         self.operation_notices = 0
         self.dry_runs: list[tuple[str, str]] = []
         self.dry_run_error: Exception | None = None
+        self.persona_notices = 0
+        self.persona_previews: list[dict[str, Any]] = []
+        self.persona_preview_error: Exception | None = None
+        self.usage: dict[str, dict[str, Any]] = {}
 
     def health(self) -> dict[str, Any]:
         return self._health
@@ -58,3 +69,15 @@ class FakeHub:
         if self.dry_run_error is not None:
             raise self.dry_run_error
         return dry_run_answer(interface_id, personality_id)
+
+    def personas_changed(self) -> None:
+        self.persona_notices += 1
+
+    def persona_preview(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.persona_previews.append(body)
+        if self.persona_preview_error is not None:
+            raise self.persona_preview_error
+        return persona_preview_answer(body)
+
+    def persona_usage(self, id: str) -> dict[str, Any] | None:
+        return self.usage.get(id)
