@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from controller.documents import (DocumentInvalid, Personality, Subnet, id_problem, parse_personality,
                                   parse_subnet, slugify, subnet_errors, subnet_id_from_cidr,
                                   validate_personality, validate_subnet)
-from controller.features import operations
+from controller.features import operations, persona_store
 from controller.store import AlreadyExists, Document, Store
 from controller.topology import Subnet as TopologySubnet
 
@@ -199,6 +199,7 @@ def create_subnet(body: Body, ctx: Ctx) -> JSONResponse:
         if ctx.store.find(SUBNET, id) is not None:  # a duplicate is 409, not an overlap
             raise AlreadyExists(SUBNET, id)
         _validated(SUBNET, lambda: validate_subnet(body, ctx.store), [])
+        _not_claimed_by_persona(ctx, subnet)
         doc = ctx.store.create(SUBNET, id, subnet.stored_body())
         _journal(ctx.store, SUBNET, id, "created", doc.revision)
     ctx.hub.reload_subnets()
@@ -215,10 +216,21 @@ def replace_subnet(id: str, body: Body, ctx: Ctx, if_match: IfMatch = None) -> J
     with ctx.store.transaction():
         subnet: Subnet = _validated(SUBNET, lambda: validate_subnet(body, ctx.store, id=id), pre)
         _check_personalities_fit(ctx, id, subnet)
+        _not_claimed_by_persona(ctx, subnet)
         doc = ctx.store.update(SUBNET, id, subnet.stored_body(), revision)
         _journal(ctx.store, SUBNET, id, "updated", doc.revision)
     ctx.hub.reload_subnets()
     return _answer(doc)
+
+
+def _not_claimed_by_persona(ctx: ApiContext, subnet: Subnet) -> None:
+    """A subnet may not take addresses a live persona routes (its range or NAT block)."""
+    persona = persona_store.claimed_by(ctx.store, subnet.cidr)
+    if persona is not None:
+        raise Problem(409, "Addresses in use by a persona",
+                      detail=f"{subnet.cidr} overlaps the range or NAT block of persona "
+                             f"{persona!r}", errors=[field_error("body.cidr", "overlaps persona "
+                                                                f"{persona!r}")])
 
 
 def _check_personalities_fit(ctx: ApiContext, id: str, subnet: Subnet) -> None:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from controller.documents import DocumentInvalid
 from controller.documents.common import DocumentModel, errors_of, fail
-from controller.features import operations
+from controller.features import operations, persona_store
 from controller.features.operations import Drain, HealthCheck, SwitchRequest
 from controller.store import Document, Store
 
@@ -206,6 +206,17 @@ def _busy(busy: list[tuple[str, str]]) -> Problem:
                           "wait for it to finish (GET /v1/operations/{id})", extra=extra)
 
 
+def _not_in_persona(store: Store, interface_ids: list[str]) -> None:
+    """An interface attached to a persona takes its behavior from the persona."""
+    for iid in interface_ids:
+        persona = persona_store.attached_to(store, iid)
+        if persona is not None:
+            raise Problem(409, "Interface in a persona",
+                          detail=f"interface {iid} is attached to persona {persona!r}; detach "
+                                 f"it first (DELETE /v1/personas/{persona}/attachments/{iid})",
+                          extra={"interface_id": iid, "persona_id": persona})
+
+
 def _create(ctx: ApiContext, interface_id: str, to: str, kind: str, drain: Drain,
             checks: list[HealthCheck], reason: str | None = None) -> Document:
     try:
@@ -251,6 +262,7 @@ def _dry_run(ctx: ApiContext, interface_id: str, personality_id: str) -> dict[st
              openapi_extra=_body_schema(SwitchRequest))
 def switch(id: str, body: Body, ctx: Ctx) -> JSONResponse:
     ctx.store.get(INTERFACE, id)
+    _not_in_persona(ctx.store, [id])
     request = _parse_switch(body)
     personality = _personality(ctx.store, request.personality_id, "body.personality_id")
     check_targets(ctx.store, request.health_checks, personality)
@@ -367,6 +379,7 @@ def apply(id: str, body: Body, ctx: Ctx) -> JSONResponse:
         personality = ctx.store.get(PERSONALITY, id)
         check_targets(ctx.store, request.health_checks, personality)
         targets = _selected(ctx.store, request)
+        _not_in_persona(ctx.store, [d.id for d in targets])
         busy = [(d.id, op) for d in targets if (op := busy_with(ctx.store, d))]
         if busy:
             raise _busy(busy)

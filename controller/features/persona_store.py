@@ -492,3 +492,15 @@ def delete(store: Store, id: str, revision: int | None = None) -> Document:
         store.delete(KIND, id, revision)
         _journal(store, id, "deleted", doc.revision)
     return doc
+
+
+def attached_to(store: Store, interface_id: str) -> str | None:
+    """The live persona an interface is attached to, if any."""
+    return next((p.id for p in _live(store)
+                 if any(a["interface_id"] == interface_id for a in p.attachments)), None)
+
+
+def claimed_by(store: Store, net: IPv4Network) -> str | None:
+    """The live persona whose range or NAT block overlaps ``net``, if any."""
+    return next((p.id for p in _live(store)
+                 if p.ip_range.overlaps(net) or (p.nat_range and p.nat_range.overlaps(net))), None)

@@ -358,3 +358,21 @@ def test_openapi_documents_the_routes(client: TestClient) -> None:
         set(components)
     assert {"gateway", "nat", "state", "expires_at", "attachments"} <= \
         set(components["StoredPersona"]["properties"])
+
+
+def test_a_persona_member_cannot_switch_personality_and_its_range_cannot_become_a_subnet(client, hub):
+    """The reverse checks: a persona owns its interfaces and addresses while it lives."""
+    from controller import interfaces
+    client.app.state.ctx.store.put(interfaces.KIND, "0000000000000a01:3", {
+        "datapath": "0000000000000a01", "port": 3, "mac": "02:00:0a:00:01:03", "ips": [],
+        "personality_id": None, "default_personality_id": None, "personality_state": "active"})
+    created = client.post("/v1/personas", json=dict(SEED)).json()
+    assert client.post(f"/v1/personas/{created['id']}/attachments",
+                       json={"interface_id": "0000000000000a01:3"}).status_code == 201
+    client.post("/v1/personalities", json={"id": "open", "name": "open"})
+    r = client.post("/v1/interfaces/0000000000000a01:3/switch", json={"personality_id": "open"})
+    assert r.status_code == 409 and r.json()["persona_id"] == created["id"], r.json()
+    before = client.get("/v1/subnets").json()
+    r = client.post("/v1/subnets", json={"cidr": "10.100.0.0/16", "gateway": "10.100.255.254"})
+    assert r.status_code == 409 and r.json()["errors"][0]["field"] == "body.cidr", r.json()
+    assert client.get("/v1/subnets").json() == before
