@@ -21,7 +21,10 @@ Which persona a packet belongs to is known from the member's MAC (outbound)
 or from its hub-visible destination (inbound); it is carried in reg6 across
 the conntrack recirculation.  Hub-visible addresses are the real ones, or the
 persona's NAT block when its range overlaps another persona's (same offset in
-the block); the real range of such a persona is not routed (it is ambiguous).
+the block).  Of personas whose real ranges overlap, the one that expires
+first also keeps its real range (`owns_real`): the hub routes it there, and a
+connection opened to a real address is marked in conntrack (`REAL_MARK`) so
+its replies leave with the real source instead of the NAT block's.
 
 Counting: the flows of `persona_out` / `persona_in` (bytes and packets each
 way), the commits (connections opened) and the refusals (denied attempts)
@@ -52,6 +55,8 @@ ZONE_BASE = 32768           # persona zones: ZONE_BASE + index (personalities st
 METER_BASE = 65536          # persona meters: METER_BASE + 2 * index (+1 inbound)
 MAX_INDEX = 32767
 REG_PERSONA = "reg6"
+REG_REAL = "reg4"           # 1: an inbound packet addressed to a real (unmapped) address
+REAL_MARK = 0x40            # ct_mark bit 6 (controller.pipeline.ctmark: bits 6.. are free)
 
 # usage_cookie kinds
 OUT, IN, CONNECTION, DENIED = "out", "in", "conn", "denied"
@@ -126,6 +131,7 @@ class PersonaNet:
     bandwidth_kbps: int | None = None
     dscp: int | None = None
     members: tuple[Member, ...] = ()
+    owns_real: bool = False           # NAT'd, yet reached at its real range too (expires first)
     closing: bool = False             # teardown: refuse new connections
     routed: bool = True               # teardown: routes withdrawn
 
@@ -288,6 +294,11 @@ def _gateway_flows(inp: GatewayInput, p: PersonaNet) -> list[FlowSpec]:
                                                              "ipv4_dst": str(hub_ip)},
                           [*unnat, mark, Conntrack(zone=zone, table=T.PERSONA_IN_FW.id)],
                           cookie=c))
+        if unnat and p.owns_real:
+            flows.append(flow(T.PERSONA_GATEWAY.id, GW_INBOUND, {"eth_type": ETH_IPV4,
+                                                                 "ipv4_dst": str(m.ip)},
+                              [mark, SetField(REG_REAL, 1),
+                               Conntrack(zone=zone, table=T.PERSONA_IN_FW.id)], cookie=c))
         # Delivery: to a peer (outbound table), from outside (inbound table).
         deliver = [SetField("eth_src", gw_mac), SetField("eth_dst", m.mac), *dscp, DecTtl(),
                    Output(port)]
@@ -298,6 +309,12 @@ def _gateway_flows(inp: GatewayInput, p: PersonaNet) -> list[FlowSpec]:
                                                       "ipv4_dst": str(m.ip)},
                           deliver, meter=in_meter, cookie=usage_cookie(p.id, IN)))
         snat = [SetField("ipv4_src", str(hub_ip))] if hub_ip != m.ip else []
+        if snat and p.owns_real:  # replies of a connection opened to the real address
+            flows.append(flow(T.PERSONA_OUT.id, OUT_MEMBER + 1,
+                              {**me, "eth_type": ETH_IPV4, "ipv4_src": str(m.ip),
+                               "ct_mark": (REAL_MARK, REAL_MARK)},
+                              dscp, goto=T.PERSONA_FORWARD.id, meter=out_meter,
+                              cookie=usage_cookie(p.id, OUT)))
         flows.append(flow(T.PERSONA_OUT.id, OUT_MEMBER, {**me, "eth_type": ETH_IPV4,
                                                          "ipv4_src": str(m.ip)},
                           [*snat, *dscp], goto=T.PERSONA_FORWARD.id, meter=out_meter,
@@ -312,6 +329,7 @@ def _firewall(inp: GatewayInput, p: PersonaNet) -> list[FlowSpec]:
     c = persona_cookie(p.id)
     me = {REG_PERSONA: p.index, "eth_type": ETH_IPV4}
     commit = Conntrack(commit=True, zone=p.zone)
+    real_commit = Conntrack(commit=True, zone=p.zone, mark=REAL_MARK, mark_mask=REAL_MARK)
     conn, denied = usage_cookie(p.id, CONNECTION), usage_cookie(p.id, DENIED)
     new = ct_state("+trk+new")
     flows: list[FlowSpec] = []
@@ -330,12 +348,17 @@ def _firewall(inp: GatewayInput, p: PersonaNet) -> list[FlowSpec]:
         for i, policy in enumerate(p.policies):
             if policy.protocol not in p.protocols:
                 continue
+            top = FW_POLICY_TOP - 2 * i
             for match in _policy_matches(policy):
                 if policy.action == "allow":
-                    flows.append(flow(fw.id, FW_POLICY_TOP - i, {**me, **match, "ct_state": new},
+                    flows.append(flow(fw.id, top, {**me, **match, "ct_state": new},
                                       [commit], goto=onward.id, cookie=conn))
+                    if fw is T.PERSONA_IN_FW and p.owns_real and p.nat_range is not None:
+                        flows.append(flow(fw.id, top + 1, {**me, **match, "ct_state": new,
+                                                           REG_REAL: 1},
+                                          [real_commit], goto=onward.id, cookie=conn))
                 else:
-                    flows.append(flow(fw.id, FW_POLICY_TOP - i, {**me, **match, "ct_state": new},
+                    flows.append(flow(fw.id, top, {**me, **match, "ct_state": new},
                                       cookie=denied))
     # From the persona: within its own range, or by default, any listed protocol.
     for proto in sorted(p.protocols):
@@ -379,8 +402,10 @@ def _route_flows(inp: GatewayInput, dpid: int) -> list[FlowSpec]:
     flows: list[FlowSpec] = []
     seen: set[IPv4Network] = set()
     for p in sorted(inp.personas, key=lambda p: p.id):
-        net = p.hub_range
-        if p.routed and net not in seen:
+        nets = [p.hub_range] + ([p.ip_range] if p.owns_real and p.nat_range else [])
+        for net in nets:
+            if not p.routed or net in seen:
+                continue
             seen.add(net)
             flows.append(flow(T.ROUTE.id, ROUTE_BASE + net.prefixlen,
                               {"eth_dst": inp.router_mac, "eth_type": ETH_IPV4,

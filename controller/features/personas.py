@@ -75,7 +75,7 @@ def _member(attachment: dict) -> Member | None:
         return None
 
 
-def persona_net(id: str, body: dict, stage: str = "active") -> PersonaNet:
+def persona_net(id: str, body: dict, stage: str = "active", owns_real: bool = False) -> PersonaNet:
     """The compiler's view of a stored persona body (see docs/personas.md)."""
     doc = body["document"]
     protocols = compiler.protocol_numbers(doc["protocols"])
@@ -92,7 +92,21 @@ def persona_net(id: str, body: dict, stage: str = "active") -> PersonaNet:
         nat_range=IPv4Network(nat) if nat else None,
         bandwidth_kbps=qos.get("bandwidth_kbps"),
         dscp=compiler.dscp_for_latency(qos.get("latency_ms")),
-        members=members, closing=stage != "active", routed=stage in ("active", "closing"))
+        members=members, owns_real=owns_real and nat is not None, closing=stage != "active",
+        routed=stage in ("active", "closing"))
+
+
+def real_range_owners(bodies: dict[str, dict]) -> set[str]:
+    """Of live personas whose real ranges overlap, the one that expires first (then by id)."""
+    nets = {id: IPv4Network(b["document"]["ip_range"]) for id, b in bodies.items()}
+    owners = set()
+    for id, net in nets.items():
+        if not bodies[id].get("nat"):
+            continue  # not in an overlap: its real range is its hub range anyway
+        rivals = [(bodies[o]["expires_at"], o) for o, other in nets.items() if other.overlaps(net)]
+        if min(rivals)[1] == id:
+            owners.add(id)
+    return owners
 
 
 class Personas:
@@ -130,7 +144,8 @@ class Personas:
     # --------------------------------------------------------------- flows
     def nets(self) -> list[PersonaNet]:
         live = {id: body for id, body in self.active.items() if id not in self.teardowns}
-        nets = [persona_net(id, body) for id, body in live.items()]
+        owners = real_range_owners(live)
+        nets = [persona_net(id, body, owns_real=id in owners) for id, body in live.items()]
         nets += [persona_net(id, t.body, t.stage) for id, t in self.teardowns.items()
                  if t.stage != "done"]
         return sorted(nets, key=lambda p: p.id)
