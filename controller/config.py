@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from controller.ovsdb import DEFAULT_ENDPOINT, Endpoint
 from controller.topology import Subnet
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -33,6 +34,7 @@ class Config:
     settle_seconds: float = 1.0
     subnets: tuple[Subnet, ...] = field(default_factory=tuple)
     personas: "PersonaSettings" = field(default_factory=lambda: PersonaSettings())
+    ovsdb: str = DEFAULT_ENDPOINT      # where switch ports (VPN tunnels) are configured
 
     @property
     def api(self) -> str:
@@ -47,7 +49,8 @@ class PersonaSettings:
     poll_seconds: float = 1.0
 
 
-FILE_KEYS = {"of_port", "api", "db", "log_level", "settle_seconds", "subnets", "personas"}
+FILE_KEYS = {"of_port", "api", "db", "log_level", "settle_seconds", "subnets", "personas",
+             "ovsdb"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -58,13 +61,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE",
                    help="YAML file with any of: of_port, api, db, log_level, settle_seconds, "
                         "subnets (list of {id, cidr, gateway}), personas ({gateway: DPID, "
-                        "nat_pool: CIDR, poll_seconds: N}). Flags override it.")
+                        "nat_pool: CIDR, poll_seconds: N}), ovsdb. Flags override it.")
     p.add_argument("--of-port", type=int, metavar="PORT",
                    help="OpenFlow listening port (default 6653)")
     p.add_argument("--api", metavar="HOST:PORT",
                    help="REST API and /metrics address (default 127.0.0.1:8080)")
     p.add_argument("--db", metavar="PATH", help="SQLite store path (default var/hub.db)")
     p.add_argument("--log-level", choices=LOG_LEVELS, help="logging level (default info)")
+    p.add_argument("--ovsdb", metavar="ENDPOINT",
+                   help="OVSDB of the switches, for the ports OpenFlow cannot create (VPN "
+                        f"tunnels): unix:PATH or tcp:HOST:PORT (default {DEFAULT_ENDPOINT})")
     return p
 
 
@@ -149,7 +155,7 @@ def load(argv: list[str] | None = None) -> Config:
             raise ConfigError(f"--config: unknown key(s) {', '.join(unknown)}; "
                               f"known: {', '.join(sorted(FILE_KEYS))}")
         values.update(data)
-    for key in ("of_port", "api", "db", "log_level"):
+    for key in ("of_port", "api", "db", "log_level", "ovsdb"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
 
@@ -175,6 +181,11 @@ def load(argv: list[str] | None = None) -> Config:
         cfg["subnets"] = _subnets(values["subnets"])
     if "personas" in values:
         cfg["personas"] = _personas(values["personas"])
+    if "ovsdb" in values:
+        try:
+            cfg["ovsdb"] = str(Endpoint.parse(values["ovsdb"]))
+        except ValueError as exc:
+            raise ConfigError(f"ovsdb: {exc}") from None
     config = Config(**cfg)
     if config.api_port == config.of_port:
         raise ConfigError(f"api and of_port both use port {config.of_port}")

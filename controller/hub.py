@@ -24,6 +24,7 @@ from controller.compile.fabric import FabricInput, bootstrap_flows, compile_fabr
 from controller.compile.personality import Context
 from controller.compile.vpn import TunnelPort, is_tunnel_port_name
 from controller.features.binding import Binding
+from controller.features.inspector import TABLES as INSPECTED_TABLES, Inspector
 from controller.features.personas import Personas
 from controller.features.switcher import Switcher
 from controller.metrics import Metrics
@@ -86,6 +87,7 @@ class Hub:
         self._binding_flows: dict[tuple, tuple[FlowSpec, ...]] = {}
         self.tunnels = TunnelPorts(ovsdb, clock)        # VPN tunnel ports, made over OVSDB
         self.switcher = Switcher(self)
+        self.inspector = Inspector(self.bindings, clock)   # application signatures
         self.personas = Personas(self, persona_gateway, poll_seconds=persona_poll)
         self._queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
@@ -135,7 +137,8 @@ class Hub:
         self.post(self.personas.reload)
 
     def persona_preview(self, body: dict, timeout: float = 10.0) -> dict:
-        return self._ask(self.personas.preview, "preview", body, timeout=timeout)
+        return self._ask(self.personas.preview, body.get("id") or "preview", body,
+                         timeout=timeout)
 
     def persona_usage(self, id: str) -> dict | None:
         return self.personas.usage(id)
@@ -333,6 +336,10 @@ class Hub:
             self._probe_address(pkt.ip_dst, (dpid, in_port, data))
         elif table_id == tables.L2.id:
             self.switcher.on_packet_in(dpid, data)
+        elif table_id in INSPECTED_TABLES and pkt.eth_type == ETH_IPV4:
+            out = self.inspector.on_packet_in(dpid, table_id, in_port, data)
+            if out is not None:
+                self.packet_out(out.dpid, out.data, list(out.actions), out.in_port)
         elif table_id == tables.PERSONALITY_ROUTES.id and pkt.eth_type == ETH_IPV4:
             self._probe_next_hop(dpid, in_port, pkt, data)
         elif table_id == tables.PERSONA_FORWARD.id and pkt.eth_type == ETH_IPV4:

@@ -15,6 +15,7 @@ from controller import __version__
 from controller.config import Config, ConfigError, check_ports_free, load
 from controller.hub import Hub
 from controller.metrics import Metrics
+from controller.ovsdb import OvsdbClient, OvsdbSwitches
 from controller.store import Store, open_store
 
 LOG = logging.getLogger("hubshift")
@@ -55,8 +56,10 @@ def run(config: Config) -> int:
     seed_subnets(store, config)
     metrics = Metrics()
     hub = Hub(store, metrics, settle=config.settle_seconds,
-              persona_gateway=config.personas.gateway, persona_poll=config.personas.poll_seconds)
-    api = ApiServer(create_app(ApiContext(store, hub, metrics.registry, __version__)),
+              persona_gateway=config.personas.gateway, persona_poll=config.personas.poll_seconds,
+              ovsdb=OvsdbSwitches(OvsdbClient(config.ovsdb)))
+    api = ApiServer(create_app(ApiContext(store, hub, metrics.registry, __version__,
+                                          persona_nat_pool=config.personas.nat_pool)),
                     config.api_host, config.api_port)
     api.start()
     hub.start()

@@ -49,15 +49,19 @@ class FlowChannel(Protocol):
 def index(flows: Iterable[FlowSpec]) -> dict[FlowKey, FlowSpec]:
     out: dict[FlowKey, FlowSpec] = {}
     for f in flows:
-        if f.key in out and out[f.key] != f:
-            raise ValueError(f"two different flows with one identity: {out[f.key]} / {f}")
-        out[f.key] = f
+        key = f.key
+        known = out.get(key)
+        if known is not None and known != f:
+            raise ValueError(f"two different flows with one identity: {known} / {f}")
+        out[key] = f
     return out
 
 
 def diff(desired: Iterable[FlowSpec], installed: Iterable[FlowSpec]) -> FlowDiff:
-    want = index(desired)
-    have = index(installed)
+    return _diff(index(desired), index(installed))
+
+
+def _diff(want: dict[FlowKey, FlowSpec], have: dict[FlowKey, FlowSpec]) -> FlowDiff:
     add = tuple(f for k, f in want.items() if k not in have or not have[k].same_behaviour(f))
     delete = tuple(f for k, f in have.items() if k not in want)
     return FlowDiff(add=add, delete=delete)
@@ -116,9 +120,10 @@ class Reconciler:
         desired = list(desired)
         if self.needs_readback:
             self.readback()
-        change = diff(desired, self.realized.values())
+        want = index(desired)  # once: realized is already indexed, and becomes `want`
+        change = _diff(want, self.realized)
         if change:
             self._apply(change)
-            self.realized = index(desired)
+            self.realized = want
         self.last_synced_at = self.clock()
         return SyncResult(change, self.last_synced_at - start)

@@ -36,6 +36,15 @@ opened toward it, `both` to either.  The first matching rule wins; a new
 connection no rule matches takes `default_action`.  Replies (`+est`) and
 related packets (`+rel`, e.g. ICMP errors) of committed connections always
 pass; packets conntrack calls invalid never do.
+
+Every commit stores the COMMITTED bit in the connection's `ct_mark`, in the
+field of the table that committed it (layout and why two fields:
+`controller.pipeline.ctmark`), so a connection the firewall admitted
+is recognized even while conntrack still calls it `+new` (no reply seen: a
+one-way UDP stream): such packets pass like established ones, in the
+transition state too.  The application access policy
+(`controller.compile.applications`) adds its flows to the firewall and count
+tables, after the rules have admitted a connection.
 """
 from __future__ import annotations
 
@@ -43,7 +52,10 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Iterable, Mapping
 
-from controller.pipeline import cookies, tables
+from controller.compile.vpn import VpnTunnel, compile_vpn, tunnel_port_name
+from controller.compile.applications import (ApplicationPolicy, Counted, count_flows,
+                                             firewall_flows)
+from controller.pipeline import cookies, ctmark, tables
 from controller.pipeline.actions import (Action, Conntrack, DecTtl, Learn, LearnMatch, Nat, Output,
                                          SetField, ct_state)
 from controller.pipeline.cookies import Feature
@@ -59,7 +71,7 @@ PROTOCOLS = ("tcp", "udp", "icmp", "any")
 DIRECTIONS = ("ingress", "egress", "both")
 ACTIONS = ("allow", "deny")
 MAX_RULES = 10000
-MAX_PORT = 32767              # zones are 2 * port + epoch, 16 bits
+MAX_PORT = 16383              # zones are 2 * port + epoch, below the personas' (32768+)
 CONNECTION_IDLE_SECONDS = 3  # a connection silent this long no longer counts as live
 
 # Priorities.  The hooks sit just above the fabric's per-host flows they override.
@@ -70,6 +82,8 @@ SPOOFED = 200         # personality_egress: any other ARP/IPv4 from the interfac
 INGRESS_TRACK = 300   # personality_ingress: IPv4 to the interface -> conntrack
 INGRESS_ARP = 200     # personality_ingress: ARP to the interface -> out
 CT_INVALID = 65000    # firewall tables: +inv dropped
+#             64600      APP_DENIED_DROP, 64500 APP_INSPECT_PUNT (compile.applications)
+CT_COMMITTED_NEW = 64002  # firewall tables: +new of a connection committed here (one-way UDP)
 CT_ESTABLISHED = 64001
 CT_RELATED = 64000
 DNS_ALLOWED = 60001   # egress fw: DNS to one of the personality's servers
@@ -202,6 +216,8 @@ class PersonalityPolicy:
     egress_burst_kbits: int = 0
     ingress_kbps: int | None = None
     ingress_burst_kbits: int = 0
+    applications: ApplicationPolicy = ApplicationPolicy()  # application_access_policy
+    vpn: VpnTunnel | None = None         # vpn_tunnel_config (controller.compile.vpn)
     revision: int = 0
 
     @classmethod
@@ -236,6 +252,9 @@ class PersonalityPolicy:
                    egress_burst_kbits=8 * (qos.get("egress_burst_kb") or 0),
                    ingress_kbps=qos.get("ingress_rate_kbps"),
                    ingress_burst_kbits=8 * (qos.get("ingress_burst_kb") or 0),
+                   applications=ApplicationPolicy.from_body(
+                       body.get("application_access_policy")),
+                   vpn=VpnTunnel.from_body(body.get("vpn_tunnel_config")),
                    revision=revision)
 
     @property
@@ -367,9 +386,13 @@ class Context:
     """What a personality's flows need to know about the rest of the hub."""
     router_mac: str = "02:b5:00:00:00:01"
     macs: Mapping[str, str] = field(default_factory=dict)  # known host IPv4 -> MAC
+    tunnel_ports: Mapping[str, int] = field(default_factory=dict)  # VPN port name -> ofport
 
     def mac_of(self, ip: str) -> str | None:
         return self.macs.get(ip)
+
+    def tunnel_ofport(self, interface: Interface, vpn: VpnTunnel) -> int | None:
+        return self.tunnel_ports.get(tunnel_port_name(interface.dpid, interface.port, vpn))
 
 
 def _compile(interface: Interface, zone: int, cookie: int, policy: PersonalityPolicy,
@@ -378,7 +401,6 @@ def _compile(interface: Interface, zone: int, cookie: int, policy: PersonalityPo
     egress = {"in_port": interface.port, "eth_src": interface.mac}
     ingress = {"eth_dst": interface.mac}
     nat = Nat() if policy.dns_servers else None   # translate DNS redirected to a server
-    commit = Conntrack(commit=True, zone=zone)
     rules = () if transition else policy.firewall_rules
     default_action = "deny" if transition else policy.default_action
     out: list[FlowSpec] = []
@@ -424,23 +446,36 @@ def _compile(interface: Interface, zone: int, cookie: int, policy: PersonalityPo
             ("egress", T.PERSONALITY_EGRESS_FW.id, egress, T.PERSONALITY_EGRESS_COUNT.id),
             ("ingress", T.PERSONALITY_INGRESS_FW.id, ingress, T.PERSONALITY_INGRESS_COUNT.id)):
         ip = {**base, "eth_type": ETH_IPV4}
+        # Commits store COMMITTED in the direction's own ct_mark field (masked).
+        mark, mark_mask = ctmark.commit(direction)
+        commit = Conntrack(commit=True, zone=zone, mark=mark, mark_mask=mark_mask)
         add(table, CT_INVALID, {**ip, "ct_state": ct_state("+trk+inv")})
         add(table, CT_ESTABLISHED, {**ip, "ct_state": ct_state("+trk+est")}, goto=count)
         add(table, CT_RELATED, {**ip, "ct_state": ct_state("+trk+rel")}, goto=count)
+        # A connection committed here that conntrack still calls new (nothing came
+        # back: a one-way UDP stream) passes like an established one, in the
+        # transition too.
+        add(table, CT_COMMITTED_NEW, {**ip, "ct_state": ct_state("+trk+new"),
+                                      "ct_mark": ctmark.committed(direction)}, goto=count)
+        out.extend(firewall_flows(policy.applications, table, direction, ip, cookie))
         new = {**ip, "ct_state": ct_state("+trk+new")}
         if direction == "egress" and policy.dns_servers and not transition:
             # The interface's DNS reaches only its servers: to one of them as
             # addressed, anywhere else redirected to the first (replies are
-            # translated back by the ct(nat) of personality_ingress).
+            # translated back by the ct(nat) of personality_ingress).  Both
+            # resume in the count table (ct table=): the redirected query so that
+            # what follows sees the translated address, and both so that the
+            # count table sees them tracked, outside the application policy.
             first = policy.dns_servers[0]
             for proto, port_field in (("udp", "udp_dst"), ("tcp", "tcp_dst")):
                 dns = {**new, "ip_proto": IP_PROTOS[proto], port_field: 53}
                 for server in policy.dns_servers:
-                    add(table, DNS_ALLOWED, {**dns, "ipv4_dst": server}, [commit], count)
-                # Recirculated (ct table=) so what follows sees the translated address.
+                    add(table, DNS_ALLOWED, {**dns, "ipv4_dst": server},
+                        [Conntrack(commit=True, zone=zone, table=count, mark=mark,
+                                   mark_mask=mark_mask)])
                 add(table, DNS_REDIRECT, dns,
-                    [Conntrack(commit=True, zone=zone, table=count,
-                               nat=Nat(dst=first, dst_port=53))])
+                    [Conntrack(commit=True, zone=zone, table=count, mark=mark,
+                               mark_mask=mark_mask, nat=Nat(dst=first, dst_port=53))])
         for i, rule in enumerate(rules):
             if not rule.applies(direction):
                 continue
@@ -458,14 +493,20 @@ def _compile(interface: Interface, zone: int, cookie: int, policy: PersonalityPo
         # Counting: learn the connection, then go on (egress) or out (ingress).
         then: tuple[Action, ...] = () if direction == "egress" else (Output(interface.port),)
         goto = T.PERSONALITY_ROUTES.id if direction == "egress" else None
-        mark: tuple[Action, ...] = ((SetField("ip_dscp", policy.dscp),)
+        dscp: tuple[Action, ...] = ((SetField("ip_dscp", policy.dscp),)
                                     if direction == "egress" and policy.dscp is not None else ())
         meter = meters.get(direction)
+        counted = {}
         for proto in ("tcp", "udp"):
+            counted[proto] = Counted(
+                (_learn_connection(interface, zone, direction, proto), *dscp, *then), goto, meter)
             add(count, COUNT_L4, {**ip, "ip_proto": IP_PROTOS[proto]},
-                [_learn_connection(interface, zone, direction, proto), *mark, *then], goto, meter)
+                counted[proto].actions, goto, meter)
         add(count, COUNT_IP, ip, [_learn_connection(interface, zone, direction, None),
-                                  *mark, *then], goto, meter)
+                                  *dscp, *then], goto, meter)
+        # Connections the firewall just admitted to a port of the application policy.
+        out.extend(count_flows(policy.applications, count, direction, zone, ip, counted,
+                               cookie))
 
     # personality_routes: the interface's own routes, longest prefix first.
     for route in policy.routes:
@@ -479,6 +520,10 @@ def _compile(interface: Interface, zone: int, cookie: int, policy: PersonalityPo
             add(T.PERSONALITY_ROUTES.id, ROUTE_BASE + route.destination.prefixlen, match,
                 [SetField("eth_src", ctx.router_mac), SetField("eth_dst", mac), DecTtl()],
                 T.L2.id)
+
+    if policy.vpn is not None:   # remote prefixes through the interface's tunnel port
+        out.extend(compile_vpn(interface, policy.vpn, policy.ip_addresses,
+                               ctx.tunnel_ofport(interface, policy.vpn), ctx.router_mac, cookie))
 
     tables.check(out)
     keys = [f.key for f in out]
@@ -507,7 +552,10 @@ def compile_transition(interface: Interface, policy: PersonalityPolicy, zone: in
     `compile_personality(interface, policy, zone)` (so its connections stay
     `+est` and keep their paths), but no rules and no DNS redirection: new
     connections (`+new`) are dropped in both directions while established
-    and related packets pass.  Cookie: Feature.PERSONALITY, document
-    "transition:<interface id>", version 0.
+    and related packets pass, and so do `+new` packets of connections the
+    personality committed (marked COMMITTED: one-way UDP streams).  The
+    application policy's flows stay (inspection of its connections goes on).
+    Cookie: Feature.PERSONALITY, document "transition:<interface id>",
+    version 0.
     """
     return _compile(interface, zone, transition_cookie(interface), policy, True, ctx)

@@ -16,6 +16,7 @@ from typing import Any
 from controller.compile.personality import (Context, Interface, PersonalityPolicy,
                                             compile_personality, compile_transition,
                                             personality_meters)
+from controller.compile.vpn import TunnelPort, tunnel_port
 from controller.pipeline.meters import MeterSpec
 from controller.pipeline.flowspec import FlowSpec
 from controller.store import Store
@@ -38,12 +39,26 @@ class Binding:
         return PersonalityPolicy.from_body(self.personality_id, self.body, self.revision)
 
     def flows(self, ctx: Context) -> tuple[FlowSpec, ...]:
+        """Compiled once per binding and context: the switcher compiles a target when it
+        prepares a switch, so the hub does not compile it again after the drain."""
+        memo = self.__dict__.get("_flows")
+        if memo is not None and memo[0] == ctx:
+            return memo[1]
         if self.transition:
-            return compile_transition(self.interface, self.policy, self.zone, ctx)
-        return compile_personality(self.interface, self.policy, self.zone, ctx)
+            flows = compile_transition(self.interface, self.policy, self.zone, ctx)
+        else:
+            flows = compile_personality(self.interface, self.policy, self.zone, ctx)
+        self.__dict__["_flows"] = (ctx, flows)
+        return flows
 
     def meters(self) -> tuple[MeterSpec, ...]:
         return personality_meters(self.interface, self.policy)
+
+    @cached_property
+    def tunnel(self) -> TunnelPort | None:
+        """The VPN tunnel port this binding needs on its switch (made over OVSDB), if any."""
+        vpn = self.policy.vpn
+        return None if vpn is None else tunnel_port(self.interface, vpn)
 
     def in_transition(self) -> "Binding":
         return replace(self, transition=True)

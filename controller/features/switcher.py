@@ -196,13 +196,17 @@ class Switcher:
                 self._fail(run, f"personality {target_id!r} uses {missing}, which this "
                                 "controller cannot enforce yet; nothing was changed")
                 return False
-            try:
-                policy = PersonalityPolicy.from_body(doc.id, doc.body, doc.revision)
-                compile_personality(run.interface, policy, zone, self.hub.compile_context())
+            target = Binding(run.interface, doc.id, doc.revision, doc.body, zone)
+            try:  # compiled now, and kept by the binding: not again between drain end and realized
+                target.flows(self.hub.compile_context())
             except ValueError as exc:
                 self._fail(run, f"personality {target_id!r} does not compile: {exc}")
                 return False
-            run.target = Binding(run.interface, doc.id, doc.revision, doc.body, zone)
+            problem = self.hub.prepare_tunnel(target)   # VPN: its port exists before any flow
+            if problem:
+                self._fail(run, f"personality {target_id!r}: {problem}; nothing was changed")
+                return False
+            run.target = target
         if current is None or op["state"] == "applying":
             if current is None:
                 self._log(run, "applying", "the interface had no personality: nothing to drain")
@@ -445,6 +449,11 @@ class Switcher:
             self._scan_needed = True
 
     # -------------------------------------------------------------- queries
+    def held_bindings(self) -> list[Binding]:
+        """Bindings an unfinished operation may still install (its target, its rollback)."""
+        return [b for run in self.runs.values() for b in (run.target, run.previous)
+                if b is not None]
+
     def connection_count(self, iface: Interface, zone: int) -> int | None:
         channel = self.hub.channels.get(iface.dpid)
         if channel is None:
@@ -514,7 +523,7 @@ class Switcher:
 
 # Personality sections stored and validated but not realized in flows yet.  A
 # switch to a personality using one is refused rather than half-applied.
-NOT_ENFORCED = ("vpn_tunnel_config", "application_access_policy")
+NOT_ENFORCED: tuple[str, ...] = ()
 
 
 def unsupported(body: dict[str, Any]) -> str | None:

@@ -85,19 +85,43 @@ class Conntrack:
 
     With `nat`, the tracker also translates addresses (see `Nat`).
 
-    Encoded as os-ken's NXActionCT (immediate zone, no ALG; an NXActionNAT as
-    its only nested action when `nat` is set) by `controller.pipeline.ofcodec`.
+    With `mark` (needs `commit`), the commit also stores `mark` in the
+    connection's `ct_mark`, in the bits of `mark_mask` (all 32 by default):
+    `ct(commit, exec(set_field:mark/mark_mask->ct_mark))`.  Later packets of
+    the connection carry it after `ct(table=...)`; the bits the hub uses are
+    laid out in `controller.pipeline.ctmark`.
+
+    Encoded as os-ken's NXActionCT (immediate zone, no ALG) by
+    `controller.pipeline.ofcodec`; its nested actions are an NXActionNAT when
+    `nat` is set, then the mark: an OFPActionSetField of ct_mark for a whole
+    mark, an NXActionRegLoad2 for a masked one (OpenFlow 1.3/1.4 set-field
+    takes no mask).
     """
     commit: bool = False
     zone: int = 0
     table: int | None = None
     nat: Nat | None = None
+    mark: int | None = None
+    mark_mask: int = 0xFFFFFFFF
 
     def __post_init__(self) -> None:
         if not 0 <= self.zone <= 0xFFFF:
             raise ValueError(f"conntrack zone {self.zone} is outside 0..65535")
         if self.nat is not None and (self.nat.dst or self.nat.src) and not self.commit:
             raise ValueError("nat with an address needs commit (OVS refuses it otherwise)")
+        if not (isinstance(self.mark_mask, int) and 0 < self.mark_mask <= 0xFFFFFFFF):
+            raise ValueError(f"ct_mark mask {self.mark_mask!r} is outside 1..0xffffffff")
+        if self.mark is None:
+            if self.mark_mask != 0xFFFFFFFF:
+                raise ValueError("a ct_mark mask without a mark")
+            return
+        if not self.commit:
+            raise ValueError("setting ct_mark needs commit (OVS refuses it otherwise)")
+        if not (isinstance(self.mark, int) and 0 <= self.mark <= 0xFFFFFFFF):
+            raise ValueError(f"ct_mark {self.mark!r} is outside 0..0xffffffff")
+        if self.mark & ~self.mark_mask:
+            raise ValueError(f"ct_mark {self.mark:#x} sets bits outside its mask "
+                             f"{self.mark_mask:#x}")
 
 
 # Bits of the `ct_state` match field, set by a Conntrack action with a table.

@@ -13,10 +13,23 @@ FlowKey = tuple[int, int, Match]
 
 _MAC_FIELDS = {"eth_src", "eth_dst", "arp_sha", "arp_tha"}
 _IP_FIELDS = {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"}
+# Masked integer fields whose full mask a switch reports as an exact match: width in bits.
+_MASKED_INT_FIELDS = {"ct_mark": 32}
+
+
+def _norm_masked_int(name: str, value: MatchValue, bits: int) -> MatchValue:
+    """`ct_mark` as (value, mask): the value within its mask, a full mask as the plain value."""
+    full = (1 << bits) - 1
+    v, m = (int(value[0]), int(value[1])) if isinstance(value, tuple) else (int(value), full)
+    if not (0 <= v <= full and 0 < m <= full):
+        raise ValueError(f"{name} {value!r}: value and a non-zero mask must fit {bits} bits")
+    return v & m if m == full else (v & m, m)
 
 
 def _norm_value(name: str, value: MatchValue) -> MatchValue:
     """Canonical form, equal for what a compiler writes and what a switch returns."""
+    if name in _MASKED_INT_FIELDS:
+        return _norm_masked_int(name, value, _MASKED_INT_FIELDS[name])
     if name in _MAC_FIELDS:
         if isinstance(value, tuple):
             return (value[0].lower(), value[1].lower())

@@ -21,6 +21,7 @@ _HUB_COOKIE, _HUB_MASK = cookies.hub_mask()
 _CT_COMMIT = 1           # NX_CT_F_COMMIT
 _CT_NO_RECIRC = 0xFF     # NX_CT_RECIRC_NONE
 _NAT_SRC, _NAT_DST = 1, 2  # NX_NAT_F_SRC, NX_NAT_F_DST
+_FULL_MARK = 0xFFFFFFFF
 _MATCH_CLASSES: dict[type, type] = {}
 _OXM_ORDER: dict[tuple[int, str], int] = {}
 
@@ -93,11 +94,16 @@ def encode_action(parser: Any, action: Action):
     if isinstance(action, DecTtl):
         return parser.OFPActionDecNwTtl()
     if isinstance(action, Conntrack):
+        # The mark first: os-ken writes an NXActionNAT unpadded, which only
+        # comes out right as the last nested action (the ct action is padded).
+        nested = [] if action.mark is None else [_encode_mark(parser, action.mark,
+                                                              action.mark_mask)]
+        if action.nat is not None:
+            nested.append(_encode_nat(parser, action.nat))
         return parser.NXActionCT(flags=_CT_COMMIT if action.commit else 0, zone_src="",
                                  zone_ofs_nbits=action.zone,
                                  recirc_table=_CT_NO_RECIRC if action.table is None else action.table,
-                                 alg=0, actions=[] if action.nat is None
-                                 else [_encode_nat(parser, action.nat)])
+                                 alg=0, actions=nested)
     if isinstance(action, Learn):
         return parser.NXActionLearn(
             table_id=action.table, specs=[_encode_learn_match(parser, m) for m in action.specs],
@@ -117,6 +123,27 @@ def _encode_nat(parser: Any, nat: Nat):
     return parser.NXActionNAT(flags=0)
 
 
+def _encode_mark(parser: Any, mark: int, mask: int):
+    """A whole ct_mark as set-field; a masked one as NXAST_REG_LOAD2 (OF1.3/1.4 set-field has no mask).
+
+    OVS keeps the form it was given and answers flow stats with it.
+    """
+    if mask == _FULL_MARK:
+        return parser.OFPActionSetField(ct_mark=mark)
+    return parser.NXActionRegLoad2(dst="ct_mark", value=mark, mask=mask)
+
+
+def _decode_mark(parser: Any, a: Any) -> tuple[int, int] | None:
+    """(mark, mask) of a nested set-field or reg_load2 of ct_mark; None for anything else."""
+    if isinstance(a, parser.OFPActionSetField) and a.key == "ct_mark" \
+            and isinstance(a.value, int):
+        return a.value, _FULL_MARK
+    if isinstance(a, parser.NXActionRegLoad2) and _oxm_name(a.dst) == "ct_mark" \
+            and isinstance(a.value, int) and isinstance(a.mask, int):
+        return a.value, a.mask
+    return None
+
+
 def _encode_learn_match(parser: Any, m: LearnMatch):
     src = m.value if m.src is None else (m.src, m.src_ofs)
     return parser.NXFlowSpecMatch(src=src, dst=(m.dst, m.dst_ofs), n_bits=m.n_bits)
@@ -132,15 +159,10 @@ def decode_action(parser: Any, action: Any) -> Action:
     if isinstance(action, parser.OFPActionDecNwTtl):
         return DecTtl()
     if (isinstance(action, parser.NXActionCT) and not action.zone_src and not action.alg
-            and len(action.actions) <= 1 and not action.flags & ~_CT_COMMIT):
-        nat = _decode_nat(parser, action.actions[0]) if action.actions else None
-        if not action.actions or nat is not None:
-            table = None if action.recirc_table == _CT_NO_RECIRC else action.recirc_table
-            try:
-                return Conntrack(bool(action.flags & _CT_COMMIT), action.zone_ofs_nbits, table,
-                                 nat)
-            except ValueError:  # e.g. nat with an address but no commit
-                pass
+            and not action.flags & ~_CT_COMMIT):
+        ct = _decode_conntrack(parser, action)
+        if ct is not None:
+            return ct
     if isinstance(action, parser.NXActionLearn) and not (
             action.flags or action.fin_idle_timeout or action.fin_hard_timeout):
         specs = [_decode_learn_match(parser, s) for s in action.specs]
@@ -148,6 +170,28 @@ def decode_action(parser: Any, action: Any) -> Action:
             return Learn(action.table_id, action.cookie, action.idle_timeout,
                          action.hard_timeout, action.priority, tuple(specs))
     return Opaque(repr(action))
+
+
+def _decode_conntrack(parser: Any, action: Any) -> Conntrack | None:
+    """Nested actions exactly as `encode_action` writes them: [ct_mark], then [nat]."""
+    nested = list(action.actions)
+    nat = mark = None
+    if nested:
+        mark = _decode_mark(parser, nested[0])
+        if mark is not None:
+            nested.pop(0)
+    if nested:
+        nat = _decode_nat(parser, nested.pop(0))
+        if nat is None:
+            return None
+    if nested:
+        return None
+    table = None if action.recirc_table == _CT_NO_RECIRC else action.recirc_table
+    try:
+        return Conntrack(bool(action.flags & _CT_COMMIT), action.zone_ofs_nbits, table, nat,
+                         *(mark or ()))
+    except ValueError:  # e.g. nat with an address, or a mark, but no commit
+        return None
 
 
 def _decode_nat(parser: Any, a: Any) -> Nat | None:

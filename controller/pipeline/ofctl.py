@@ -113,8 +113,13 @@ def render_action(action: Action) -> str:
         return "dec_ttl"
     if isinstance(action, Conntrack):
         args = (["commit"] if action.commit else []) + [f"zone={action.zone}"]
-        if action.nat is not None:
-            args.append(_nat(action.nat))
+        nat = [] if action.nat is None else [_nat(action.nat)]
+        if action.mark is not None:
+            # In the order the hub encodes them (mark, then nat), which ovs-ofctl keeps.
+            mask = "" if action.mark_mask == 0xFFFFFFFF else f"/0x{action.mark_mask:x}"
+            args.append(f"exec({','.join([f'set_field:0x{action.mark:x}{mask}->ct_mark'] + nat)})")
+        else:
+            args += nat
         if action.table is not None:
             args.append(f"table={action.table}")
         return f"ct({','.join(args)})"

@@ -36,12 +36,18 @@ PERSONALITY_EGRESS_FW = Table(3, "personality_egress_fw",
                               "Stateful firewall for what an interface sends: replies and "
                               "related packets of known connections continue to arp; new "
                               "connections take the first matching egress rule (allowed ones "
-                              "are committed to conntrack), else the default action.",
+                              "are committed to conntrack, ct_mark COMMITTED), else the "
+                              "default action; new packets of a committed connection (one-way "
+                              "UDP) pass.  Application policy: connections marked denied are "
+                              "dropped, the opener's packets of ones under inspection go to the "
+                              "controller.",
                               "drop")
 PERSONALITY_EGRESS_COUNT = Table(4, "personality_egress_count",
                                  "Every packet an interface's firewall let out records its "
                                  "connection in personality_connections (learn), then goes on "
-                                 "to personality_routes.",
+                                 "to personality_routes.  A connection just admitted to a port "
+                                 "of the application policy is marked denied (and dropped) or "
+                                 "under inspection (a UDP one goes to the controller).",
                                  "drop")
 PERSONALITY_ROUTES = Table(5, "personality_routes",
                            "An interface's own routing table: its packets to the router MAC "
@@ -78,12 +84,15 @@ PERSONALITY_INGRESS_FW = Table(61, "personality_ingress_fw",
                                "Stateful firewall for what an interface receives: replies and "
                                "related packets of known connections are output to its port; "
                                "new connections take the first matching ingress rule (allowed "
-                               "ones are committed and output), else the default action.",
+                               "ones are committed and output), else the default action; as "
+                               "personality_egress_fw for committed new packets and the "
+                               "application policy.",
                                "drop")
 PERSONALITY_INGRESS_COUNT = Table(62, "personality_ingress_count",
                                   "Every packet an interface's firewall let in records its "
                                   "connection in personality_connections (learn), then is "
-                                  "output to the interface's port.",
+                                  "output to the interface's port; as personality_egress_count "
+                                  "for the application policy.",
                                   "drop")
 PERSONALITY_CONNECTIONS = Table(63, "personality_connections",
                                 "Never visited by packets: one learned flow per live connection "

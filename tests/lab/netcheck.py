@@ -1,11 +1,16 @@
 """Small traffic tools run inside Mininet hosts (stdlib only).
 
     netcheck.py serve PORT [PORT ...] [--name N]   TCP servers: answer each line with "<N>:<port> <line>"
-    netcheck.py connect HOST PORT [-t S]     one connection and one line; exit 0 if answered
+    netcheck.py connect HOST PORT [-t S] [--send TEXT] [--lines N]
+                                             one connection, N lines (default 1: "hello", or
+                                             TEXT then "line 2".. "line N"); exit 0 if each
+                                             line is answered
     netcheck.py stream HOST PORT LOG         one long-lived connection, a line every 0.1 s;
                                              LOG gets "ok N" / "fail N reason" lines
     netcheck.py udpstream HOST PORT SECONDS RATE   send numbered datagrams at RATE per second
     netcheck.py udpsink PORT LOG             count numbered datagrams; LOG gets "received N max M"
+    netcheck.py udpecho PORT                 answer each datagram with "echo <datagram>"
+    netcheck.py udpask HOST PORT TEXT [-t S] one datagram; exit 0 if answered
 """
 from __future__ import annotations
 
@@ -34,12 +39,15 @@ def serve(ports: list[int], name: str) -> None:
     servers[0].serve_forever()
 
 
-def connect(host: str, port: int, timeout: float) -> int:
+def connect(host: str, port: int, timeout: float, first: str = "hello", lines: int = 1) -> int:
     try:
         with socket.create_connection((host, port), timeout=timeout) as s:
             s.settimeout(timeout)
-            s.sendall(b"hello\n")
-            answer = s.recv(200)
+            for n in range(1, lines + 1):
+                s.sendall((first if n == 1 else f"line {n}").encode() + b"\n")
+                answer = s.recv(200)
+                if not answer:
+                    break
     except OSError as exc:
         print(f"fail {exc}", flush=True)
         return 1
@@ -97,6 +105,27 @@ def udpsink(port: int, log: str) -> None:
             out.write(f"received {received} max {top}\n")
 
 
+def udpecho(port: int) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", port))
+    while True:
+        data, peer = s.recvfrom(2048)
+        s.sendto(b"echo " + data, peer)
+
+
+def udpask(host: str, port: int, text: str, timeout: float) -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    s.sendto(text.encode(), (host, port))
+    try:
+        answer, _ = s.recvfrom(2048)
+    except OSError as exc:
+        print(f"fail {exc}", flush=True)
+        return 1
+    print(answer.decode(errors="replace"), flush=True)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     cmd, args = argv[1], argv[2:]
     if cmd == "serve":
@@ -104,13 +133,20 @@ def main(argv: list[str]) -> int:
         serve([int(p) for p in args if p.isdigit()], name)
     elif cmd == "connect":
         timeout = float(args[args.index("-t") + 1]) if "-t" in args else 1.0
-        return connect(args[0], int(args[1]), timeout)
+        first = args[args.index("--send") + 1] if "--send" in args else "hello"
+        lines = int(args[args.index("--lines") + 1]) if "--lines" in args else 1
+        return connect(args[0], int(args[1]), timeout, first, lines)
     elif cmd == "stream":
         stream(args[0], int(args[1]), args[2])
     elif cmd == "udpstream":
         udpstream(args[0], int(args[1]), float(args[2]), float(args[3]))
     elif cmd == "udpsink":
         udpsink(int(args[0]), args[1])
+    elif cmd == "udpecho":
+        udpecho(int(args[0]))
+    elif cmd == "udpask":
+        timeout = float(args[args.index("-t") + 1]) if "-t" in args else 1.0
+        return udpask(args[0], int(args[1]), args[2], timeout)
     else:
         print(__doc__, file=sys.stderr)
         return 2

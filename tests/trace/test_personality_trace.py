@@ -49,6 +49,8 @@ RESOLVER = {                     # DNS only via H2, 192.168.0.0/16 routed via H2
     "default_action": "allow",
 }
 NEW, EST, EST_REPLY = "new,trk", "est,trk", "est,rpl,trk"
+# every commit stores COMMITTED in its table's ct_mark field (pipeline.ctmark)
+MARK_OUT, MARK_IN = "mark=0x1/0x7", "mark=0x8/0x38"
 EGRESS_PATH = [2, 3, 4, 5]       # personality_egress, _fw, _count, personality_routes
 INGRESS_PATH = [60, 61, 62]      # personality_ingress, _fw, _count
 
@@ -214,7 +216,7 @@ def test_new_https_connection_in_is_committed_and_delivered(lockdown):
     t = lockdown.trace(tcp(H2, H1, 40000, 443), NEW)
     assert_passes(t, H1[2], commit=True)
     assert f"ct(zone={lockdown.zone})" in t.passes[0], t
-    assert f"ct(commit,zone={lockdown.zone})" in t.final, t
+    assert f"ct(commit,zone={lockdown.zone},{MARK_IN})" in t.final, t
     assert_counted(t, lockdown, INGRESS_PATH)
     # the learn keys H1's side first: local = the packet's destination, peer = its source
     (learn,) = t.learned(lockdown.connection_cookie)
@@ -278,7 +280,7 @@ def test_ping_to_the_gateway_is_answered_through_the_ingress_firewall(lockdown):
                        f"nw_dst={SUBNET['gateway']},nw_ttl=64,icmp_type=8,icmp_code=0",
                        NEW, EST_REPLY)
     assert len(t.passes) == 3 and t.tracked, t
-    assert f"ct(commit,zone={lockdown.zone})" in t.passes[1], t
+    assert f"ct(commit,zone={lockdown.zone},{MARK_OUT})" in t.passes[1], t
     assert f"ct(zone={lockdown.zone})" in t.passes[1] and "recirc(" in t.passes[1], t
     assert t.out_ports == [port], t
     assert f"set(ipv4(src={SUBNET['gateway']},dst={ip}))" in t.passes[1], t
@@ -357,7 +359,7 @@ def test_dns_query_to_another_resolver_is_redirected_to_the_listed_server(resolv
     t = resolver.trace(routed_udp(H1, "8.8.8.8", 5353, 53), NEW, NEW)
     zone = resolver.zone
     assert f"ct(zone={zone},nat)" in t.passes[0], t
-    assert f"ct(commit,zone={zone},nat(dst={H2[1]}:53))" in t.passes[1], t
+    assert f"ct(commit,zone={zone},{MARK_OUT},nat(dst={H2[1]}:53))" in t.passes[1], t
     assert "recirc(" in t.passes[1], "resumed in the count table after the translation"
     assert "Modified flow: " in t.text and f"nw_dst={H2[1]},tp_dst=53" in t.text, t
     # after the translation: counted, then the fabric routes it to the server
@@ -368,7 +370,7 @@ def test_dns_query_to_another_resolver_is_redirected_to_the_listed_server(resolv
 
 def test_dns_query_to_the_listed_server_is_not_translated(resolver):
     t = resolver.trace(routed_udp(H1, H2[1], 5353, 53), NEW)
-    assert f"ct(commit,zone={resolver.zone})" in t.final, t
+    assert f"ct(commit,zone={resolver.zone},{MARK_OUT})" in t.passes[1], t
     assert "nat(dst=" not in t.text.split("Datapath actions:")[-1], t
     assert t.out_ports == [H2[2]], t
 

@@ -147,7 +147,9 @@ def opaque_cases(parser):
         ct(parser.NXActionNAT(flags=2)),                                       # no address
         ct(parser.NXActionNAT(flags=2, range_ipv4_min="10.0.0.1"), flags=0),  # no commit
         ct(parser.NXActionNAT(flags=0), parser.NXActionNAT(flags=0)),
-        ct(parser.OFPActionSetField(ct_mark=1)),
+        ct(parser.OFPActionSetField(ct_mark=1), flags=0),                     # mark, no commit
+        ct(parser.NXActionNAT(flags=0), parser.OFPActionSetField(ct_mark=1)),  # nat before mark
+        ct(parser.OFPActionSetField(ct_mark=1), parser.OFPActionSetField(ct_mark=2)),
         learn(match, parser.NXFlowSpecLoad(src=1, dst=("reg1", 0), n_bits=32)),
         learn(match, parser.NXFlowSpecOutput(src=("in_port", 0), n_bits=32)),
         learn(match, flags=1),                                                 # send_flow_rem
@@ -166,12 +168,12 @@ def test_what_is_not_modelled_decodes_to_opaque(dp):
 
 # ---------------------------------------------------------------- fast path
 @pytest.mark.parametrize("action", LEARNS + CONNTRACKS, ids=range(len(LEARNS + CONNTRACKS)))
-def test_fast_encoder_leaves_them_to_os_ken(dp, action):
+def test_fast_encoder_writes_them_as_os_ken_does(dp, action):
     spec = flow(4, 10, TCP, [Output(1), action], goto=10)
-    assert wire.fast_flow_mod_body(dp, spec) is None
     msg = ofcodec.flow_add(dp, spec)
     msg.set_xid(9)
     msg.serialize()
+    assert wire.fast_flow_mod_body(dp, spec) == bytes(msg.buf)[8:]
     assert wire.flow_mod_wire(dp, spec, 9) == bytes(msg.buf)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from controller.compile.fabric import FabricInput, compile_fabric
 from controller.compile.personality import (CONNECTION_IDLE_SECONDS, COUNT_IP, COUNT_L4,
-                                            CT_ESTABLISHED, DEFAULT, DNS_ALLOWED, DNS_REDIRECT,
+                                            CT_COMMITTED_NEW, CT_ESTABLISHED, DEFAULT, DNS_ALLOWED, DNS_REDIRECT,
                                             MAX_PORT, ROUTE_BASE, RULE_TOP, Context,
                                             FirewallRule, Interface, PersonalityPolicy, Route,
                                             compile_personality, compile_transition,
@@ -22,6 +22,7 @@ from controller.pipeline import cookies, tables
 from controller.pipeline.actions import (Conntrack, DecTtl, Learn, LearnMatch, Nat, Output,
                                          SetField, ct_state)
 from controller.pipeline.cookies import Feature
+from controller.pipeline import ctmark
 from controller.pipeline.flowspec import flow, make_match
 from controller.pipeline.ofctl import render_flows
 from controller.topology import Host, Subnet
@@ -52,6 +53,11 @@ FULL = {"ip_addresses": [IP],
         "qos_settings": {"priority": 3}}
 
 EST, REL, INV, NEW = (ct_state(s) for s in ("+trk+est", "+trk+rel", "+trk+inv", "+trk+new"))
+# What a rule's commit stores: COMMITTED in the table's own ct_mark field (OUT / IN).
+MARK_OUT, MARK_IN = ctmark.commit(ctmark.EGRESS), ctmark.commit(ctmark.INGRESS)
+COMMIT_OUT = Conntrack(commit=True, zone=ZONE, mark=MARK_OUT[0], mark_mask=MARK_OUT[1])
+COMMIT_IN = Conntrack(commit=True, zone=ZONE, mark=MARK_IN[0], mark_mask=MARK_IN[1])
+COMMIT = {3: COMMIT_OUT, 61: COMMIT_IN}
 
 
 def policy(body=None, id="lockdown", revision=3) -> PersonalityPolicy:
@@ -99,7 +105,6 @@ def test_lockdown_flows_exactly():
     eg_ip = {**eg, "eth_type": IPV4}
     ing = {"eth_dst": MAC}
     ing_ip = {**ing, "eth_type": IPV4}
-    commit = Conntrack(commit=True, zone=ZONE)
     out_tcp = learn_of(IFACE, ZONE, "ipv4_src", "ipv4_dst", ("tcp_src", "tcp_dst"))
     out_udp = learn_of(IFACE, ZONE, "ipv4_src", "ipv4_dst", ("udp_src", "udp_dst"))
     out_ip = learn_of(IFACE, ZONE, "ipv4_src", "ipv4_dst")
@@ -116,6 +121,7 @@ def test_lockdown_flows_exactly():
         flow(3, 65000, eg_ip | {"ct_state": INV}, cookie=c),
         flow(3, 64001, eg_ip | {"ct_state": EST}, goto=4, cookie=c),
         flow(3, 64000, eg_ip | {"ct_state": REL}, goto=4, cookie=c),
+        flow(3, 64002, eg_ip | {"ct_state": NEW, "ct_mark": (0x1, 0x1)}, goto=4, cookie=c),
         flow(3, 100, eg_ip | {"ct_state": NEW}, cookie=c),
         flow(3, 1, eg_ip, cookie=c),
         flow(4, 20, eg_ip | {"ip_proto": 6}, [out_tcp], goto=5, cookie=c),
@@ -128,8 +134,9 @@ def test_lockdown_flows_exactly():
         flow(61, 65000, ing_ip | {"ct_state": INV}, cookie=c),
         flow(61, 64001, ing_ip | {"ct_state": EST}, goto=62, cookie=c),
         flow(61, 64000, ing_ip | {"ct_state": REL}, goto=62, cookie=c),
+        flow(61, 64002, ing_ip | {"ct_state": NEW, "ct_mark": (0x8, 0x8)}, goto=62, cookie=c),
         flow(61, 50000, ing_ip | {"ct_state": NEW, "ip_proto": 6, "tcp_dst": 443},
-             [commit], goto=62, cookie=c),
+             [COMMIT_IN], goto=62, cookie=c),
         flow(61, 100, ing_ip | {"ct_state": NEW}, cookie=c),
         flow(61, 1, ing_ip, cookie=c),
         flow(62, 20, ing_ip | {"ip_proto": 6}, [in_tcp, Output(1)], cookie=c),
@@ -143,10 +150,9 @@ def test_lockdown_flows_exactly():
 
 def test_default_allow_commits_new_connections_both_ways():
     flows = compiled({"ip_addresses": [IP], "default_action": "allow"})
-    commit = Conntrack(commit=True, zone=ZONE)
     defaults = {f.table: f for f in flows if f.priority == DEFAULT}
-    assert defaults[3].actions == (commit,) and defaults[3].goto == 4
-    assert defaults[61].actions == (commit,) and defaults[61].goto == 62
+    assert defaults[3].actions == (COMMIT_OUT,) and defaults[3].goto == 4
+    assert defaults[61].actions == (COMMIT_IN,) and defaults[61].goto == 62
     assert dict(defaults[3].match)["ct_state"] == NEW
 
 
@@ -171,7 +177,7 @@ def test_rule_fields_and_directions():
     assert deny.actions == () and deny.goto is None
     allow = {(f.table, f.priority): f for f in rules if f.priority < 50000}
     for (table, _), f in allow.items():
-        assert f.actions == (Conntrack(commit=True, zone=ZONE),)
+        assert f.actions == (COMMIT[table],)
         assert f.goto == {3: 4, 61: 62}[table]
 
 
@@ -269,7 +275,7 @@ def test_interface_zone_is_two_per_port_one_per_epoch():
         assert interface_zone(iface, 1) == 2 * port + 1
     zones = [interface_zone(Interface(1, p, MAC), e) for p in range(1, 300) for e in (0, 1)]
     assert len(set(zones)) == len(zones) and min(zones) == 2   # never zone 0
-    assert interface_zone(Interface(1, MAX_PORT, MAC), 1) == 0xFFFF == MAX_PORT * 2 + 1
+    assert interface_zone(Interface(1, MAX_PORT, MAC), 1) == 0x7FFF == MAX_PORT * 2 + 1
     # per datapath: the same port on another switch may share the zone number
     assert interface_zone(Interface(1, 5, MAC)) == interface_zone(Interface(2, 5, MAC))
     assert interface_zone(Interface(1, 5, MAC)) == interface_zone(Interface(1, 5, "AA:" + MAC[3:]))
@@ -380,7 +386,7 @@ def test_first_matching_rule_wins():
     assert allowed(flows, 61, new_in(proto=17, dport=8080))             # default allow
     # the allowing rule commits and counts; the rule's priority follows the list order
     f = lookup(flows, 61, new_in(dport=80))
-    assert f.actions == (Conntrack(commit=True, zone=ZONE),) and f.goto == 62
+    assert f.actions == (COMMIT_IN,) and f.goto == 62
     assert f.priority == RULE_TOP - 1
     # replies of committed connections pass whatever the rules say
     assert lookup(flows, 61, new_in(dport=8080, ct_state=0x22)).goto == 62
@@ -550,8 +556,9 @@ DNS = {"ip_addresses": [IP], "dns_servers": [DNS1, DNS2], "default_action": "den
 
 def test_dns_flows_exactly():
     flows = compiled(DNS)
-    commit = Conntrack(commit=True, zone=ZONE)
-    redirect = Conntrack(commit=True, zone=ZONE, nat=Nat(dst=DNS1, dst_port=53))
+    allowed = Conntrack(commit=True, zone=ZONE, table=4, mark=MARK_OUT[0], mark_mask=MARK_OUT[1])
+    redirect = Conntrack(commit=True, zone=ZONE, table=4, mark=MARK_OUT[0], mark_mask=MARK_OUT[1],
+                         nat=Nat(dst=DNS1, dst_port=53))
     dns = {(f.priority, dict(f.match).get("ip_proto"), dict(f.match).get("ipv4_dst")): f
            for f in flows if f.priority in (DNS_ALLOWED, DNS_REDIRECT)}
     assert set(dns) == {(DNS_ALLOWED, p, s) for p in (6, 17) for s in (DNS1, DNS2)} | \
@@ -563,13 +570,14 @@ def test_dns_flows_exactly():
         assert (m["ct_state"], m["eth_type"], m["in_port"], m["eth_src"]) == (NEW, IPV4, 1, MAC)
         assert m[{6: "tcp_dst", 17: "udp_dst"}[proto]] == 53
         assert {"tcp_dst", "udp_dst"} & set(m) == {{6: "tcp_dst", 17: "udp_dst"}[proto]}
+        # both resume in the count table tracked: outside the application policy
         if prio == DNS_ALLOWED:
-            assert f.actions == (commit,) and f.goto == 4
+            assert f.actions == (allowed,) and f.goto is None
         else:
             (ct,) = f.actions
             assert ct.commit and ct.zone == ZONE and ct.nat == Nat(dst=DNS1, dst_port=53)
-            assert (ct.commit, ct.zone, ct.nat) == (redirect.commit, redirect.zone, redirect.nat)
-            assert continues_to(f) == 4
+            assert ct == redirect
+        assert continues_to(f) == 4
 
 
 def test_dns_servers_make_both_trackers_nat():
@@ -597,7 +605,9 @@ def test_dns_queries_by_lookup():
     # to either listed server: allowed as addressed, although a rule denies udp/53
     for server in (DNS1, DNS2):
         f = lookup(flows, 3, new_out(dst=server))
-        assert f.priority == DNS_ALLOWED and f.actions == (Conntrack(commit=True, zone=ZONE),)
+        assert f.priority == DNS_ALLOWED
+        assert f.actions == (Conntrack(commit=True, zone=ZONE, table=4, mark=MARK_OUT[0],
+                                       mark_mask=MARK_OUT[1]),)
     # other ports are the rules' and the default's business
     assert not allowed(flows, 3, new_out(dport=5353))
     assert not allowed(flows, 3, new_out(proto=6, dport=853, dst=DNS1))
@@ -781,7 +791,7 @@ def test_transition_keeps_addresses_routes_nat_and_counting():
     assert lookup(trans, 5, routed("10.8.1.1")).actions == rewrite(GW_MAC)
     # no rules, no DNS: every new connection dropped, even with default allow
     fw = [f for f in trans if f.table in (3, 61)]
-    assert {f.priority for f in fw} == {65000, 64001, 64000, DEFAULT, 1}
+    assert {f.priority for f in fw} == {65000, CT_COMMITTED_NEW, 64001, 64000, DEFAULT, 1}
     for packet, table in ((new_out(dst="8.8.8.8"), 3), (new_out(dst=DNS1), 3),
                           (new_out(proto=1, dst=PEER), 3), (new_in(dport=443), 61)):
         assert not allowed(trans, table, packet), packet
@@ -942,7 +952,9 @@ def test_rendered_flows_parse_with_ovs_ofctl(tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert out.count("OFPT_FLOW_MOD") == len(flows)
-    assert "ct_state=+new+trk" in out and "ct(commit,zone=7)" in out
+    assert "ct_state=+new+trk" in out
+    assert "ct(commit,zone=7,exec(load:0x1->NXM_NX_CT_MARK[0..2]))" in out
+    assert "ct_mark=0x1/0x1" in out and "ct_mark=0x8/0x8" in out
     assert "ct(table=3,zone=7,nat)" in out and "ct(table=61,zone=7,nat)" in out
     assert "nat(dst=10.0.9.53:53)" in out and "tp_dst=0x400/0xfe00" in out
     cookie = f"cookie=0x{connection_cookie(IFACE, ZONE):x}"

@@ -298,19 +298,6 @@ def test_dry_run_changes_nothing(lab):
         lab.hub.switcher.dry_run(IID, "nope")
 
 
-def test_sections_not_enforced_yet_are_refused_not_half_applied(lab):
-    lab.switch("open")
-    lab.store.put("personality", "tunnelled", {**OPEN, "name": "tunnelled", "vpn_tunnel_config": {
-        "type": "vxlan", "remote_ip": "192.0.2.1", "remote_prefixes": ["172.16.0.0/16"]}})
-    op = lab.switch("tunnelled", drain={"max_seconds": 0})
-    body = lab.op(op)
-    assert body["state"] == "failed" and "vpn_tunnel_config" in body["reason"]
-    assert lab.iface()["personality_id"] == "open"
-    assert lab.personality_cookies() == {lab.cookie("open")}
-    with pytest.raises(ValueError, match="vpn_tunnel_config"):
-        lab.hub.switcher.dry_run(IID, "tunnelled")
-
-
 def test_qos_rates_become_meters_used_by_the_interfaces_flows(lab):
     limited = {**OPEN, "name": "limited", "qos_settings": {
         "priority": 2, "egress_rate_kbps": 10000, "egress_burst_kb": 100,
