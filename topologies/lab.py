@@ -81,6 +81,53 @@ def personality_demo(net, api: str) -> bool:
     return ok
 
 
+def persona_demo(net, api: str) -> bool:
+    """h1_2 joins the example persona by DHCP; tcp/80 to ext passes, tcp/22 does not."""
+    examples = Path(__file__).resolve().parents[1] / "docs" / "examples"
+    root = Path(__file__).resolve().parents[1]
+    host, ext = net.get("h1_2"), net.get("ext")
+    home_ip, intf = host.IP(), host.defaultIntf()
+    step("personas: create the example persona, attach h1_2, configure it by DHCP")
+    created = json.loads(hubctl(api, "-o", "json", "persona", "create", "-f",
+                                str(examples / "persona-dev.yaml"), show=False))
+    pid = created["id"]
+    interfaces = json.loads(hubctl(api, "-o", "json", "interface", "list", show=False))
+    iid = next(i["id"] for i in interfaces if i["mac"] == host.MAC())
+    ext.cmd(f"python3 {root}/tests/lab/netcheck.py serve 80 22 --name ext >/dev/null 2>&1 &")
+    server = ext.cmd("echo $!").strip()
+    try:
+        hubctl(api, "persona", "attach", pid, iid)
+        host.cmd(f"ip addr flush dev {intf}")
+        host.cmd(f"timeout 20 dhclient -1 -pf /tmp/hub-lab-dhclient.pid "
+                 f"-lf /tmp/hub-lab-dhclient.lease {intf}")
+        print(host.cmd(f"ip -4 -br addr show dev {intf}").strip())
+        time.sleep(0.5)
+
+        def connect(port: int) -> bool:
+            out = host.cmd(f"python3 {root}/tests/lab/netcheck.py connect {ext.IP()} {port} "
+                           "-t 1; echo rc=$?")
+            return "rc=0" in out
+        web, ssh = connect(80), connect(22)
+        print(f"tcp/80 to ext: {'passes' if web else 'REFUSED'}; "
+              f"tcp/22 to ext: {'refused' if not ssh else 'PASSES'}")
+        for _ in range(3):
+            connect(22)
+        time.sleep(2.5)
+        hubctl(api, "persona", "usage", pid)
+        hubctl(api, "alerts", "--persona", pid)
+        hubctl(api, "persona", "list")
+        return web and not ssh
+    finally:
+        pid_file = host.cmd("cat /tmp/hub-lab-dhclient.pid 2>/dev/null").strip()
+        if pid_file.isdigit():
+            host.cmd(f"kill {pid_file}")
+        ext.cmd(f"kill {server}")
+        step("personas: delete it (ordered teardown), h1_2 back home")
+        hubctl(api, "persona", "delete", pid)
+        host.cmd(f"ip addr flush dev {intf}; ip addr add {home_ip}/24 dev {intf};"
+                 f" ip route add default via {home_ip.rsplit('.', 1)[0]}.254")
+
+
 def demo(net, api: str) -> bool:
     ok = True
     step("every host reaches every other host (L2 in a segment, routed across)")
@@ -98,6 +145,7 @@ def demo(net, api: str) -> bool:
     finally:
         b.cmd(f"kill {pid}")
     ok &= personality_demo(net, api)
+    ok &= persona_demo(net, api)
     step("REST tour: hubctl status")
     hubctl(api, "status")
     step("hubctl topology")

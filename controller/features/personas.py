@@ -295,9 +295,7 @@ class Personas:
             self.hub.packet_out(m.dpid, probe.frame, [Output(m.port)], CONTROLLER)
 
     def _publish(self) -> None:
-        self._usage_view = {id: {**u.summary(), "updated_at": self.hub.wallclock(),
-                                 "latency_ms": round(self.latency[id] * 1000, 3)
-                                 if id in self.latency else None}
+        self._usage_view = {id: _usage_view(u, self.hub.wallclock(), self.latency.get(id))
                             for id, u in self.usages.items() if id in self.active}
         counts: dict[str, int] = {}
         for d in self.store.list(KIND):
@@ -338,6 +336,16 @@ class Personas:
             self.hub.packet_out(dpid, frame, [Output(in_port)], CONTROLLER)
             self.hub.journal("dhcp", member.interface_id, decision.reason, persona_id=id)
             return
+
+
+def _usage_view(usage: Usage, at: float, latency: float | None) -> dict:
+    """What GET /v1/personas/{id}/usage answers ("in": to the persona, "out": from it)."""
+    t = usage.totals
+    return {"bytes": {"in": t.bytes_in, "out": t.bytes_out},
+            "packets": {"in": t.packets_in, "out": t.packets_out},
+            "connections": t.connections, "denied": t.denied,
+            "rate_bps": {"in": usage.rate_in_bps, "out": usage.rate_out_bps},
+            "updated_at": at, "latency_ms": round(latency * 1000, 3) if latency else None}
 
 
 def _counters(kind: str, packets: int, nbytes: int) -> Counters:

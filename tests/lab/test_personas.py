@@ -154,9 +154,9 @@ def test_seed_persona_policy(lab):
         assert not connects(lab, "ext", "10.100.0.5", 2222)
         # and the hub counted it
         usage = wait_for("usage", lambda: (lambda u: u if u["denied"] >= 3 and
-                                           u["bytes"]["outbound"] > 0 else None)(
+                                           u["bytes"]["out"] > 0 else None)(
             api(lab, "GET", f"/v1/personas/{p['id']}/usage", expect=200)), 10)
-        assert usage["connections"] >= 3 and usage["packets"]["inbound"] > 0, usage
+        assert usage["connections"] >= 3 and usage["packets"]["in"] > 0, usage
     finally:
         leave(lab, p, "h1_1")
         delete(lab, p)
