@@ -30,8 +30,8 @@ How signature ports are enforced (the ct_mark bits are in
 field, OUT for connections the interface opened, IN for connections opened
 toward it): the packet that opens the connection is admitted by a rule and
 committed, then, in the count table, committed again with the APP_INSPECT
-verdict.  A TCP SYN goes on (it has no payload); a UDP
-packet is the payload, so it goes to the controller.  From then on, packets
+verdict.  A TCP SYN goes on (it has no payload); a UDP packet is the
+payload, so it goes to the controller.  From then on, packets
 of the opener's side carrying APP_INSPECT go to the controller (the
 firewall table, `APP_INSPECT_PUNT`); replies pass.  The controller
 (`controller.features.inspector`) sends payload-less packets on and judges
@@ -215,7 +215,8 @@ class ApplicationPolicy:
     def ports(self) -> tuple[PortPolicy, ...]:
         """One PortPolicy per (protocol, port) named, sorted."""
         keys = sorted({(r.protocol, r.port) for r in self.rules})
-        return tuple(PortPolicy(p, n, tuple(r for r in self.rules if (r.protocol, r.port) == (p, n)))
+        return tuple(PortPolicy(p, n, tuple(r for r in self.rules
+                                            if (r.protocol, r.port) == (p, n)))
                      for p, n in keys)
 
     def port(self, protocol: str, port: int) -> PortPolicy | None:
@@ -293,8 +294,7 @@ def count_flows(policy: ApplicationPolicy, table: int, direction: str, zone: int
             c = counted["tcp"]
             out.append(flow(table, APP_ADMITTED, match,
                             [mark_commit(zone, direction, ctmark.APP_INSPECT), *c.actions],
-                            goto=c.goto,
-                            cookie=cookie, meter=c.meter))
+                            goto=c.goto, cookie=cookie, meter=c.meter))
         else:
             out.append(flow(table, APP_ADMITTED, match,
                             [mark_commit(zone, direction, ctmark.APP_INSPECT),

@@ -117,7 +117,8 @@ class _Tracked:
     seen: float = 0.0
 
 
-ConnectionKey = tuple[int, int, str, str, int, str, int]  # dpid, zone, proto, src, sport, dst, dport
+# dpid, zone, protocol, source address and port, destination address and port
+ConnectionKey = tuple[int, int, str, str, int, str, int]
 
 
 class Inspector:
@@ -175,7 +176,7 @@ class Inspector:
         return None
 
     def _binding(self, dpid: int, direction: str, in_port: int, seg: Segment) -> Binding | None:
-        """The interface the packet leaves (egress: its port and MAC) or reaches (ingress: its MAC)."""
+        """The interface the packet leaves (egress: port and MAC) or reaches (ingress: MAC)."""
         for binding in self.bindings.values():
             iface = binding.interface
             if iface.dpid != dpid:

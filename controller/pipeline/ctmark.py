@@ -12,7 +12,9 @@ an interface plays in the connection:
                      opened
     bits 3..5   IN   set by personality_ingress_fw: a connection opened toward
                      the interface
-    bits 6..31  free
+    bit  6      REAL persona zones only (controller.compile.persona.REAL_MARK):
+                     the connection uses the persona's real range
+    bits 7..31  free
 
 and in each field:
 

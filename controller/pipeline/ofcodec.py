@@ -124,9 +124,10 @@ def _encode_nat(parser: Any, nat: Nat):
 
 
 def _encode_mark(parser: Any, mark: int, mask: int):
-    """A whole ct_mark as set-field; a masked one as NXAST_REG_LOAD2 (OF1.3/1.4 set-field has no mask).
+    """A whole ct_mark as set-field; a masked one as NXAST_REG_LOAD2.
 
-    OVS keeps the form it was given and answers flow stats with it.
+    OpenFlow 1.3/1.4 set-field takes no mask (os-ken asserts on one).  OVS
+    keeps the form it was given and answers flow stats with it.
     """
     if mask == _FULL_MARK:
         return parser.OFPActionSetField(ct_mark=mark)

@@ -145,7 +145,8 @@ def field(direction, value):
 def test_verdict_actions_pin_the_verdict_in_conntrack():
     allow, deny = apps().port("tcp", 80).decide(b"GET / "), apps().port("tcp", 80).decide(b"x")
     assert verdict_actions(ZONE, "egress", None, 4) == (Conntrack(zone=ZONE, table=4),)
-    assert verdict_actions(ZONE, "ingress", allow, 62) == (marked("ingress", ctmark.APP_ALLOWED, 62),)
+    assert verdict_actions(ZONE, "ingress", allow, 62) == \
+        (marked("ingress", ctmark.APP_ALLOWED, 62),)
     assert verdict_actions(ZONE, "ingress", deny, 62) == (marked("ingress", ctmark.APP_DENIED),)
     assert verdict_actions(ZONE, "egress", allow, 4) == (
         Conntrack(commit=True, zone=ZONE, table=4, mark=0x5, mark_mask=0x7),)
@@ -233,8 +234,11 @@ def test_count_flows_mark_connections_the_firewall_just_admitted():
     for table, direction, base, learn_then in (
             (4, "egress", {"in_port": 1, "eth_src": MAC}, ()),
             (62, "ingress", {"eth_dst": MAC}, (Output(1),))):
-        app = {(dict(f.match)["ip_proto"], dict(f.match).get("tcp_dst", dict(f.match).get("udp_dst"))): f
-               for f in flows if f.table == table and f.priority == APP_ADMITTED}
+        app = {}
+        for f in flows:
+            if f.table == table and f.priority == APP_ADMITTED:
+                m = dict(f.match)
+                app[(m["ip_proto"], m.get("tcp_dst", m.get("udp_dst")))] = f
         assert set(app) == {(6, 23), (6, 80), (17, 7000)}, "not https: allow-only needs no flow"
         for f in app.values():
             m = dict(f.match)

@@ -49,18 +49,23 @@ class Clock:
         return self.now
 
 
+def _frame(macs, ips, payload, flags, sport, dport, proto) -> bytes:
+    l4 = proto(sport=sport, dport=dport, flags=flags) if proto is TCP else \
+        proto(sport=sport, dport=dport)
+    pkt = Ether(src=macs[0], dst=macs[1]) / IP(src=ips[0], dst=ips[1]) / l4
+    return bytes(pkt / Raw(payload) if payload else pkt)
+
+
 def inbound(payload=b"", flags="A", sport=40000, dport=80, proto=TCP) -> bytes:
     """A packet from the peer to the interface (ingress), as punted after routing."""
-    l4 = proto(sport=sport, dport=dport, flags=flags) if proto is TCP else proto(sport=sport, dport=dport)
-    pkt = Ether(src="02:b5:00:00:00:01", dst=H1_MAC) / IP(src=PEER_IP, dst=H1_IP) / l4
-    return bytes(pkt / Raw(payload) if payload else pkt)
+    return _frame(("02:b5:00:00:00:01", H1_MAC), (PEER_IP, H1_IP), payload, flags, sport,
+                  dport, proto)
 
 
 def outbound(payload=b"", flags="A", sport=50000, dport=80, proto=TCP) -> bytes:
     """A packet the interface sends (egress)."""
-    l4 = proto(sport=sport, dport=dport, flags=flags) if proto is TCP else proto(sport=sport, dport=dport)
-    pkt = Ether(src=H1_MAC, dst="02:b5:00:00:00:01") / IP(src=H1_IP, dst=PEER_IP) / l4
-    return bytes(pkt / Raw(payload) if payload else pkt)
+    return _frame((H1_MAC, "02:b5:00:00:00:01"), (H1_IP, PEER_IP), payload, flags, sport,
+                  dport, proto)
 
 
 @pytest.fixture
@@ -77,7 +82,8 @@ def inspector(clock) -> Inspector:
 # ----------------------------------------------------------------- segments
 def test_parse_segment_reads_ports_flags_and_payload():
     seg = parse_segment(inbound(b"GET / HTTP/1.1\r\n", flags="PA"))
-    assert (seg.protocol, seg.src, seg.sport, seg.dst, seg.dport) == ("tcp", PEER_IP, 40000, H1_IP, 80)
+    assert (seg.protocol, seg.src, seg.sport, seg.dst, seg.dport) == \
+        ("tcp", PEER_IP, 40000, H1_IP, 80)
     assert seg.payload == b"GET / HTTP/1.1\r\n" and seg.tcp_flags == 0x18
     assert (seg.eth_src, seg.eth_dst) == ("02:b5:00:00:00:01", H1_MAC)
     assert parse_segment(inbound()).payload == b""
@@ -89,7 +95,8 @@ def test_parse_segment_handles_options_vlan_and_padding():
     opts = Ether(dst=H1_MAC) / IP(src=PEER_IP, dst=H1_IP, options=[b"\x01\x01\x01\x00"]) / \
         TCP(dport=80, options=[("MSS", 1460), ("NOP", None), ("WScale", 7)]) / Raw(b"HEAD /")
     assert parse_segment(bytes(opts)).payload == b"HEAD /"
-    tagged = Ether(dst=H1_MAC) / Dot1Q(vlan=5) / IP(src=PEER_IP, dst=H1_IP) / UDP(dport=9) / Raw(b"x")
+    tagged = Ether(dst=H1_MAC) / Dot1Q(vlan=5) / IP(src=PEER_IP, dst=H1_IP) / UDP(dport=9) / \
+        Raw(b"x")
     assert parse_segment(bytes(tagged)).payload == b"x"
     # Ethernet padding of a short frame is not payload (IP total length bounds it)
     short = bytes(Ether(dst=H1_MAC) / IP(src=PEER_IP, dst=H1_IP) / TCP(dport=80, flags="A"))

@@ -12,7 +12,8 @@ import pytest
 
 from controller.compile.fabric import FabricInput, compile_fabric
 from controller.compile.personality import (CONNECTION_IDLE_SECONDS, COUNT_IP, COUNT_L4,
-                                            CT_COMMITTED_NEW, CT_ESTABLISHED, DEFAULT, DNS_ALLOWED, DNS_REDIRECT,
+                                            CT_COMMITTED_NEW, CT_ESTABLISHED, DEFAULT,
+                                            DNS_ALLOWED, DNS_REDIRECT,
                                             MAX_PORT, ROUTE_BASE, RULE_TOP, Context,
                                             FirewallRule, Interface, PersonalityPolicy, Route,
                                             compile_personality, compile_transition,
@@ -556,8 +557,9 @@ DNS = {"ip_addresses": [IP], "dns_servers": [DNS1, DNS2], "default_action": "den
 
 def test_dns_flows_exactly():
     flows = compiled(DNS)
-    allowed = Conntrack(commit=True, zone=ZONE, table=4, mark=MARK_OUT[0], mark_mask=MARK_OUT[1])
-    redirect = Conntrack(commit=True, zone=ZONE, table=4, mark=MARK_OUT[0], mark_mask=MARK_OUT[1],
+    mark, mask = MARK_OUT
+    allowed = Conntrack(commit=True, zone=ZONE, table=4, mark=mark, mark_mask=mask)
+    redirect = Conntrack(commit=True, zone=ZONE, table=4, mark=mark, mark_mask=mask,
                          nat=Nat(dst=DNS1, dst_port=53))
     dns = {(f.priority, dict(f.match).get("ip_proto"), dict(f.match).get("ipv4_dst")): f
            for f in flows if f.priority in (DNS_ALLOWED, DNS_REDIRECT)}
