@@ -237,8 +237,10 @@ def test_expiry_removes_reachability_on_time_after_a_warning(lab):
         assert not connects(lab, "h1_1", EXT, 80)
         raised = datetime.fromisoformat(warning[0]["at"].replace("Z", "+00:00")).timestamp()
         assert raised < deadline
-        events = [e for e in lab.controller.events("persona") if e["subject"] == p["id"]]
-        assert any("torn down" in e["message"] for e in events), events
+        events = [e for e in lab.controller.events("persona") if e["subject"] == p["id"]
+                  and "torn down" in e["message"]]
+        assert events and 0 <= events[-1]["ts"] - deadline <= 1.0, (events, deadline)
+        print(f"torn down {1000 * (events[-1]['ts'] - deadline):.0f} ms after the deadline")
     finally:
         lab.homes.pop("h1_1", None)
         h = lab.host("h1_1")
