@@ -198,7 +198,7 @@ def drive_controller(argv: list[str]) -> int:
                 compile_ms (compile_fabric + personalities + personas) and the
                 reconciles (reconcile_ms, switches)
       reload    Personas.reload: ms, active personas
-      teardown  Personas._teardown: ms
+      teardown  Personas._teardown: ms, personas (torn down in that call)
 
     With --profile the hub worker thread runs under cProfile (worker.prof, written
     when it stops) and so does every REST endpoint call (rest.prof, merged).
@@ -253,10 +253,12 @@ def drive_controller(argv: list[str]) -> int:
 
     orig_teardown = Personas._teardown
 
-    def _teardown(self, id):
+    def _teardown(self, ids):
         t0 = pc()
-        orig_teardown(self, id)
-        record(what="teardown", ms=(pc() - t0) * 1000, id=id)
+        orig_teardown(self, ids)
+        # one persona per call before personas were torn down together
+        record(what="teardown", ms=(pc() - t0) * 1000,
+               personas=len(ids) if isinstance(ids, list) else 1)
     Personas._teardown = _teardown
 
     # compile vs reconcile inside a converge: the first reconcile of a converge
@@ -602,7 +604,7 @@ def report_converges(label: str, rows: list[dict]) -> None:
           f"{big['personas']} personas)")
 
 
-def print_profile(path: Path, title: str, top: int = 25) -> None:
+def print_profile(path: Path, title: str, top: int = 25, callees: tuple[str, ...] = ()) -> None:
     import io
     import pstats
     if not path.exists():
@@ -615,6 +617,12 @@ def print_profile(path: Path, title: str, top: int = 25) -> None:
         start = text.find("   ncalls")
         print(f"\n--- {title}: top {top} by {order} ---")
         print(text[start:].rstrip())
+    for name in callees:   # where the time of these functions goes (their direct callees)
+        buf = io.StringIO()
+        pstats.Stats(str(path), stream=buf).sort_stats("cumulative").print_callees(
+            rf"\({name}\)$")
+        print(f"\n--- {title}: callees of {name} ---")
+        print(buf.getvalue().split("\n", 2)[-1].rstrip())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -764,14 +772,23 @@ def main(argv: list[str] | None = None) -> int:
                   f"{len(dl) / deleted['wall']:.1f}/s; DELETE {ms(dl)}; torn down and in sync "
                   f"{deleted['sync_s']:.1f} s after the last DELETE")
             if teardowns:
-                print(f"  teardowns: {len(teardowns)}, p50 "
-                      f"{statistics.median(r['ms'] for r in teardowns):.0f} ms each, "
+                sizes = [r.get("personas", 1) for r in teardowns]
+                print(f"  teardowns: {len(teardowns)} calls for {sum(sizes):,} personas "
+                      f"(up to {max(sizes):,} at once), p50 "
+                      f"{statistics.median(r['ms'] for r in teardowns):.0f} ms per call, "
                       f"{sum(r['ms'] for r in teardowns) / 1000:.1f} s in all")
             report_converges("worker while deleting", conv_delete)
         if args.profile:
             bench.ctl.stop()   # the worker writes its profile when it stops
-            print_profile(bench.drv / "worker.prof", "hub worker (cProfile)")
-            print_profile(bench.drv / "rest.prof", "REST endpoints (cProfile, merged)")
+            print_profile(bench.drv / "worker.prof", "hub worker (cProfile)",
+                          callees=("_poll", "_converge", "compile_personas", "reload"))
+            print_profile(bench.drv / "rest.prof", "REST endpoints (cProfile, merged)",
+                          callees=("create_persona", "delete_persona"))
+            keep = Path(tempfile.mkdtemp(prefix="personas-profile-"))
+            for name in ("worker.prof", "rest.prof", "timings.jsonl"):
+                if (bench.drv / name).exists():
+                    shutil.copy(bench.drv / name, keep / name)
+            print(f"\nprofiles and timings kept in {keep} (python -m pstats FILE)")
     except KeyboardInterrupt:
         print("personas: interrupted", file=sys.stderr)
         failed = True

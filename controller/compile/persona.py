@@ -33,6 +33,7 @@ carry distinct cookies (`usage_cookie`), read back with one flow-stats request.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network
 from typing import Iterable
 
@@ -389,11 +390,29 @@ def _isolation_flows(inp: GatewayInput) -> list[FlowSpec]:
                 continue
             seen.add(net)
             for fw, field in ((T.PERSONA_OUT_FW, "ipv4_dst"), (T.PERSONA_IN_FW, "ipv4_src")):
-                flows.append(flow(fw.id, FW_ISOLATE, {"eth_type": ETH_IPV4,
-                                                      "ct_state": ct_state("+trk+new"),
-                                                      field: _range(net)},
-                                  cookie=usage_cookie(p.id, DENIED)))
+                flows.append(_isolation_flow(fw.id, field, net, p.id))
     return flows
+
+
+# Every compile rebuilds the isolation and route flows of every persona (they
+# depend on which persona comes first for a range), and building a FlowSpec
+# normalizes its addresses through `ipaddress`: with a thousand personas that
+# was most of a compile.  Each flow only depends on these arguments, so it is
+# built once.
+@lru_cache(maxsize=1 << 16)
+def _isolation_flow(table_id: int, field: str, net: IPv4Network, persona_id: str) -> FlowSpec:
+    return flow(table_id, FW_ISOLATE, {"eth_type": ETH_IPV4, "ct_state": ct_state("+trk+new"),
+                                       field: _range(net)},
+                cookie=usage_cookie(persona_id, DENIED))
+
+
+@lru_cache(maxsize=1 << 16)
+def _route_flow(net: IPv4Network, router_mac: str, gateway_mac: str,
+                persona_id: str) -> FlowSpec:
+    return flow(tables.ROUTE.id, ROUTE_BASE + net.prefixlen,
+                {"eth_dst": router_mac, "eth_type": ETH_IPV4, "ipv4_dst": _range(net)},
+                [SetField("eth_dst", gateway_mac)], goto=tables.L2.id,
+                cookie=persona_cookie(persona_id))
 
 
 def _route_flows(inp: GatewayInput, dpid: int) -> list[FlowSpec]:
@@ -407,11 +426,7 @@ def _route_flows(inp: GatewayInput, dpid: int) -> list[FlowSpec]:
             if not p.routed or net in seen:
                 continue
             seen.add(net)
-            flows.append(flow(T.ROUTE.id, ROUTE_BASE + net.prefixlen,
-                              {"eth_dst": inp.router_mac, "eth_type": ETH_IPV4,
-                               "ipv4_dst": _range(net)},
-                              [SetField("eth_dst", inp.gateway_mac)], goto=T.L2.id,
-                              cookie=persona_cookie(p.id)))
+            flows.append(_route_flow(net, inp.router_mac, inp.gateway_mac, p.id))
     if not flows:
         return []
     if dpid == inp.gateway_dpid:
