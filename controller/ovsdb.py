@@ -272,6 +272,9 @@ class OvsdbClient:
                 data = self._sock.recv(65536)
             except socket.timeout:
                 raise OSError(f"no answer within {timeout:g} s") from None
+            except ConnectionResetError as exc:
+                # the server closed an idle connection with our request unread
+                raise _Closed(str(exc)) from None
             if not data:
                 raise _Closed("connection closed by the server")
             self._buffer += self._utf8.decode(data)

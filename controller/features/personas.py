@@ -119,7 +119,8 @@ class Personas:
         self.gateway_dpid = gateway_dpid
         self.gateway_mac = gateway_mac
         self.poll_seconds = poll_seconds
-        self.active: dict[str, dict] = {}          # id -> body of a live persona
+        self._active: dict[str, dict] = {}         # id -> body of a live persona
+        self._stale = False                        # the records changed since read
         self.teardowns: dict[str, Teardown] = {}
         self._cache: dict = {}
         self._nets: dict[tuple[str, str, bool], tuple[dict, PersonaNet]] = {}
@@ -137,12 +138,27 @@ class Personas:
         self.reload()
 
     def reload(self) -> None:
-        bodies = {d.id: d.body for d in self.store.list(KIND) if d.body.get("state") == "active"}
-        for id, body in self.active.items():
-            if id not in bodies and id not in self.teardowns:
-                self.teardowns[id] = Teardown(body, "closing", "deleted")
-        self.active = bodies
+        """The records changed: read them again at the next use of `active`.
+
+        Every REST write posts one reload, and a read decodes every record: a
+        burst of writes (a thousand creates) queued behind one compile is read
+        once, not once per write.
+        """
+        self._stale = True
         self.hub._changed()
+
+    @property
+    def active(self) -> dict[str, dict]:
+        """id -> body of every live persona; a persona no longer there starts its teardown."""
+        if self._stale:
+            self._stale = False
+            bodies = {d.id: d.body for d in self.store.list(KIND)
+                      if d.body.get("state") == "active"}
+            for id, body in self._active.items():
+                if id not in bodies and id not in self.teardowns:
+                    self.teardowns[id] = Teardown(body, "closing", "deleted")
+            self._active = bodies
+        return self._active
 
     # --------------------------------------------------------------- flows
     def nets(self) -> list[PersonaNet]:
@@ -304,7 +320,8 @@ class Personas:
     def _probe_latency(self) -> None:
         """One echo from each persona's gateway address to its first member, per poll."""
         for id, body in self.active.items():
-            if not (body["document"].get("qos") or {}).get("latency_ms"):
+            if not (body["document"].get("qos") or {}).get("latency_ms") \
+                    or not body.get("attachments"):
                 continue
             net = persona_net(id, body)
             if not net.members:
