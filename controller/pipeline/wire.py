@@ -223,16 +223,17 @@ def _fast_match(fields: dict[str, _Field], memo: dict, match: Match) -> bytes | 
     """
     oxms = []
     for item in match:
-        value = item[1]
+        name, value = item
         tv = type(value)
-        plain = tv is int or tv is str or (tv is tuple and len(value) == 2 and type(value[0])
-                                           is type(value[1]) and type(value[0]) in _PLAIN)
+        plain = type(item) is tuple and (
+            tv is int or tv is str or (tv is tuple and len(value) == 2 and type(value[0])
+                                       is type(value[1]) and type(value[0]) in _PLAIN))
         if plain:
             oxm = memo.get(item)
             if oxm is not None:
                 oxms.append(oxm)
                 continue
-        f = fields.get(item[0])
+        f = fields.get(name)
         if f is None:
             return None
         v = _value(f, value)

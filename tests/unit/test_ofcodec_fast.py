@@ -385,8 +385,11 @@ def test_unwritten_lists_what_the_encoder_does_not_write():
 def test_remembered_match_items_never_stand_for_equal_values_of_other_types(dp):
     """(reg0, (1, 1)) is remembered; (reg0, (1, 1.0)) equals it but os-ken refuses it."""
     check(dp, FlowSpec(10, 1, (("reg0", (1, 1)), ("in_port", 1), ("ct_state", 1))))
+    for items in ((["in_port", 1],), (["reg0", (1, 1)],)):  # lists are never remembered
+        spec = FlowSpec(10, 1, items)
+        assert wire.flow_mod_wire(dp, spec, XID) == ref_flow_mod(dp, spec, XID)
     for odd in ((("reg0", (1, 1.0)),), (("in_port", True),), (("ct_state", 1.0),),
-                (("reg0", (True, 1)),)):
+                (("reg0", (True, 1)),), (("reg0", [1, 1]),)):
         spec = FlowSpec(10, 1, odd)
         assert wire.fast_flow_mod_body(dp, spec) is None, odd
         try:
