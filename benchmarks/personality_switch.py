@@ -5,7 +5,7 @@ stream of an allowed, established flow runs toward it.  A and B have N firewall
 rules each (default 1,000): N-1 `deny tcp` rules on distinct ports (A and B deny
 different ports, so they share no rule flow), then one allowing udp to the
 stream's port.  Rules keep the default direction `both`, so each personality
-compiles to 2N + 26 flows.  Default action deny.
+compiles to 2N + 28 flows.  Default action deny.
 
   hub    A small hub lab (tests/lab/conftest.py start_lab, prefix "bp", two
          segments with one host each, no spare) under the real hub-controller.
