@@ -25,8 +25,9 @@ Idle cost, the usage poll: the runtime reads the gateway's counted flows every
 `personas.poll_seconds` (1 s).  The controller runs through this file's small
 driver (`--controller-driver`, see `drive_controller`): it is the real
 hub-controller (controller.manager.main), with timers around the persona poll,
-the worker's converge and the persona reload, written to timings.jsonl (and,
-with `--profile`, cProfile of the hub worker and of the REST handlers).  The
+each converge, each teardown and the worker's reads of every persona record,
+written to timings.jsonl (and, with `--profile`, cProfile of the hub worker and
+of the REST handlers).  The
 benchmark also reads the CPU time of the controller and of ovs-vswitchd over a
 quiet window (/proc/PID/stat).
 
@@ -361,7 +362,6 @@ class Bench:
         self.drv.mkdir()
         self.created: list[str] = []
         self.member_id: str | None = None
-        self.timings_seen = 0
 
     # ------------------------------------------------------------- lab
     def start(self) -> None:
@@ -554,7 +554,6 @@ class Bench:
         time.sleep(self.args.idle)
         c1, o1, t1 = cpu_seconds(pid), cpu_seconds(ovs_pid), pc()
         polls = [r for r in self.timings(start) if r["what"] == "poll"]
-        converges = [r for r in self.timings(start) if r["what"] == "converge"]
         dump_t0 = pc()
         from controller.compile.persona import usage_mask
         cookie, mask = usage_mask()
@@ -562,7 +561,7 @@ class Bench:
         dumped = ofctl("dump-flows", gw, f"cookie=0x{cookie:x}/0x{mask:x}").count("cookie=")
         dump_s = pc() - dump_t0
         return {"label": label, "controller_cpu": (c1 - c0) / (t1 - t0),
-                "ovs_cpu": (o1 - o0) / (t1 - t0), "polls": polls, "converges": converges,
+                "ovs_cpu": (o1 - o0) / (t1 - t0), "polls": polls,
                 "ofctl_dump_s": dump_s, "ofctl_dump_flows": dumped}
 
     def converges(self, since: float, until: float | None = None) -> list[dict]:
@@ -772,7 +771,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"fabric reference {FABRIC_HOST} -> ext {fmt_bps(fab)}")
         med_n = median(tpn["persona"])
         if base and med_n:
-            print(f"  ratio {n:,} vs 1 persona: {med_n / base:.3f}x (aim >= 0.95x)")
+            again = median(tp_again["persona"]) if tp_again is not None else None
+            after = f"; against the 1 persona after them {med_n / again:.3f}x" if again else ""
+            print(f"  ratio {n:,} vs 1 persona: {med_n / base:.3f}x against the 1 persona before "
+                  f"them{after} (aim >= 0.95x)")
         if deleted is not None:
             dl = deleted["latencies"]
             print(f"deletion: {len(dl):,} DELETEs in {deleted['wall']:.1f} s = "
