@@ -17,7 +17,7 @@ import datetime as dt
 import ipaddress
 import re
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Callable, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
 
@@ -38,9 +38,6 @@ _RATE = re.compile(r"(\d+(?:\.\d+)?)\s*(bps|kbps|mbps|gbps)", re.IGNORECASE)
 _LATENCY = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s)", re.IGNORECASE)
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?P<tz>[Zz]|[+-]\d{2}:\d{2})?")
 
-DERIVED = {"qos": ("bandwidth_kbps", "latency_ms"),
-           "alert_thresholds": ("bandwidth_kbps", "expiry_warning_s")}
-"""Fields of the stored form computed from the user's text (section -> names)."""
 
 
 # -- value parsers --------------------------------------------------------------------
@@ -154,53 +151,52 @@ class SecurityPolicy(DocumentModel):
         return port
 
 
-class PersonaQos(DocumentModel):
+class _WithUnits(DocumentModel):
+    """A section whose text fields ("100Mbps", "5m") are stored with their parsed value.
+
+    ``UNITS`` maps a text field to (its computed field, the parser).  The text
+    must parse; a computed field sent back (a GET body PUT back as is) must
+    agree with its text, else it is refused by name.
+    """
+
+    UNITS: ClassVar[dict[str, tuple[str, Callable[[Any], Any]]]] = {}
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _units(cls, value: Any, info: ValidationInfo) -> Any:
+        name = info.field_name
+        if name in cls.UNITS:
+            if value is not None:
+                cls.UNITS[name][1](value)
+            return value.strip() if isinstance(value, str) else value
+        for source, (computed, parse) in cls.UNITS.items():
+            if name == computed:
+                text = info.data.get(source)
+                _derived_agrees(value, parse(text) if text is not None else None, source, info)
+        return value
+
+    def derived(self) -> dict[str, Any]:
+        return {computed: parse(getattr(self, source))
+                for source, (computed, parse) in self.UNITS.items()
+                if getattr(self, source) is not None}
+
+
+class PersonaQos(_WithUnits):
     """Bandwidth limit (a meter each way) and latency objective (a priority class)."""
+
+    UNITS = {"bandwidth": ("bandwidth_kbps", rate_kbps), "latency": ("latency_ms", latency_ms)}
 
     bandwidth: str | None = Field(default=None, examples=["100Mbps"])
     latency: str | None = Field(default=None, examples=["50ms"])
     bandwidth_kbps: Any = Field(default=None, description="Computed from bandwidth")
     latency_ms: Any = Field(default=None, description="Computed from latency")
 
-    @field_validator("bandwidth", mode="before")
-    @classmethod
-    def _bandwidth(cls, value: Any) -> Any:
-        if value is not None:
-            rate_kbps(value)
-        return value.strip() if isinstance(value, str) else value
 
-    @field_validator("latency", mode="before")
-    @classmethod
-    def _latency(cls, value: Any) -> Any:
-        if value is not None:
-            latency_ms(value)
-        return value.strip() if isinstance(value, str) else value
-
-    @field_validator("bandwidth_kbps")
-    @classmethod
-    def _bandwidth_kbps(cls, value: Any, info: ValidationInfo) -> Any:
-        text = info.data.get("bandwidth")
-        _derived_agrees(value, rate_kbps(text) if text else None, "bandwidth", info)
-        return value
-
-    @field_validator("latency_ms")
-    @classmethod
-    def _latency_ms(cls, value: Any, info: ValidationInfo) -> Any:
-        text = info.data.get("latency")
-        _derived_agrees(value, latency_ms(text) if text else None, "latency", info)
-        return value
-
-    def derived(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.bandwidth is not None:
-            out["bandwidth_kbps"] = rate_kbps(self.bandwidth)
-        if self.latency is not None:
-            out["latency_ms"] = latency_ms(self.latency)
-        return out
-
-
-class AlertThresholds(DocumentModel):
+class AlertThresholds(_WithUnits):
     """When alerts fire; see docs/personas.md, *Usage, alerts, expiry*."""
+
+    UNITS = {"bandwidth": ("bandwidth_kbps", rate_kbps),
+             "expiry_warning": ("expiry_warning_s", parse_duration)}
 
     bandwidth: str | None = Field(default=None, description="Alert when the current rate exceeds it",
                                   examples=["80Mbps"])
@@ -214,41 +210,10 @@ class AlertThresholds(DocumentModel):
     bandwidth_kbps: Any = Field(default=None, description="Computed from bandwidth")
     expiry_warning_s: Any = Field(default=None, description="Computed from expiry_warning")
 
-    @field_validator("bandwidth", mode="before")
-    @classmethod
-    def _bandwidth(cls, value: Any) -> Any:
-        if value is not None:
-            rate_kbps(value)
-        return value.strip() if isinstance(value, str) else value
 
-    @field_validator("expiry_warning", mode="before")
-    @classmethod
-    def _expiry_warning(cls, value: Any) -> Any:
-        if value is not None:
-            parse_duration(value)
-        return value.strip() if isinstance(value, str) else value
-
-    @field_validator("bandwidth_kbps")
-    @classmethod
-    def _bandwidth_kbps(cls, value: Any, info: ValidationInfo) -> Any:
-        text = info.data.get("bandwidth")
-        _derived_agrees(value, rate_kbps(text) if text else None, "bandwidth", info)
-        return value
-
-    @field_validator("expiry_warning_s")
-    @classmethod
-    def _expiry_warning_s(cls, value: Any, info: ValidationInfo) -> Any:
-        given = info.data.get("expiry_warning")
-        _derived_agrees(value, parse_duration(given) if given is not None else None, "expiry_warning", info)
-        return value
-
-    def derived(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.bandwidth is not None:
-            out["bandwidth_kbps"] = rate_kbps(self.bandwidth)
-        if self.expiry_warning is not None:
-            out["expiry_warning_s"] = parse_duration(self.expiry_warning)
-        return out
+DERIVED = {section: tuple(computed for computed, _ in model.UNITS.values())
+           for section, model in (("qos", PersonaQos), ("alert_thresholds", AlertThresholds))}
+"""Fields of the stored form computed from the user's text (section -> names)."""
 
 
 class Persona(DocumentModel):
