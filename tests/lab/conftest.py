@@ -27,6 +27,12 @@ class Lab:
         self.controller = controller
         self.prefix = prefix
         self.segments, self.hosts, self.cores = segments, hosts, cores
+        self.background: list[tuple[object, str]] = []   # (host, pid) stopped by stop_lab
+
+    def bg(self, host, cmd: str) -> None:
+        """Run `cmd` in the background on a Mininet host until the lab stops."""
+        host.cmd(f"{cmd} >/dev/null 2>&1 &")
+        self.background.append((host, host.cmd("echo $!").strip()))
 
     def host(self, name: str):
         return self.net.get(self.prefix + name)
@@ -55,7 +61,17 @@ def start_lab(tmp_path_factory, prefix: str, segments: int = 2, hosts: int = 2, 
     return lab
 
 
+def api(lab: Lab, method: str, path: str, body: object = None, expect: int | None = None):
+    """A REST call to the lab's controller; with `expect`, the status must be that."""
+    status, data = lab.controller.request(method, path, body)
+    if expect is not None:
+        assert status == expect, (status, data)
+    return data
+
+
 def stop_lab(lab: Lab) -> None:
+    for host, pid in lab.background:
+        host.cmd(f"kill {pid}")
     try:
         lab.net.stop()
     finally:

@@ -13,9 +13,9 @@ import subprocess
 
 import pytest
 
-from tests.lab.conftest import start_lab, stop_lab
+from tests.lab.conftest import api, start_lab, stop_lab
 from tests.lab.harness import ROOT, wait_for
-from tests.lab.test_personalities import api, iface, operation, personality, switch, wait_op
+from tests.lab.test_personalities import iface, operation, personality, switch, wait_op
 
 pytestmark = pytest.mark.lab
 LAB_PREFIX = "ap"
@@ -31,25 +31,16 @@ HTTP_ONLY = {
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     lab = start_lab(tmp_path_factory, LAB_PREFIX, segments=2, hosts=2, spares=0)
-    pids = []
-
-    def bg(host, cmd):
-        host.cmd(f"{cmd} >/dev/null 2>&1 &")
-        pids.append((host, host.cmd("echo $!").strip()))
-
     try:
         lab.net.pingAll(timeout=2)          # every host (and interface) discovered
-        bg(lab.host("h2_1"), f"{NETCHECK} serve 80 443")
-        bg(lab.host("h2_1"), f"{NETCHECK} udpecho 7000")
-        bg(lab.host("h1_2"), f"{NETCHECK} serve 80")
+        lab.bg(lab.host("h2_1"), f"{NETCHECK} serve 80 443")
+        lab.bg(lab.host("h2_1"), f"{NETCHECK} udpecho 7000")
+        lab.bg(lab.host("h1_2"), f"{NETCHECK} serve 80")
         wait_for("servers", lambda: "443" in lab.host("h2_1").cmd("ss -ltn")
                  and ":7000" in lab.host("h2_1").cmd("ss -lun")
                  and ":80" in lab.host("h1_2").cmd("ss -ltn"), 10)
-        lab.bg = bg
         yield lab
     finally:
-        for host, pid in pids:
-            host.cmd(f"kill {pid}")
         stop_lab(lab)
 
 

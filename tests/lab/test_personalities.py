@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.lab.conftest import start_lab, stop_lab
+from tests.lab.conftest import api, start_lab, stop_lab
 from tests.lab.harness import ROOT, flow_durations, ping_loss, wait_for
 
 pytestmark = pytest.mark.lab
@@ -24,39 +24,23 @@ SERVICE = "203.0.113.1"
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     lab = start_lab(tmp_path_factory, LAB_PREFIX, segments=2, hosts=4, spares=0)
-    pids = []
-
-    def bg(host, cmd):
-        host.cmd(f"{cmd} >/dev/null 2>&1 &")
-        pids.append((host, host.cmd("echo $!").strip()))
-
     try:
         lab.net.pingAll(timeout=2)          # every host (and interface) discovered
-        bg(lab.host("h2_1"), f"{NETCHECK} serve 80 443")
+        lab.bg(lab.host("h2_1"), f"{NETCHECK} serve 80 443")
         for name in ("h1_2", "h1_3"):
             h = lab.host(name)
             h.cmd(f"ip addr add {SERVICE}/32 dev lo")
-            bg(h, f"{NETCHECK} serve 8080 --name {name}")
-        bg(lab.host("h2_2"), f"{DNSD} --listen 10.0.2.2 --answer 192.0.2.2")
-        bg(lab.host("h2_3"), f"{DNSD} --listen 10.0.2.3 --answer 192.0.2.3")
+            lab.bg(h, f"{NETCHECK} serve 8080 --name {name}")
+        lab.bg(lab.host("h2_2"), f"{DNSD} --listen 10.0.2.2 --answer 192.0.2.2")
+        lab.bg(lab.host("h2_3"), f"{DNSD} --listen 10.0.2.3 --answer 192.0.2.3")
         wait_for("servers", lambda: "443" in lab.host("h2_1").cmd("ss -ltn")
                  and ":53" in lab.host("h2_3").cmd("ss -lun"), 10)
-        lab.bg = bg
         yield lab
     finally:
-        for host, pid in pids:
-            host.cmd(f"kill {pid}")
         stop_lab(lab)
 
 
 # ---------------------------------------------------------------- helpers
-def api(lab, method, path, body=None, expect=None):
-    status, data = lab.controller.request(method, path, body)
-    if expect is not None:
-        assert status == expect, (status, data)
-    return data
-
-
 def personality(lab, id, **body):
     api(lab, "DELETE", f"/v1/personalities/{id}")
     return api(lab, "POST", "/v1/personalities", {"id": id, "name": id, **body}, 201)

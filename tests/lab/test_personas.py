@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tests.lab.conftest import start_lab, stop_lab
+from tests.lab.conftest import api, start_lab, stop_lab
 from tests.lab.harness import ROOT, wait_for
 
 pytestmark = pytest.mark.lab
@@ -26,39 +26,23 @@ EXT = "198.51.100.1"
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     lab = start_lab(tmp_path_factory, LAB_PREFIX, segments=2, hosts=2, spares=0)
-    pids = []
-
-    def bg(host, cmd):
-        host.cmd(f"{cmd} >/dev/null 2>&1 &")
-        pids.append((host, host.cmd("echo $!").strip()))
-
     try:
         lab.net.pingAll(timeout=2)          # every host (and interface) discovered
         ext = lab.host("ext")
-        bg(ext, f"{NETCHECK} serve 80 22 --name ext")
-        bg(ext, f"{DNSD} --listen {EXT} --answer 192.0.2.80")
-        bg(ext, "iperf3 -s")
-        bg(lab.host("h1_1"), f"{NETCHECK} serve 80 2222 --name h1_1")
-        bg(lab.host("h2_1"), f"{NETCHECK} serve 80 --name h2_1")
+        lab.bg(ext, f"{NETCHECK} serve 80 22 --name ext")
+        lab.bg(ext, f"{DNSD} --listen {EXT} --answer 192.0.2.80")
+        lab.bg(ext, "iperf3 -s")
+        lab.bg(lab.host("h1_1"), f"{NETCHECK} serve 80 2222 --name h1_1")
+        lab.bg(lab.host("h2_1"), f"{NETCHECK} serve 80 --name h2_1")
         wait_for("servers", lambda: ":22" in ext.cmd("ss -ltn") and ":53" in ext.cmd("ss -lun")
                  and ":5201" in ext.cmd("ss -ltn"), 10)
-        lab.bg = bg
         lab.homes = {}
         yield lab
     finally:
-        for host, pid in pids:
-            host.cmd(f"kill {pid}")
         stop_lab(lab)
 
 
 # ---------------------------------------------------------------- helpers
-def api(lab, method, path, body=None, expect=None):
-    status, data = lab.controller.request(method, path, body)
-    if expect is not None:
-        assert status == expect, (status, data)
-    return data
-
-
 def rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
