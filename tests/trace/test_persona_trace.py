@@ -18,7 +18,7 @@ from controller.compile.persona import (DENIED, GatewayInput, Member, PersonaNet
 from controller.hub import ROUTER_MAC
 from controller.pipeline.ofctl import render_flows
 from controller.topology import Host, Subnet
-from tests.trace.test_personality_trace import CtTrace
+from tests.trace.test_personality_trace import CtTrace, ct_trace
 
 pytestmark = pytest.mark.trace
 
@@ -45,15 +45,7 @@ class Loaded:
         self.bridge = bridge
 
     def trace(self, packet: str, *ct_next: str) -> CtTrace:
-        import subprocess
-        cmd = ["ovs-appctl", "ofproto/trace", self.bridge.name, packet]
-        for state in ct_next:
-            cmd += ["--ct-next", state]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-        assert proc.returncode == 0, proc.stderr
-        passes = [line.split(":", 1)[1].strip() for line in proc.stdout.splitlines()
-                  if line.startswith("Datapath actions:")]
-        return CtTrace(proc.stdout, passes, self.bridge.dp_ports())
+        return ct_trace(self.bridge, packet, *ct_next)
 
 
 @pytest.fixture(scope="module")

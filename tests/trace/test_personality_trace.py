@@ -106,6 +106,19 @@ class CtTrace:
         return self.text
 
 
+def ct_trace(bridge, packet: str, *ct_next: str) -> CtTrace:
+    """`ofproto/trace` of `packet` on `bridge`, conntrack answering `ct_next` in turn."""
+    cmd = ["ovs-appctl", "ofproto/trace", bridge.name, packet]
+    for state in ct_next:
+        cmd += ["--ct-next", state]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    passes = [line.split(":", 1)[1].strip() for line in proc.stdout.splitlines()
+              if line.startswith("Datapath actions:")]
+    assert passes, proc.stdout
+    return CtTrace(proc.stdout, passes, bridge.dp_ports())
+
+
 @dataclass
 class Loaded:
     bridge: object
@@ -117,15 +130,7 @@ class Loaded:
         return connection_cookie(self.interface, self.zone)
 
     def trace(self, packet: str, *ct_next: str) -> CtTrace:
-        cmd = ["ovs-appctl", "ofproto/trace", self.bridge.name, packet]
-        for state in ct_next:
-            cmd += ["--ct-next", state]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-        assert proc.returncode == 0, proc.stderr
-        passes = [line.split(":", 1)[1].strip() for line in proc.stdout.splitlines()
-                  if line.startswith("Datapath actions:")]
-        assert passes, proc.stdout
-        return CtTrace(proc.stdout, passes, self.bridge.dp_ports())
+        return ct_trace(self.bridge, packet, *ct_next)
 
 
 def fabric_flows(dpid: int):
