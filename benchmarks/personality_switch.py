@@ -86,6 +86,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks.labtools import TmpFactory, ofctl, sh  # noqa: E402
+
 from controller.compile.personality import (Interface, PersonalityPolicy,  # noqa: E402
                                             compile_personality, interface_zone)
 from controller.pipeline.ofctl import render_flows  # noqa: E402
@@ -101,18 +103,6 @@ pc = time.perf_counter
 
 
 # ------------------------------------------------------------------ helpers
-def sh(*cmd: str, timeout: float = 120, check: bool = True) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): "
-                           f"{proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout
-
-
-def ofctl(*args: str) -> str:
-    return sh("ovs-ofctl", "-O", "OpenFlow14", *args)
-
-
 def bodies(n: int, ip: str) -> dict[str, dict]:
     """Personalities A and B: n rules each, n-1 distinct tcp denies, then allow udp/SINK_PORT."""
     out = {}
@@ -263,16 +253,6 @@ def stream_once(side, procs: Procs, args, during) -> dict:
 
 
 # --------------------------------------------------------------------- hub
-class _TmpFactory:
-    """What start_lab needs of pytest's tmp_path_factory."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def mktemp(self, name: str) -> Path:
-        path = Path(tempfile.mkdtemp(prefix=name + "-", dir=self.root))
-        return path
-
 
 class HubSide:
     def __init__(self, tmp: Path, procs: Procs, args) -> None:
@@ -284,7 +264,7 @@ class HubSide:
 
     def start(self) -> None:
         from tests.lab.conftest import start_lab
-        self.lab = start_lab(_TmpFactory(self.tmp), LAB_PREFIX, segments=2, hosts=1, spares=0)
+        self.lab = start_lab(TmpFactory(self.tmp), LAB_PREFIX, segments=2, hosts=1, spares=0)
         self.ctl = self.lab.controller
         if self.args.log_level != "debug":
             # The lab harness runs the controller at debug, where the reconciler logs every

@@ -65,6 +65,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks.labtools import TmpFactory, ofctl, sh  # noqa: E402
+
 PYTHON = REPO / ".venv" / "bin" / "python"
 LAB_PREFIX = "bz"
 EXT = "198.51.100.1"
@@ -76,18 +78,6 @@ pc = time.perf_counter
 
 
 # ------------------------------------------------------------------ helpers
-def sh(*cmd: str, timeout: float = 120, check: bool = True) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): "
-                           f"{proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout
-
-
-def ofctl(*args: str) -> str:
-    return sh("ovs-ofctl", "-O", "OpenFlow14", *args)
-
-
 def rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -174,15 +164,6 @@ class Api:
             self.conn.close()
             self.conn = None
 
-
-class _TmpFactory:
-    """What start_lab needs of pytest's tmp_path_factory."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def mktemp(self, name: str) -> Path:
-        return Path(tempfile.mkdtemp(prefix=name + "-", dir=self.root))
 
 
 # ------------------------------------------------------------ controller driver
@@ -369,7 +350,7 @@ class Bench:
 
         from tests.lab.conftest import start_lab
         from tests.lab.harness import wait_for
-        self.lab = start_lab(_TmpFactory(self.tmp), LAB_PREFIX, segments=1, hosts=2, spares=0)
+        self.lab = start_lab(TmpFactory(self.tmp), LAB_PREFIX, segments=1, hosts=2, spares=0)
         self.ctl = self.lab.controller
         # Restart on the same store and ports through the driver (timers, optional
         # cProfile) at the requested log level (the harness starts it at debug).
