@@ -121,6 +121,7 @@ class Personas:
         self.poll_seconds = poll_seconds
         self._active: dict[str, dict] = {}         # id -> body of a live persona
         self._stale = False                        # the records changed since read
+        self._expired = 0                          # expired records, for the metric
         self.teardowns: dict[str, Teardown] = {}
         self._cache: dict = {}
         self._nets: dict[tuple[str, str, bool], tuple[dict, PersonaNet]] = {}
@@ -152,8 +153,9 @@ class Personas:
         """id -> body of every live persona; a persona no longer there starts its teardown."""
         if self._stale:
             self._stale = False
-            bodies = {d.id: d.body for d in self.store.list(KIND)
-                      if d.body.get("state") == "active"}
+            docs = self.store.list(KIND)
+            bodies = {d.id: d.body for d in docs if d.body.get("state") == "active"}
+            self._expired = len(docs) - len(bodies)
             for id, body in self._active.items():
                 if id not in bodies and id not in self.teardowns:
                     self.teardowns[id] = Teardown(body, "closing", "deleted")
@@ -263,6 +265,7 @@ class Personas:
             self.active.pop(id, None)
             if t.reason == "expired":
                 persona_store.mark_expired(self.store, id, now)
+                self._expired += 1
                 alerts.clear_persona(self.store, self.hub.journal, persona_id=id, now=now)
             else:
                 alerts.remove_persona(self.store, id)
@@ -319,13 +322,12 @@ class Personas:
 
     def _probe_latency(self) -> None:
         """One echo from each persona's gateway address to its first member, per poll."""
-        for id, body in self.active.items():
-            if not (body["document"].get("qos") or {}).get("latency_ms") \
-                    or not body.get("attachments"):
+        for net in self.nets():
+            body = self.active.get(net.id)
+            if body is None or not net.members \
+                    or not (body["document"].get("qos") or {}).get("latency_ms"):
                 continue
-            net = persona_net(id, body)
-            if not net.members:
-                continue
+            id = net.id
             m = net.members[0]
             self._seq = (self._seq + 1) & 0xFFFF
             probe = ping_probe(self.gateway_mac, str(net.gateway_ip), m.mac, str(m.ip),
@@ -336,11 +338,8 @@ class Personas:
     def _publish(self) -> None:
         self._usage_view = {id: _usage_view(u, self.hub.wallclock(), self.latency.get(id))
                             for id, u in self.usages.items() if id in self.active}
-        counts: dict[str, int] = {}
-        for d in self.store.list(KIND):
-            counts[d.body.get("state", "active")] = counts.get(d.body.get("state", "active"), 0) + 1
-        for state in ("active", "expired"):
-            self.hub.metrics.personas.labels(state).set(counts.get(state, 0))
+        self.hub.metrics.personas.labels("active").set(len(self.active))
+        self.hub.metrics.personas.labels("expired").set(self._expired)
 
     def usage(self, id: str) -> dict | None:
         """The last poll's usage of a persona (any thread: the view is replaced whole)."""
@@ -358,8 +357,10 @@ class Personas:
         request = dhcp.parse_request(data)
         if request is None:
             return
-        for id, body in self.active.items():
-            net = persona_net(id, body)
+        for net in self.nets():
+            body, id = self.active.get(net.id), net.id
+            if body is None or net.closing:
+                continue
             member = next((m for m in net.members if m.dpid == dpid and m.port == in_port
                            and m.mac == request.client_mac.lower()), None)
             if member is None:
