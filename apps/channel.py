@@ -11,13 +11,13 @@ import logging
 import threading
 from typing import Any, Sequence
 
-from controller.channel import ChannelClosed
+from controller.core.channel import ChannelClosed
 from controller.pipeline import ofcodec, wire
 from controller.pipeline.actions import CONTROLLER, Action
 from controller.pipeline.flowspec import FlowSpec
 from controller.pipeline.meters import OFPM_MAX, MeterSpec
-from controller.reconcile import ApplyError, FlowDiff
-from controller.topology import Port
+from controller.reconcile.flows import ApplyError, FlowDiff
+from controller.core.topology import Port
 
 LOG = logging.getLogger("hubshift.channel")
 
@@ -217,7 +217,7 @@ class OsKenChannel:
 
         Not atomic (OVS does not bundle meter mods): on an error some of the
         mods may have been applied.  Deleting a meter makes the switch remove
-        the flows that use it; see `controller.meters_reconcile` for the order.
+        the flows that use it; see `controller.reconcile.meters` for the order.
         """
         dp = self.dp
         msgs = [ofcodec.meter_add(dp, m) for m in add]

@@ -1,7 +1,7 @@
 """The os-ken app of the hub: switch lifecycle, packet-in, replies.
 
 Thin by design: each handler finds the switch's channel and forwards the event
-to the hub core (`controller.hub.Hub`), which decides everything on its own
+to the hub core (`controller.core.hub.Hub`), which decides everything on its own
 worker thread.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from os_ken.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_
 from os_ken.ofproto import ofproto_v1_3, ofproto_v1_4
 
 from apps.channel import OsKenChannel
-from controller.hub import Hub
-from controller.topology import Port
+from controller.core.hub import Hub
+from controller.core.topology import Port
 
 _ALL = [CONFIG_DISPATCHER, MAIN_DISPATCHER, DEAD_DISPATCHER]
 

@@ -53,7 +53,7 @@ from controller.pipeline.actions import Output  # noqa: E402
 from controller.pipeline.cookies import Feature  # noqa: E402
 from controller.pipeline.flowspec import FlowSpec, make_match  # noqa: E402
 from controller.pipeline.ofctl import render_flows  # noqa: E402
-from controller.reconcile import Reconciler  # noqa: E402
+from controller.reconcile.flows import Reconciler  # noqa: E402
 
 OVS_SCRIPT = REPO / "scripts" / "ovs"
 TABLE_L2 = 50
@@ -151,7 +151,7 @@ def run_baseline(bridge: Bridge, flows: list[FlowSpec], repeat: int, tmpdir: str
 
 # --------------------------------------------------------------------- hub
 class _BenchHub:
-    """Stands in for controller.hub.Hub: hands connected switches to the benchmark."""
+    """Stands in for controller.core.hub.Hub: hands connected switches to the benchmark."""
 
     def __init__(self) -> None:
         self.connected: queue.Queue = queue.Queue()

@@ -88,7 +88,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks.labtools import TmpFactory, ofctl, sh  # noqa: E402
 
-from controller.compile.personality import (Interface, PersonalityPolicy,  # noqa: E402
+from controller.features.personality.compile import (Interface, PersonalityPolicy,  # noqa: E402
                                             compile_personality, interface_zone)
 from controller.pipeline.ofctl import render_flows  # noqa: E402
 

@@ -193,8 +193,8 @@ def drive_controller(argv: list[str]) -> int:
 
     import controller.manager as manager
     from apps import channel as channel_mod
-    from controller.features.personas import Personas
-    from controller.hub import Hub
+    from controller.features.persona.runtime import Personas
+    from controller.core.hub import Hub
 
     lock = threading.Lock()
     timings = open(out / "timings.jsonl", "a", buffering=1)
@@ -459,7 +459,7 @@ class Bench:
         return int(re.search(r"flow_count=(\d+)", out).group(1))
 
     def has_persona(self, bridge: str, id: str) -> bool:
-        from controller.compile.persona import persona_cookie
+        from controller.features.persona.compile import persona_cookie
         return "cookie=" in ofctl("dump-flows", bridge, f"cookie=0x{persona_cookie(id):x}/-1")
 
     def in_sync(self) -> dict | None:
@@ -536,7 +536,7 @@ class Bench:
         c1, o1, t1 = cpu_seconds(pid), cpu_seconds(ovs_pid), pc()
         polls = [r for r in self.timings(start) if r["what"] == "poll"]
         dump_t0 = pc()
-        from controller.compile.persona import usage_mask
+        from controller.features.persona.compile import usage_mask
         cookie, mask = usage_mask()
         gw = self.bridges[next(d for d in self.bridges if d.endswith("b01"))]
         dumped = ofctl("dump-flows", gw, f"cookie=0x{cookie:x}/0x{mask:x}").count("cookie=")

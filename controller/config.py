@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from controller.ovsdb import DEFAULT_ENDPOINT, Endpoint
-from controller.topology import Subnet
+from controller.core.topology import Subnet
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 

@@ -13,8 +13,8 @@ import threading
 
 from controller import __version__
 from controller.config import Config, ConfigError, check_ports_free, load
-from controller.hub import Hub
-from controller.metrics import Metrics
+from controller.core.hub import Hub
+from controller.core.metrics import Metrics
 from controller.ovsdb import OvsdbClient, OvsdbSwitches
 from controller.store import Store, open_store
 

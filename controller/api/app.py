@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from . import (routes_documents, routes_events, routes_hub, routes_interfaces, routes_metrics,
-               routes_operations, routes_personas)
+from controller.features.persona import api as routes_personas
+from controller.features.personality import api as routes_operations
+
+from . import routes_documents, routes_events, routes_hub, routes_interfaces, routes_metrics
 from .context import ApiContext
 from .problems import register_problem_handlers
 

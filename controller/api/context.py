@@ -9,7 +9,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry
 
-from controller.features.persona_store import DEFAULT_NAT_POOL
+from controller.features.persona.store import DEFAULT_NAT_POOL
 from controller.store import Store
 
 
@@ -69,7 +69,7 @@ class HubView(Protocol):
         """The flows and meters a persona record that is not stored would install.
 
         ``body`` is the record body ``create`` would store (see
-        ``controller.features.persona_store``) plus its ``"id"``. Answers
+        ``controller.features.persona.store``) plus its ``"id"``. Answers
         ``{"flows": {dpid: [rendered flow strings]}, "meters": [...]}``; raises
         ValueError when it cannot be compiled, TimeoutError when the worker
         does not answer in time. Changes nothing.

@@ -18,12 +18,14 @@ from fastapi import APIRouter, Depends, Header
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from controller.documents import (DocumentInvalid, Personality, Subnet, id_problem, parse_personality,
-                                  parse_subnet, slugify, subnet_errors, subnet_id_from_cidr,
-                                  validate_personality, validate_subnet)
-from controller.features import operations, persona_store
+from controller.core.documents import DocumentInvalid, id_problem, slugify
+from controller.features.fabric.document import Subnet, parse_subnet, subnet_id_from_cidr, validate_subnet
+from controller.features.personality.document import (Personality, parse_personality, subnet_errors,
+                                                      validate_personality)
+from controller.features.personality import operations
+from controller.features.persona import store as persona_store
 from controller.store import AlreadyExists, Document, Store
-from controller.topology import Subnet as TopologySubnet
+from controller.core.topology import Subnet as TopologySubnet
 
 from .context import ApiContext, Ctx
 from .problems import Problem, field_error, problem_responses, read_document_body

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
-from controller import interfaces
+from controller.core import interfaces
 
 from .context import Ctx
 from .problems import Problem, field_error, problem_responses

@@ -12,7 +12,7 @@ an interface plays in the connection:
                      opened
     bits 3..5   IN   set by personality_ingress_fw: a connection opened toward
                      the interface
-    bit  6      REAL persona zones only (controller.compile.persona.REAL_MARK):
+    bit  6      REAL persona zones only (controller.features.persona.compile.REAL_MARK):
                      the connection uses the persona's real range
     bits 7..31  free
 
@@ -20,7 +20,7 @@ and in each field:
 
     bit  0      COMMITTED  the interface's personality firewall admitted and
                            committed the connection
-    bits 1..2   application verdict (`APP_MASK`, controller.compile.applications):
+    bits 1..2   application verdict (`APP_MASK`, controller.features.personality.applications):
                   0 APP_NONE     no application rule governs its port
                   1 APP_INSPECT  first payload awaited: the opener's packets go
                                  to the controller

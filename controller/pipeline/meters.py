@@ -12,7 +12,7 @@ Meter ids are per switch.  The hub computes them from the interface (switch
 port) and direction it rate-limits, with `meter_id_for`, so they are unique on
 a switch and stable across restarts: egress of port p is meter 2p, ingress
 2p+1.  Every id the hub computes lies in HUB_METER_IDS (2..65535), which is
-also the range in which `controller.meters_reconcile` treats a meter found on
+also the range in which `controller.reconcile.meters` treats a meter found on
 a switch as the hub's own (and deletes it when it is no longer desired).
 """
 from __future__ import annotations

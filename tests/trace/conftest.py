@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from controller.store import open_store
-from controller.topology import Host, Subnet, dpid_str
+from controller.core.topology import Host, Subnet, dpid_str
 
 REPO = Path(__file__).resolve().parents[2]
 OVS_SCRIPT = REPO / "scripts" / "ovs"

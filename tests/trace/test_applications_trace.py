@@ -17,7 +17,7 @@ from __future__ import annotations
 import pytest
 from os_ken.ofproto import ofproto_v1_3, ofproto_v1_4
 
-from controller.compile.personality import (Interface, PersonalityPolicy,
+from controller.features.personality.compile import (Interface, PersonalityPolicy,
                                             compile_personality, compile_transition)
 from controller.pipeline import cookies, ctmark, ofcodec
 from controller.pipeline.actions import Conntrack, Nat, Output

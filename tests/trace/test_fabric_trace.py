@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from controller.compile.fabric import FabricInput, compile_fabric
-from controller.hub import ROUTER_MAC
+from controller.features.fabric.compile import FabricInput, compile_fabric
+from controller.core.hub import ROUTER_MAC
 from controller.pipeline.ofctl import render_flows
-from controller.topology import Host
+from controller.core.topology import Host
 
 pytestmark = pytest.mark.trace
 

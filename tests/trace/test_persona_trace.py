@@ -12,12 +12,12 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from controller.compile.fabric import FabricInput, compile_fabric
-from controller.compile.persona import (DENIED, GatewayInput, Member, PersonaNet, Policy,
+from controller.features.fabric.compile import FabricInput, compile_fabric
+from controller.features.persona.compile import (DENIED, GatewayInput, Member, PersonaNet, Policy,
                                         compile_personas, usage_cookie)
-from controller.hub import ROUTER_MAC
+from controller.core.hub import ROUTER_MAC
 from controller.pipeline.ofctl import render_flows
-from controller.topology import Host, Subnet
+from controller.core.topology import Host, Subnet
 from tests.trace.test_personality_trace import CtTrace, ct_trace
 
 pytestmark = pytest.mark.trace

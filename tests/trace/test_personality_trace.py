@@ -20,13 +20,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from controller.compile.fabric import FabricInput, compile_fabric
-from controller.compile.personality import (Context, Interface, PersonalityPolicy,
+from controller.features.fabric.compile import FabricInput, compile_fabric
+from controller.features.personality.compile import (Context, Interface, PersonalityPolicy,
                                             compile_personality, compile_transition,
                                             connection_cookie, interface_zone)
-from controller.hub import ROUTER_MAC
+from controller.core.hub import ROUTER_MAC
 from controller.pipeline.ofctl import render_flows
-from controller.topology import Host, Subnet
+from controller.core.topology import Host, Subnet
 
 pytestmark = pytest.mark.trace
 

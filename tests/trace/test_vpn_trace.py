@@ -19,10 +19,10 @@ import time
 
 import pytest
 
-from controller.compile.personality import (Context, Interface, PersonalityPolicy,
+from controller.features.personality.compile import (Context, Interface, PersonalityPolicy,
                                             compile_personality, interface_zone)
-from controller.compile.vpn import tunnel_port
-from controller.hub import ROUTER_MAC
+from controller.features.personality.vpn import tunnel_port
+from controller.core.hub import ROUTER_MAC
 from controller.ovsdb import OvsdbClient, OvsdbSwitches, PortSpec
 from controller.pipeline.ofctl import render_flows
 from tests.trace.test_personality_trace import H1, H2, CtTrace, Loaded, fabric_flows

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-from controller import cli
+from controller.cli import main as cli
 from controller.api.app import create_app
 from controller.api.context import ApiContext
 from controller.store import Store

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
-from controller.features import alerts
-from controller.features.usage import (
+from controller.features.persona import alerts
+from controller.features.persona.usage import (
     Counters,
     Crossing,
     Sample,
@@ -16,7 +16,7 @@ from controller.features.usage import (
     checked_kinds,
     update,
 )
-from controller.metrics import Metrics
+from controller.core.metrics import Metrics
 from controller.store import Store, open_store
 
 T0 = 1_900_000_000.0        # wall clock of the first poll

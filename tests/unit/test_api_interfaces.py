@@ -1,12 +1,12 @@
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-from controller import interfaces
+from controller.core import interfaces
 from controller.api.app import create_app
 from controller.api.context import ApiContext
 from tests.unit.fakes import FakeHub
 from controller.store import open_store
-from controller.topology import Host
+from controller.core.topology import Host
 
 
 def client():

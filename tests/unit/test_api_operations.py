@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from controller import interfaces
-from controller.features import operations
+from controller.core import interfaces
+from controller.features.personality import operations
 from controller.store import Store, open_store
-from controller.topology import Host
+from controller.core.topology import Host
 from tests.unit.fakes import FakeHub, dry_run_answer
 
 PROBLEM = "application/problem+json"

@@ -10,12 +10,12 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-from controller import interfaces
+from controller.core import interfaces
 from controller.api.app import create_app
 from controller.api.context import ApiContext
-from controller.features import persona_store
+from controller.features.persona import store as persona_store
 from controller.store import Store, open_store
-from controller.topology import Host
+from controller.core.topology import Host
 from tests.unit.fakes import FakeHub, persona_preview_answer
 
 PROBLEM = "application/problem+json"
@@ -362,7 +362,7 @@ def test_openapi_documents_the_routes(client: TestClient) -> None:
 
 def test_a_persona_member_cannot_switch_personality_and_its_range_cannot_become_a_subnet(client, hub):
     """The reverse checks: a persona owns its interfaces and addresses while it lives."""
-    from controller import interfaces
+    from controller.core import interfaces
     client.app.state.ctx.store.put(interfaces.KIND, "0000000000000a01:3", {
         "datapath": "0000000000000a01", "port": 3, "mac": "02:00:0a:00:01:03", "ips": [],
         "personality_id": None, "default_personality_id": None, "personality_state": "active"})

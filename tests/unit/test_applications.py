@@ -7,10 +7,10 @@ import subprocess
 
 import pytest
 
-from controller.compile.applications import (ALLOW, APP_ADMITTED, APP_DENIED_DROP,
+from controller.features.personality.applications import (ALLOW, APP_ADMITTED, APP_DENIED_DROP,
                                              APP_INSPECT_PUNT, DENY, INSPECT,
                                              ApplicationPolicy, Signature, verdict_actions)
-from controller.compile.personality import (CT_COMMITTED_NEW, CT_ESTABLISHED, CT_INVALID,
+from controller.features.personality.compile import (CT_COMMITTED_NEW, CT_ESTABLISHED, CT_INVALID,
                                             DNS_ALLOWED, PersonalityPolicy, compile_personality,
                                             compile_transition)
 from controller.pipeline import ctmark, tables

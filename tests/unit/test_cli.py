@@ -13,7 +13,7 @@ import yaml
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-from controller import cli
+from controller.cli import main as cli
 from controller.api import ApiContext, create_app
 from tests.unit.fakes import FakeHub
 from controller.store import Store, open_store

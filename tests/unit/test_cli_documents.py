@@ -11,7 +11,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from controller.cli_documents import content_type_for
+from controller.cli.documents import content_type_for
 from tests.unit.conftest import run_cli
 from tests.unit.fakes import FakeHub
 from controller.store import Store, open_store

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from controller import cli_operations, interfaces
-from controller.cli_operations import connection_count, format_check, format_connection, parse_check
+from controller.features.personality import cli as cli_operations
+from controller.core import interfaces
+from controller.features.personality.cli import connection_count, format_check, format_connection, parse_check
 from controller.store import Store, open_store
-from controller.topology import Host
+from controller.core.topology import Host
 from tests.unit.conftest import run_cli
 from tests.unit.fakes import FakeHub
 

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from controller import cli_personas, interfaces
-from controller.cli_format import format_time
-from controller.documents.persona import parse_expiration
+from controller.features.persona import cli as cli_personas
+from controller.core import interfaces
+from controller.cli.format import format_time
+from controller.features.persona.document import parse_expiration
 from controller.store import Store, open_store
-from controller.topology import Host
+from controller.core.topology import Host
 from tests.unit.conftest import run_cli
 from tests.unit.fakes import FakeHub
 

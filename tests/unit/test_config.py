@@ -9,7 +9,7 @@ import pytest
 
 from controller import manager
 from controller.config import Config, ConfigError, check_ports_free, load
-from controller.topology import Subnet
+from controller.core.topology import Subnet
 
 
 def write(tmp_path: Path, text: str) -> str:

@@ -8,8 +8,8 @@ from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Dot1Q, Ether
 
-from controller import dhcp
-from controller.dhcp import Decision, DhcpRequest, build_reply, decide, parse_request
+from controller.features.persona import dhcp
+from controller.features.persona.dhcp import Decision, DhcpRequest, build_reply, decide, parse_request
 
 CLIENT_MAC = "02:00:00:00:d1:01"
 SERVER_MAC = "02:00:00:00:d1:fe"

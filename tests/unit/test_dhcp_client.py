@@ -1,4 +1,4 @@
-"""A stock DHCP client (ISC dhclient) configures an interface from controller.dhcp's replies.
+"""A stock DHCP client (ISC dhclient) configures an interface from controller.features.persona.dhcp's replies.
 
 One veth pair: the client's end in a network namespace, the other end in the
 root namespace where a responder thread reads frames from an AF_PACKET socket
@@ -30,7 +30,7 @@ from typing import Self
 import pytest
 
 from controller import packets
-from controller.dhcp import build_reply, decide, parse_request
+from controller.features.persona.dhcp import build_reply, decide, parse_request
 
 SUFFIX = os.getpid() % 100000
 NS = f"dhns{SUFFIX}"

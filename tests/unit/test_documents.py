@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.documents import (DocumentInvalid, Personality, Subnet, field_path, id_problem,
-                                  parse_personality, parse_subnet, slugify, subnet_id_from_cidr,
-                                  validate_personality, validate_subnet)
+from controller.core.documents import DocumentInvalid, field_path, id_problem, slugify
+from controller.features.fabric.document import Subnet, parse_subnet, subnet_id_from_cidr, validate_subnet
+from controller.features.personality.document import Personality, parse_personality, validate_personality
 from controller.store import Store, open_store
-from controller.topology import Subnet as TopologySubnet
+from controller.core.topology import Subnet as TopologySubnet
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 

@@ -5,14 +5,14 @@ from dataclasses import replace
 
 import pytest
 
-from controller.compile.fabric import (BASE, ETH_ARP, ETH_IPV4, ETH_LLDP, FabricInput,
+from controller.features.fabric.compile import (BASE, ETH_ARP, ETH_IPV4, ETH_LLDP, FabricInput,
                                        arp_responder, compile_fabric, host_cookie,
                                        icmp_echo_responder, next_hops, subnet_cookie, subnet_of)
 from controller.pipeline import cookies, tables
 from controller.pipeline.actions import IN_PORT, DecTtl, Move, Output, SetField
 from controller.pipeline.cookies import Feature
 from controller.pipeline.flowspec import flow, make_match
-from controller.topology import Host, Link, Subnet
+from controller.core.topology import Host, Link, Subnet
 
 ROUTER = "02:b5:00:00:00:01"
 CORE, LEAF_A, LEAF_B = 1, 2, 3

@@ -7,15 +7,15 @@ import struct
 
 import pytest
 
-from controller.compile.fabric import FabricInput, bootstrap_flows, compile_fabric, host_cookie
-from controller.hub import ROUTER_MAC, Hub
+from controller.features.fabric.compile import FabricInput, bootstrap_flows, compile_fabric, host_cookie
+from controller.core.hub import ROUTER_MAC, Hub
 from controller.packets import (BROADCAST, ETH_ARP, ETH_IPV4, arp_request, lldp_frame, mac_bytes)
 from controller.pipeline import cookies, tables
 from controller.pipeline.actions import CONTROLLER, LOCAL, TABLE, Output
 from controller.pipeline.flowspec import FlowKey, FlowSpec
-from controller.reconcile import ApplyError, FlowDiff
+from controller.reconcile.flows import ApplyError, FlowDiff
 from controller.store import open_store
-from controller.topology import Host, Link, Port, dpid_str
+from controller.core.topology import Host, Link, Port, dpid_str
 
 A, B = 1, 2
 LINK = Link.of(A, 1, B, 2)          # A port 1 <-> B port 2

@@ -7,9 +7,9 @@ from scapy.layers.inet import IP, TCP, UDP, ICMP
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
-from controller.compile.personality import Interface
-from controller.features.binding import Binding
-from controller.features.inspector import (MAX_CONNECTIONS, REMEMBER_SECONDS, Inspector,
+from controller.features.personality.compile import Interface
+from controller.features.personality.binding import Binding
+from controller.features.personality.inspector import (MAX_CONNECTIONS, REMEMBER_SECONDS, Inspector,
                                            parse_segment)
 from controller.pipeline import ctmark, tables
 from controller.pipeline.actions import Conntrack

@@ -1,6 +1,6 @@
-from controller import interfaces
+from controller.core import interfaces
 from controller.store import open_store
-from controller.topology import Host
+from controller.core.topology import Host
 
 
 def test_record_is_created_for_a_discovered_host_port():

@@ -14,7 +14,7 @@ from controller.pipeline import ofcodec, wire
 from controller.pipeline.actions import Conntrack, Learn, LearnMatch, Nat, Opaque, Output
 from controller.pipeline.flowspec import FlowSpec, flow
 from controller.pipeline.ofctl import render_action, render_flow, render_flows
-from controller.reconcile import ApplyError
+from controller.reconcile.flows import ApplyError
 
 TCP = {"eth_type": 0x0800, "ip_proto": 6}
 UDP = {"eth_type": 0x0800, "ip_proto": 17}

@@ -17,7 +17,7 @@ from controller.pipeline.flowspec import FlowSpec, flow
 from controller.pipeline.meters import (EGRESS, HUB_METER_IDS, INGRESS, MeterSpec, is_hub_meter,
                                         meter_id_for)
 from controller.pipeline.ofctl import render_actions, render_flow, render_flows
-from controller.reconcile import ApplyError
+from controller.reconcile.flows import ApplyError
 
 VERSIONS = [ofproto_v1_3.OFP_VERSION, ofproto_v1_4.OFP_VERSION]
 COOKIE = cookies.make(cookies.Feature.POLICY, "meter", 1)

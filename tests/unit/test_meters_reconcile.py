@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-from controller.meters_reconcile import MeterDiff, MeterReconciler, diff
+from controller.reconcile.meters import MeterDiff, MeterReconciler, diff
 from controller.pipeline import cookies
 from controller.pipeline.actions import Output
 from controller.pipeline.cookies import Feature
 from controller.pipeline.flowspec import FlowKey, FlowSpec, flow
 from controller.pipeline.meters import EGRESS, INGRESS, MeterSpec, meter_id_for
-from controller.reconcile import ApplyError, FlowDiff, Reconciler
+from controller.reconcile.flows import ApplyError, FlowDiff, Reconciler
 
 HUB = cookies.make(Feature.POLICY, "ratelimit")
 E1, I1, E2 = meter_id_for(1, EGRESS), meter_id_for(1, INGRESS), meter_id_for(2, EGRESS)

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 from os_ken.ofproto import ofproto_protocol, ofproto_v1_3, ofproto_v1_4
 
-from controller.compile.fabric import FabricInput, compile_fabric
+from controller.features.fabric.compile import FabricInput, compile_fabric
 from controller.pipeline import cookies, ofcodec
 from controller.pipeline.actions import IN_PORT, DecTtl, Move, Opaque, Output, SetField
 from controller.pipeline.flowspec import flow
-from controller.topology import Host, Link, Subnet
+from controller.core.topology import Host, Link, Subnet
 
 ROUTER = "02:b5:00:00:00:01"
 

@@ -2,7 +2,7 @@
 import pytest
 from os_ken.ofproto import ofproto_protocol, ofproto_v1_3, ofproto_v1_4
 
-from controller.compile.personality import (Context, Interface, PersonalityPolicy,
+from controller.features.personality.compile import (Context, Interface, PersonalityPolicy,
                                             compile_personality, compile_transition,
                                             connection_cookie, interface_zone)
 from controller.pipeline import ofcodec

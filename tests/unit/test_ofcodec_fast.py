@@ -15,17 +15,17 @@ import pytest
 from os_ken.ofproto import ofproto_protocol, ofproto_v1_3, ofproto_v1_4, ofproto_v1_5
 
 from apps.channel import OsKenChannel
-from controller.compile.fabric import FabricInput, compile_fabric
-from controller.compile.personality import (Context, Interface, PersonalityPolicy,
+from controller.features.fabric.compile import FabricInput, compile_fabric
+from controller.features.personality.compile import (Context, Interface, PersonalityPolicy,
                                             compile_personality, compile_transition)
-from controller.compile.vpn import VpnTunnel, tunnel_port_name
+from controller.features.personality.vpn import VpnTunnel, tunnel_port_name
 from controller.pipeline import cookies, ctmark, ofcodec, wire
 from controller.pipeline.actions import (CONTROLLER, IN_PORT, LOCAL, TABLE, Conntrack, DecTtl,
                                          Learn, LearnMatch, Move, Nat, Opaque, Output, SetField,
                                          ct_state)
 from controller.pipeline.flowspec import FlowSpec, flow
-from controller.reconcile import ApplyError, FlowDiff
-from controller.topology import Host, Link, Subnet
+from controller.reconcile.flows import ApplyError, FlowDiff
+from controller.core.topology import Host, Link, Subnet
 
 ROUTER = "02:b5:00:00:00:01"
 XID = 0x80012345

@@ -6,12 +6,12 @@ import subprocess
 
 import pytest
 
-from controller.compile.fabric import FabricInput, compile_fabric
+from controller.features.fabric.compile import FabricInput, compile_fabric
 from controller.pipeline.actions import (CONTROLLER, IN_PORT, LOCAL, TABLE, DecTtl, Move,
                                          Opaque, Output, SetField)
 from controller.pipeline.flowspec import flow
 from controller.pipeline.ofctl import render_action, render_flow, render_flows
-from controller.topology import Host, Link, Subnet
+from controller.core.topology import Host, Link, Subnet
 
 ROUTER = "02:b5:00:00:00:01"
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.documents.common import DocumentInvalid
-from controller.documents.persona import (DEFAULT_EXPIRY_WARNING_S, format_rfc3339, parse_persona,
+from controller.core.documents import DocumentInvalid
+from controller.features.persona.document import (DEFAULT_EXPIRY_WARNING_S, format_rfc3339, parse_persona,
                                           user_fields)
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z

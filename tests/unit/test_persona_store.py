@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from controller import interfaces
-from controller.documents.common import DocumentInvalid
-from controller.features import persona_store as ps
-from controller.features.persona_store import PersonaConflict, PersonaRecord
+from controller.core import interfaces
+from controller.core.documents import DocumentInvalid
+from controller.features.persona import store as ps
+from controller.features.persona.store import PersonaConflict, PersonaRecord
 from controller.store import AlreadyExists, NotFound, RevisionConflict, Store, open_store
-from controller.topology import Host, Subnet
+from controller.core.topology import Host, Subnet
 
 NOW = 1_800_000_000.0
 FUTURE = "2030-12-31T23:59:59Z"

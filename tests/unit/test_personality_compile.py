@@ -10,8 +10,8 @@ import zlib
 
 import pytest
 
-from controller.compile.fabric import FabricInput, compile_fabric
-from controller.compile.personality import (CONNECTION_IDLE_SECONDS, COUNT_IP, COUNT_L4,
+from controller.features.fabric.compile import FabricInput, compile_fabric
+from controller.features.personality.compile import (CONNECTION_IDLE_SECONDS, COUNT_IP, COUNT_L4,
                                             CT_COMMITTED_NEW, CT_ESTABLISHED, DEFAULT,
                                             DNS_ALLOWED, DNS_REDIRECT,
                                             MAX_PORT, ROUTE_BASE, RULE_TOP, Context,
@@ -26,7 +26,7 @@ from controller.pipeline.cookies import Feature
 from controller.pipeline import ctmark
 from controller.pipeline.flowspec import flow, make_match
 from controller.pipeline.ofctl import render_flows
-from controller.topology import Host, Subnet
+from controller.core.topology import Host, Subnet
 
 MAC = "00:00:00:00:01:0a"
 IP = "10.0.1.10"

@@ -7,7 +7,7 @@ from controller.pipeline import cookies
 from controller.pipeline.actions import Output
 from controller.pipeline.cookies import Feature
 from controller.pipeline.flowspec import FlowKey, FlowSpec, flow
-from controller.reconcile import ApplyError, FlowDiff, Reconciler, diff, index
+from controller.reconcile.flows import ApplyError, FlowDiff, Reconciler, diff, index
 
 HUB = cookies.make(Feature.FABRIC, "base")
 HOST = cookies.make(Feature.FABRIC, "host:a")

@@ -5,11 +5,11 @@ import pytest
 from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import Ether
 
-from controller import interfaces
-from controller.compile.personality import connection_cookie, interface_zone, transition_cookie
-from controller.features import binding as bindings
-from controller.features import operations as ops
-from controller.hub import ROUTER_MAC, Hub
+from controller.core import interfaces
+from controller.features.personality.compile import connection_cookie, interface_zone, transition_cookie
+from controller.features.personality import binding as bindings
+from controller.features.personality import operations as ops
+from controller.core.hub import ROUTER_MAC, Hub
 from controller.pipeline import cookies, tables
 from controller.pipeline.actions import TABLE, Output
 from controller.pipeline.cookies import Feature

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from controller.features.usage import (
+from controller.features.persona.usage import (
     Counters,
     Crossing,
     Reading,
@@ -270,7 +270,7 @@ def test_every_kind_at_once_in_order_and_as_plain_tuples() -> None:
 
 
 def test_thresholds_from_a_stored_persona_body() -> None:
-    """The normalized body controller.documents.persona stores."""
+    """The normalized body controller.features.persona.document stores."""
     stored = {"bandwidth": "80Mbps", "bandwidth_kbps": 80000, "bytes": 10**9,
               "security_events": 5, "expiry_warning": "10m", "expiry_warning_s": 600}
     assert Thresholds.from_body(stored) == Thresholds(bandwidth_bps=80e6, bytes=10**9,

@@ -6,10 +6,10 @@ from ipaddress import IPv4Network
 
 import pytest
 
-from controller.compile.personality import (ROUTE_BASE, Context, Interface, PersonalityPolicy,
+from controller.features.personality.compile import (ROUTE_BASE, Context, Interface, PersonalityPolicy,
                                             compile_personality, compile_transition,
                                             transition_cookie)
-from controller.compile.vpn import (TUNNEL_DROP, TUNNEL_IN, TUNNEL_ROUTE_BASE, TunnelPort,
+from controller.features.personality.vpn import (TUNNEL_DROP, TUNNEL_IN, TUNNEL_ROUTE_BASE, TunnelPort,
                                     VpnTunnel, compile_vpn, is_tunnel_port_name, tunnel_port,
                                     tunnel_port_name)
 from controller.pipeline import cookies, tables

@@ -2,15 +2,15 @@
 fake OVSDB: the tunnel port exists before any flow names it and goes once none does."""
 from __future__ import annotations
 
-from controller import interfaces
-from controller.compile.vpn import TUNNEL_DROP, TUNNEL_IN, VpnTunnel, tunnel_port_name
-from controller.features import operations as ops
-from controller.hub import ROUTER_MAC, Hub
+from controller.core import interfaces
+from controller.features.personality.vpn import TUNNEL_DROP, TUNNEL_IN, VpnTunnel, tunnel_port_name
+from controller.features.personality import operations as ops
+from controller.core.hub import ROUTER_MAC, Hub
 from controller.ovsdb import Bridge, OvsdbError, PortSpec, PortState
 from controller.pipeline import tables
 from controller.pipeline.actions import Output
-from controller.topology import Port
-from controller.tunnels_reconcile import RETRY_SECONDS, TunnelPorts
+from controller.core.topology import Port
+from controller.reconcile.tunnels import RETRY_SECONDS, TunnelPorts
 
 from tests.unit.test_hub import A, H1_IP, arp_frame, ports_a, run
 from tests.unit.test_switcher import IID, OPEN, CountingSwitch, Lab, make_lab

@@ -1,1 +1,0 @@
-"""Pure compilers: intent + topology -> desired flows per switch."""

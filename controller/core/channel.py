@@ -1,0 +1,41 @@
+"""What the hub needs from a connected switch.  The os-ken app implements it."""
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+from controller.reconcile.meters import MeterChannel
+from controller.pipeline.actions import CONTROLLER, Action
+from controller.pipeline.flowspec import FlowSpec
+from controller.pipeline.meters import MeterSpec
+from controller.reconcile.flows import FlowChannel
+from controller.core.topology import Port
+
+
+class ChannelClosed(RuntimeError):
+    """The switch disconnected while a request was outstanding."""
+
+
+class SwitchChannel(FlowChannel, MeterChannel, Protocol):
+    dpid: int
+    of_version: str
+
+    def ports(self) -> list[Port]: ...
+
+    def flow_stats(self, table_id: int, cookie: int, cookie_mask: int) -> list[FlowSpec]:
+        """One table's flows whose cookie matches `cookie` under `cookie_mask`."""
+
+    def flow_counters(self, table_id: int, cookie: int,
+                      cookie_mask: int) -> list[tuple[FlowSpec, int, int]]:
+        """As flow_stats, each flow with its packet and byte counts."""
+
+    def aggregate(self, table_id: int, cookie: int, cookie_mask: int) -> tuple[int, int, int]:
+        """(flow_count, packet_count, byte_count) over those flows."""
+
+    def packet_out(self, data: bytes, actions: Sequence[Action], in_port: int = CONTROLLER) -> None: ...
+
+    def meters(self) -> list[MeterSpec]:
+        """Every meter on the switch (see `MeterChannel`)."""
+
+    def apply_meters(self, add: Sequence[MeterSpec] = (), modify: Sequence[MeterSpec] = (),
+                     delete: Sequence[int] = ()) -> None:
+        """MeterMods ADD, MODIFY, DELETE, then a barrier; ApplyError if the switch refuses one."""

@@ -1,0 +1,286 @@
+"""hubctl command groups for personas: ``persona`` and ``alerts``.
+
+``persona create -f FILE`` sends the file as written (YAML or JSON) so the
+API's errors name the fields of that file; ``--dry-run`` prints the flows it
+would install. ``persona extend ID --by 2h`` moves the deadline from the
+current expiration (not from now); ``--to`` sets it. Tables show what an
+operator looks for first: state, time left, gateway, NAT mapping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from controller.cli.documents import FileProblem, read_document_file
+from controller.cli.format import format_duration, format_table, format_time
+from controller.core.documents import parse_duration
+from controller.features.persona.document import parse_expiration
+
+if TYPE_CHECKING:
+    from controller.cli.main import HubClient, Output
+
+EXIT_OK, EXIT_LOCAL_ERROR = 0, 2
+
+_now: Callable[[], float] = time.time  # replaced by tests
+
+
+# -- values -------------------------------------------------------------------------------
+
+def duration_arg(text: str) -> int:
+    """argparse type: "2h", "30m", "1d", "90" -> seconds."""
+    try:
+        return parse_duration(text)
+    except Exception as exc:  # the parser's sentence is the message
+        raise argparse.ArgumentTypeError(str(exc).splitlines()[0]) from None
+
+
+def rfc3339(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def expires_in(p: dict[str, Any], now: float) -> str:
+    if p.get("state") == "expired":
+        return "expired"
+    left = p["expires_at"] - now
+    return format_duration(left) if left > 0 else "due"
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def human_rate(bps: float) -> str:
+    for unit in ("bit/s", "kbit/s", "Mbit/s", "Gbit/s"):
+        if abs(bps) < 1000 or unit == "Gbit/s":
+            return f"{bps:.0f} {unit}" if unit == "bit/s" else f"{bps:.1f} {unit}"
+        bps /= 1000
+    raise AssertionError("unreachable")
+
+
+def _nat(p: dict[str, Any]) -> str | None:
+    return (p.get("nat") or {}).get("hub_range")
+
+
+# -- tables -------------------------------------------------------------------------------
+
+LIST_HEADERS = ["ID", "NAME", "RANGE", "GATEWAY", "NAT", "STATE", "EXPIRES IN", "ATTACHED"]
+
+
+def _row(p: dict[str, Any], now: float) -> list[object]:
+    d = p["document"]
+    return [p["id"], d.get("name"), d.get("ip_range"), p.get("gateway"), _nat(p), p.get("state"),
+            expires_in(p, now), len(p.get("attachments") or [])]
+
+
+def personas_table(docs: list[dict[str, Any]]) -> str:
+    now = _now()
+    return format_table(LIST_HEADERS, [_row(p, now) for p in docs]) if docs else "(no personas)"
+
+
+def persona_table(p: dict[str, Any]) -> str:
+    d = p["document"]
+    qos = d.get("qos") or {}
+    thresholds = {k: v for k, v in (d.get("alert_thresholds") or {}).items()
+                  if k in ("bandwidth", "bytes", "security_events", "expiry_warning")}
+    expiry = format_time(p.get("expires_at"))
+    if p.get("state") == "active":
+        expiry += f" (in {expires_in(p, _now())})"
+    fields: list[list[object]] = [
+        ["id", p["id"]], ["name", d.get("name")], ["state", p.get("state")],
+        ["range", d.get("ip_range")], ["gateway", p.get("gateway")], ["nat", _nat(p)],
+        ["index", p.get("index")], ["protocols", d.get("protocols") or []],
+        ["bandwidth", qos.get("bandwidth")], ["latency", qos.get("latency")],
+        ["expires", expiry], ["expired at", format_time(p["expired_at"]) if p.get("expired_at") else None],
+        ["owner", d.get("owner")], ["description", d.get("description")],
+        ["alert thresholds", ", ".join(f"{k}={v}" for k, v in thresholds.items()) or None],
+        ["revision", p.get("revision")],
+    ]
+    out = format_table(["FIELD", "VALUE"], fields)
+    policies = [[i, s["protocol"], s.get("port", "any"), s.get("source", "any"),
+                 s.get("destination", "any"), s["action"]]
+                for i, s in enumerate(d.get("security_policies") or [])]
+    if policies:
+        out += "\n\nSECURITY POLICIES\n" + format_table(
+            ["#", "PROTOCOL", "PORT", "SOURCE", "DESTINATION", "ACTION"], policies)
+    attached = [[a["interface_id"], a["ip"], a.get("mac")] for a in p.get("attachments") or []]
+    if attached:
+        out += "\n\nATTACHMENTS\n" + format_table(["INTERFACE", "IP", "MAC"], attached)
+    return out
+
+
+def created_table(p: dict[str, Any]) -> str:
+    out = persona_table(p)
+    for r in p.get("remapped") or []:
+        out += f"\nNAT: persona {r['persona_id']} is now reached at {r['hub_range']}"
+    return out
+
+
+def preview_table(p: dict[str, Any]) -> str:
+    record = p["record"]
+    lines = [f"dry run: persona {p['id']} would get index {record['index']}, gateway "
+             f"{record['gateway']}, NAT {_nat(record) or 'none'} (nothing was stored)"]
+    for r in p.get("remapped") or []:
+        lines.append(f"  persona {r['persona_id']} would be reached at {r['hub_range']}")
+    for dpid, flows in sorted(p.get("flows", {}).items()):
+        lines.append(f"\n{dpid}: {len(flows)} flow{'' if len(flows) == 1 else 's'}")
+        lines.extend(f"  {f}" for f in flows)
+    if p.get("meters"):
+        lines.append(f"\nmeters: {len(p['meters'])}")
+        lines.extend(f"  {m}" for m in p["meters"])
+    return "\n".join(lines)
+
+
+def usage_table(u: dict[str, Any]) -> str:
+    rows = [["bytes", human_bytes(u["bytes"]["in"]), human_bytes(u["bytes"]["out"])],
+            ["packets", u["packets"]["in"], u["packets"]["out"]],
+            ["rate", human_rate(u["rate_bps"]["in"]), human_rate(u["rate_bps"]["out"])]]
+    return (f"persona {u['persona_id']} ({u['state']})\n\n" + format_table(["", "IN", "OUT"], rows)
+            + f"\n\nconnections: {u['connections']}\ndenied attempts: {u['denied']}\n"
+            + (f"latency: {u['latency_ms']:g} ms\n" if u.get("latency_ms") is not None else "")
+            + f"updated: {format_time(u['updated_at']) if u.get('updated_at') else 'never'}")
+
+
+def _alert_time(at: Any) -> str:
+    """Local time, like every hubctl table (the runtime stores RFC 3339 text)."""
+    if isinstance(at, (int, float)) and not isinstance(at, bool):
+        return format_time(at)
+    try:
+        return format_time(parse_expiration(at))
+    except Exception:  # not a time after all: show it as it is
+        return str(at) if at else "-"
+
+
+ALERT_HEADERS = ["TIME", "SEVERITY", "KIND", "PERSONA", "VALUE", "THRESHOLD", "MESSAGE"]
+
+
+def alerts_table(alerts: list[dict[str, Any]]) -> str:
+    rows = [[_alert_time(a.get("at")), a.get("severity"), a.get("kind"), a.get("persona_id"),
+             a.get("value"), a.get("threshold"), a.get("message")] for a in alerts]
+    return format_table(ALERT_HEADERS, rows) if rows else "(no alerts)"
+
+
+# -- commands -----------------------------------------------------------------------------
+
+def _path(id: str, *rest: str) -> str:
+    return "/v1/personas/" + "/".join(quote(part, safe=":") for part in (id, *rest))
+
+
+def cmd_create(args: argparse.Namespace, api: HubClient, out: Output) -> int:
+    try:
+        data, content_type = read_document_file(args.file)
+    except FileProblem as exc:
+        print(f"hubctl: {exc}", file=sys.stderr)
+        return EXIT_LOCAL_ERROR
+    doc = api.request("POST", "/v1/personas", params={"dry_run": "true" if args.dry_run else None},
+                      content=data, headers={"content-type": content_type})
+    out.emit(doc, preview_table if args.dry_run else created_table)
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace, api: HubClient, out: Output) -> int:
+    out.emit(api.get("/v1/personas", state=args.state), personas_table)
+    return EXIT_OK
+
+
+def cmd_get(args: argparse.Namespace, api: HubClient, out: Output) -> int:
+    out.emit(api.get(_path(args.id)), persona_table)
+    return EXIT_OK
+
+
+def cmd_extend(args: argparse.Namespace, api: HubClient, out: Output) -> int:
+    if args.to is not None:
+        expiration, headers = args.to, {}
+    else:  # from the current deadline, and only if nobody changed it meanwhile
+        current = api.get(_path(args.id))
+        expiration = rfc3339(current["expires_at"] + args.by)
+        headers = {"If-Match": f'"{current["revision"]}"'}
+    doc = api.request("PATCH", _path(args.id), json={"expiration": expiration}, headers=headers)
+    out.emit(doc, lambda p: f"persona {p['id']} now expires at {p['document']['expiration']} "
+                            f"(in {expires_in(p, _now())})")
+    return EXIT_OK
+
+
+def cmd_delete(args: argparse.Namespace, api: HubClient, out: Output) -> int:
+    doc = api.request("DELETE", _path(args.id))
+    out.emit(doc, lambda p: f"deleted persona {p['id']} (revision {p['revision']})")
+    return EXIT_OK
+
+
+def cmd_usage(args: argparse.Namespace, api: HubClient, out: Output) -> int:
+    out.emit(api.get(_path(args.id, "usage")), usage_table)
+    return EXIT_OK
+
+
+def cmd_attach(args: argparse.Namespace, api: HubClient, out: Output) -> int:
+    body: dict[str, Any] = {"interface_id": args.interface}
+    if args.ip:
+        body["ip"] = args.ip
+    doc = api.request("POST", _path(args.id, "attachments"), json=body)
+    out.emit(doc, lambda a: f"attached {a['interface_id']} to persona {a['persona_id']} as "
+                            f"{a['ip']}/{a['prefix_length']} (gateway {a['gateway']})")
+    return EXIT_OK
+
+
+def cmd_detach(args: argparse.Namespace, api: HubClient, out: Output) -> int:
+    doc = api.request("DELETE", _path(args.id, "attachments", args.interface))
+    out.emit(doc, lambda a: f"detached {a['interface_id']} from persona {a['persona_id']} "
+                            f"(was {a['ip']})")
+    return EXIT_OK
+
+
+def cmd_alerts(args: argparse.Namespace, api: HubClient, out: Output) -> int:
+    out.emit(api.get("/v1/alerts", persona_id=args.persona, kind=args.kind, limit=args.limit),
+             alerts_table)
+    return EXIT_OK
+
+
+def add_persona_command(sub: Any) -> None:
+    from controller.cli.main import _COMMON, add_command  # cli imports this module; import at call time
+
+    help = "temporary isolated segments (create, list, get, extend, delete, usage, attach, detach)"
+    group = sub.add_parser("persona", help=help, description=help, parents=[_COMMON])
+    verbs = group.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    p = add_command(verbs, "create", cmd_create, "create a persona from a YAML or JSON file")
+    p.add_argument("-f", "--file", required=True, metavar="FILE", help="document file; - reads stdin")
+    p.add_argument("--dry-run", action="store_true", help="show the flows it would install; store nothing")
+    p = add_command(verbs, "list", cmd_list, "every persona")
+    p.add_argument("--state", choices=("active", "expired"), help="only in this state")
+    p = add_command(verbs, "get", cmd_get, "one persona")
+    p.add_argument("id", metavar="ID")
+    p = add_command(verbs, "extend", cmd_extend, "move a persona's expiration")
+    p.add_argument("id", metavar="ID")
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument("--to", metavar="TIME", help="new expiration, RFC 3339 (2030-12-31T23:59:59Z)")
+    when.add_argument("--by", type=duration_arg, metavar="DURATION",
+                      help='add to the current expiration: "30m", "2h", "1d" or seconds')
+    p = add_command(verbs, "delete", cmd_delete, "tear a persona down and remove it")
+    p.add_argument("id", metavar="ID")
+    p = add_command(verbs, "usage", cmd_usage, "bytes, packets, connections, denied attempts, rate")
+    p.add_argument("id", metavar="ID")
+    p = add_command(verbs, "attach", cmd_attach, "attach an interface to a persona")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("interface", metavar="IFACE", help="interface id, e.g. 0000000000000a01:3")
+    p.add_argument("--ip", metavar="IP", help="address in the range (default: the lowest free one)")
+    p = add_command(verbs, "detach", cmd_detach, "detach an interface from a persona")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("interface", metavar="IFACE")
+
+
+def add_alerts_command(sub: Any) -> None:
+    from controller.cli.main import add_command
+
+    p = add_command(sub, "alerts", cmd_alerts, "alerts raised by personas, newest first")
+    p.add_argument("--persona", metavar="ID", help="only this persona's")
+    p.add_argument("--kind", help="only this kind (bandwidth, bytes, security_events, latency, "
+                                  "expiry_warning)")
+    p.add_argument("--limit", type=int, default=100, metavar="N", help="at most N (1-1000)")

@@ -1,0 +1,399 @@
+"""The persona runtime: turns stored persona records into flows, and keeps time.
+
+Runs on the hub's worker thread only.  REST handlers write the records
+(`controller.features.persona.store`) and call `hub.personas_changed()`; the
+next batch `reload`s them.  From the records it builds what the compiler
+needs (`controller.features.persona.compile.PersonaNet`), and every tick it
+
+* tears down in order each persona whose expiration has come (or whose
+  record was deleted): new connections refused, then routes and edge hooks
+  withdrawn, then the gateway flows and meters removed, each step one
+  reconcile; the expired record is then marked (`persona_store.mark_expired`);
+* polls the gateway's counters (usage) and raises alerts
+  (`controller.features.monitor`).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from typing import TYPE_CHECKING, Any
+
+from controller.features.persona import dhcp
+from controller.features.persona import compile as compiler
+from controller.features.fabric.compile import next_hops
+from controller.features.persona.compile import GatewayInput, Member, PersonaNet, Policy
+from controller.features.persona import alerts
+from controller.features.persona import store as persona_store
+from controller.features.persona.usage import (DEFAULT_EXPIRY_WARNING, Counters, Sample, Thresholds,
+                                       Usage, check_thresholds, checked_kinds, update)
+from controller.pipeline import tables
+from controller.pipeline.actions import CONTROLLER, Output
+from controller.pipeline.flowspec import FlowSpec
+from controller.probes import Probe, ping_probe
+from controller.pipeline.meters import MeterSpec
+from controller.core.topology import Host
+
+if TYPE_CHECKING:
+    from controller.core.hub import Hub
+
+LOG = logging.getLogger("hubshift.personas")
+
+KIND = "persona"
+GATEWAY_MAC = "02:b5:00:00:00:02"
+
+
+@dataclass
+class Teardown:
+    """A persona on its way out: the last record, and how far the teardown got."""
+    body: dict
+    stage: str          # "closing" -> "unrouted" -> done
+    reason: str         # "expired" | "deleted"
+
+
+def _ports(value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return value, value
+    lo, _, hi = str(value).partition("-")
+    return int(lo), int(hi or lo)
+
+
+def _network(value: Any) -> IPv4Network | None:
+    if value in (None, "", "any", "0.0.0.0/0"):
+        return None
+    return IPv4Network(value, strict=False)
+
+
+def _member(attachment: dict) -> Member | None:
+    dpid, _, port = attachment["interface_id"].rpartition(":")
+    try:
+        return Member(attachment["interface_id"], int(dpid, 16), int(port),
+                      attachment["mac"].lower(), IPv4Address(attachment["ip"]))
+    except (KeyError, ValueError):
+        return None
+
+
+def persona_net(id: str, body: dict, stage: str = "active", owns_real: bool = False) -> PersonaNet:
+    """The compiler's view of a stored persona body (see docs/personas.md)."""
+    doc = body["document"]
+    protocols = compiler.protocol_numbers(doc["protocols"])
+    policies = tuple(Policy(compiler.IP_PROTOCOLS[p["protocol"]], _ports(p.get("port")),
+                            p["action"], _network(p.get("source")),
+                            _network(p.get("destination")))
+                     for p in doc.get("security_policies") or ())
+    qos = doc.get("qos") or {}
+    nat = (body.get("nat") or {}).get("hub_range")
+    members = tuple(m for m in map(_member, body.get("attachments") or ()) if m is not None)
+    return PersonaNet(
+        id=id, index=body["index"], ip_range=IPv4Network(doc["ip_range"]),
+        gateway_ip=IPv4Address(body["gateway"]), protocols=protocols, policies=policies,
+        nat_range=IPv4Network(nat) if nat else None,
+        bandwidth_kbps=qos.get("bandwidth_kbps"),
+        dscp=compiler.dscp_for_latency(qos.get("latency_ms")),
+        members=members, owns_real=owns_real and nat is not None, closing=stage != "active",
+        routed=stage in ("active", "closing"))
+
+
+def real_range_owners(bodies: dict[str, dict]) -> set[str]:
+    """Of live personas whose real ranges overlap, the one that expires first (then by id)."""
+    if not any(b.get("nat") for b in bodies.values()):
+        return set()  # no overlap at all (the common case): nothing to parse
+    nets = {id: IPv4Network(b["document"]["ip_range"]) for id, b in bodies.items()}
+    owners = set()
+    for id, net in nets.items():
+        if not bodies[id].get("nat"):
+            continue  # not in an overlap: its real range is its hub range anyway
+        rivals = [(bodies[o]["expires_at"], o) for o, other in nets.items() if other.overlaps(net)]
+        if min(rivals)[1] == id:
+            owners.add(id)
+    return owners
+
+
+class Personas:
+    def __init__(self, hub: "Hub", gateway_dpid: int | None, *,
+                 gateway_mac: str = GATEWAY_MAC, poll_seconds: float = 1.0) -> None:
+        self.hub = hub
+        self.store = hub.store
+        self.gateway_dpid = gateway_dpid
+        self.gateway_mac = gateway_mac
+        self.poll_seconds = poll_seconds
+        self._active: dict[str, dict] = {}         # id -> body of a live persona
+        self._stale = False                        # the records changed since read
+        self._expired = 0                          # expired records, for the metric
+        self.teardowns: dict[str, Teardown] = {}
+        self._cache: dict = {}
+        self._nets: dict[tuple[str, str, bool], tuple[dict, PersonaNet]] = {}
+        self._meters: tuple[MeterSpec, ...] = ()
+        self.usages: dict[str, Usage] = {}
+        self.latency: dict[str, float] = {}                   # id -> last round trip, seconds
+        self.probes: dict[str, tuple[Probe, float]] = {}
+        self._seq = 0
+        self._next_poll = 0.0
+        self._usage_view: dict[str, dict] = {}
+
+    # ------------------------------------------------------------- records
+    def load(self) -> None:
+        """Read the records; personas that expired while the controller was down go now."""
+        self.reload()
+
+    def reload(self) -> None:
+        """The records changed: read them again at the next use of `active`.
+
+        Every REST write posts one reload, and a read decodes every record: a
+        burst of writes (a thousand creates) queued behind one compile is read
+        once, not once per write.
+        """
+        self._stale = True
+        self.hub._changed()
+
+    @property
+    def active(self) -> dict[str, dict]:
+        """id -> body of every live persona; a persona no longer there starts its teardown."""
+        if self._stale:
+            self._stale = False
+            docs = self.store.list(KIND)
+            bodies = {d.id: d.body for d in docs if d.body.get("state") == "active"}
+            self._expired = len(docs) - len(bodies)
+            for id, body in self._active.items():
+                if id not in bodies and id not in self.teardowns:
+                    self.teardowns[id] = Teardown(body, "closing", "deleted")
+            self._active = bodies
+        return self._active
+
+    # --------------------------------------------------------------- flows
+    def nets(self) -> list[PersonaNet]:
+        live = {id: body for id, body in self.active.items() if id not in self.teardowns}
+        owners = real_range_owners(live)
+        # Every compile needs every persona's PersonaNet: parsing a thousand bodies
+        # each time cost more than the rest of the compile, so a body equal to the
+        # one last seen (same id, stage, ownership) keeps its PersonaNet.
+        seen, self._nets = self._nets, {}
+
+        def net(id: str, body: dict, stage: str = "active", owns_real: bool = False) -> PersonaNet:
+            key = (id, stage, owns_real)
+            hit = seen.get(key)
+            if hit is None or hit[0] != body:
+                hit = (body, persona_net(id, body, stage, owns_real))
+            self._nets[key] = hit
+            return hit[1]
+
+        nets = [net(id, body, owns_real=id in owners) for id, body in live.items()]
+        nets += [net(id, t.body, t.stage) for id, t in self.teardowns.items()
+                 if t.stage != "done"]
+        return sorted(nets, key=lambda p: p.id)
+
+    def gateway_input(self, ready: frozenset[int], nets: list[PersonaNet]) -> GatewayInput:
+        topo = self.hub.topo
+        hops = next_hops(ready | {d for link in topo.links for d in (link.a_dpid, link.b_dpid)},
+                         topo.links)
+        hosts: tuple[Host, ...] = tuple(sorted(topo.hosts.values(), key=lambda h: h.mac))
+        return GatewayInput(gateway_dpid=self.gateway_dpid if self.gateway_dpid is not None else -1,
+                            gateway_mac=self.gateway_mac, router_mac=self.hub.router_mac,
+                            switches=ready, hops=hops, hosts=hosts, personas=tuple(nets))
+
+    def flows(self, ready: frozenset[int]) -> dict[int, tuple[FlowSpec, ...]]:
+        """Every switch's persona flows; the gateway's meters are kept for `meters`."""
+        nets = self.nets()
+        if self.gateway_dpid is None or not nets:
+            self._meters = ()
+            return {}
+        inp = self.gateway_input(ready, nets)
+        self._meters = compiler.compile_meters(inp)
+        return compiler.compile_personas(inp, self._cache)
+
+    def meters(self) -> dict[int, tuple[MeterSpec, ...]]:
+        if self.gateway_dpid is None or not self._meters:
+            return {}
+        return {self.gateway_dpid: self._meters}
+
+    def preview(self, id: str, body: dict) -> dict:
+        """The flows a persona body would add, per switch, rendered (nothing changes)."""
+        from controller.pipeline.ofctl import render_flows
+        if self.gateway_dpid is None:
+            raise ValueError("no persona gateway: set personas.gateway in the controller config")
+        nets = [n for n in self.nets() if n.id != id] + [persona_net(id, body)]
+        ready = frozenset(d for d in self.hub.channels if self.hub.ready(d)) | {self.gateway_dpid}
+        inp = self.gateway_input(ready, nets)
+        mine = compiler.persona_cookie(id), *(compiler.usage_cookie(id, k) for k in
+                                             (compiler.OUT, compiler.IN, compiler.CONNECTION,
+                                              compiler.DENIED))
+        flows = {f"{d:016x}": render_flows([f for f in fl if f.cookie in mine])
+                 for d, fl in compiler.compile_personas(inp).items()}
+        meters = [m.__dict__ for m in compiler.persona_meters(persona_net(id, body))]
+        return {"flows": {d: f for d, f in flows.items() if f}, "meters": meters}
+
+    # ---------------------------------------------------------------- time
+    def next_wakeup(self) -> float | None:
+        if self.teardowns:
+            return 0.0
+        if not self.active:
+            return None
+        now = self.hub.wallclock()
+        return max(0.0, min(min(b["expires_at"] for b in self.active.values()) - now,
+                            self.poll_seconds))
+
+    def tick(self) -> None:
+        now = self.hub.wallclock()
+        for id, body in self.active.items():
+            if body["expires_at"] <= now and id not in self.teardowns:
+                self.teardowns[id] = Teardown(body, "closing", "expired")
+        if self.teardowns:
+            self._teardown(list(self.teardowns))
+        if self.active and self.hub.clock() >= self._next_poll:
+            self._next_poll = self.hub.clock() + self.poll_seconds
+            self._poll(now)
+
+    def _teardown(self, ids: list[str]) -> None:
+        """Walk personas out in order, one reconcile per step (see the module doc).
+
+        The personas that go in the same tick walk together: three reconciles in
+        all, not three each.  One by one, deleting a thousand personas blocked
+        the worker for minutes (3 compiles of everything per persona).
+        """
+        started = time.monotonic()
+        for stage in ("closing", "unrouted", "done"):
+            for id in ids:
+                self.teardowns[id].stage = stage
+            self.hub._changed()
+            self.hub.converge()
+        ms = round((time.monotonic() - started) * 1000, 1)
+        now = self.hub.wallclock()
+        for id in ids:
+            t = self.teardowns.pop(id)
+            self.active.pop(id, None)
+            if t.reason == "expired":
+                persona_store.mark_expired(self.store, id, now)
+                self._expired += 1
+                alerts.clear_persona(self.store, self.hub.journal, persona_id=id, now=now)
+            else:
+                alerts.remove_persona(self.store, id)
+            self.usages.pop(id, None)
+            self.latency.pop(id, None)
+            self.probes.pop(id, None)
+            self.hub.metrics.forget_persona(id)
+            self.hub.journal("persona", id, f"{t.reason}: torn down", ms=ms, together=len(ids))
+
+    # ------------------------------------------------------------ monitoring
+    def _poll(self, now: float) -> None:
+        """Read the gateway's usage counters, measure latency, check thresholds."""
+        channel = self.hub.channels.get(self.gateway_dpid) if self.gateway_dpid else None
+        if channel is None or not self.hub.ready(self.gateway_dpid):
+            return
+        kinds = {compiler.usage_cookie(id, k): (id, k) for id in self.active
+                 for k in (compiler.OUT, compiler.IN, compiler.CONNECTION, compiler.DENIED)}
+        cookie, mask = compiler.usage_mask()
+        readings: dict[str, dict[str, Counters]] = {}
+        for spec, packets, nbytes in channel.flow_counters(None, cookie, mask):
+            owner = kinds.get(spec.cookie)
+            if owner is None:
+                continue
+            id, kind = owner
+            key = f"{spec.table}/{spec.priority}/{spec.match}"
+            readings.setdefault(id, {})[key] = _counters(kind, packets, nbytes)
+        at = self.hub.clock()
+        for id, body in self.active.items():
+            self.usages[id] = update(self.usages.get(id), Sample.of(at, readings.get(id, {})))
+            self._check(id, body, now)
+        self._probe_latency()
+        self._publish()
+
+    def _check(self, id: str, body: dict, now: float) -> None:
+        doc = body["document"]
+        limits = doc.get("alert_thresholds") or {}
+        thresholds = Thresholds(
+            bandwidth_bps=limits["bandwidth_kbps"] * 1000 if limits.get("bandwidth_kbps") else None,
+            bytes=limits.get("bytes"), security_events=limits.get("security_events"))
+        objective = (doc.get("qos") or {}).get("latency_ms")
+        objective = objective / 1000 if objective else None
+        warning = limits.get("expiry_warning_s", DEFAULT_EXPIRY_WARNING)
+        measured = self.latency.get(id)
+        usage = self.usages[id]
+        crossings = check_thresholds(usage, thresholds, objective, measured, body["expires_at"],
+                                     now, warning)
+        checked = checked_kinds(thresholds, objective, measured, body["expires_at"], warning)
+        alerts.sync(self.store, self.hub.journal, self.hub.metrics, persona_id=id,
+                    crossings=crossings, checked=checked, now=now, subject=doc["name"])
+        t = usage.totals
+        self.hub.metrics.observe_persona(id, bytes_out=t.bytes_out, bytes_in=t.bytes_in,
+                                         rate_out=usage.rate_out_bps, rate_in=usage.rate_in_bps,
+                                         denied=t.denied)
+
+    def _probe_latency(self) -> None:
+        """One echo from each persona's gateway address to its first member, per poll."""
+        for net in self.nets():
+            body = self.active.get(net.id)
+            if body is None or not net.members \
+                    or not (body["document"].get("qos") or {}).get("latency_ms"):
+                continue
+            id = net.id
+            m = net.members[0]
+            self._seq = (self._seq + 1) & 0xFFFF
+            probe = ping_probe(self.gateway_mac, str(net.gateway_ip), m.mac, str(m.ip),
+                               net.index, self._seq)
+            self.probes[id] = (probe, self.hub.clock())
+            self.hub.packet_out(m.dpid, probe.frame, [Output(m.port)], CONTROLLER)
+
+    def _publish(self) -> None:
+        self._usage_view = {id: _usage_view(u, self.hub.wallclock(), self.latency.get(id))
+                            for id, u in self.usages.items() if id in self.active}
+        self.hub.metrics.personas.labels("active").set(len(self.active))
+        self.hub.metrics.personas.labels("expired").set(self._expired)
+
+    def usage(self, id: str) -> dict | None:
+        """The last poll's usage of a persona (any thread: the view is replaced whole)."""
+        return self._usage_view.get(id)
+
+    # ------------------------------------------------------------ packet-in
+    def on_packet_in(self, dpid: int, table_id: int, in_port: int, pkt: Any, data: bytes) -> None:
+        """DHCP from an attached interface (persona_edge), echo replies (persona_gateway)."""
+        if table_id == tables.PERSONA_GATEWAY.id:
+            for id, (probe, sent) in list(self.probes.items()):
+                if probe.is_reply(data):
+                    self.latency[id] = self.hub.clock() - sent
+                    del self.probes[id]
+            return
+        request = dhcp.parse_request(data)
+        if request is None:
+            return
+        for net in self.nets():
+            body, id = self.active.get(net.id), net.id
+            if body is None or net.closing:
+                continue
+            member = next((m for m in net.members if m.dpid == dpid and m.port == in_port
+                           and m.mac == request.client_mac.lower()), None)
+            if member is None:
+                continue
+            decision = dhcp.decide(request, str(member.ip), str(net.gateway_ip))
+            if decision is None:
+                return
+            lease = int(max(60, min(body["expires_at"] - self.hub.wallclock(), dhcp.MAX_LEASE)))
+            frame = dhcp.build_reply(request, kind=decision.kind, your_ip=str(member.ip),
+                                     server_ip=str(net.gateway_ip), server_mac=self.gateway_mac,
+                                     netmask=str(net.ip_range.netmask),
+                                     router=str(net.gateway_ip), lease_seconds=lease)
+            self.hub.packet_out(dpid, frame, [Output(in_port)], CONTROLLER)
+            self.hub.journal("dhcp", member.interface_id, decision.reason, persona_id=id)
+            return
+
+
+def _usage_view(usage: Usage, at: float, latency: float | None) -> dict:
+    """What GET /v1/personas/{id}/usage answers ("in": to the persona, "out": from it)."""
+    t = usage.totals
+    return {"bytes": {"in": t.bytes_in, "out": t.bytes_out},
+            "packets": {"in": t.packets_in, "out": t.packets_out},
+            "connections": t.connections, "denied": t.denied,
+            "rate_bps": {"in": usage.rate_in_bps, "out": usage.rate_out_bps},
+            "updated_at": at, "latency_ms": round(latency * 1000, 3) if latency else None}
+
+
+def _counters(kind: str, packets: int, nbytes: int) -> Counters:
+    if kind == compiler.OUT:
+        return Counters(bytes_out=nbytes, packets_out=packets)
+    if kind == compiler.IN:
+        return Counters(bytes_in=nbytes, packets_in=packets)
+    if kind == compiler.CONNECTION:
+        return Counters(connections=packets)
+    return Counters(denied=packets)

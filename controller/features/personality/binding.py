@@ -1,0 +1,92 @@
+"""What personality an interface has on the switch right now, and what it had before.
+
+A `Binding` is the unit the hub compiles per interface: the interface, the
+personality policy (from the document revision that was applied, kept in the
+store so a restart never silently picks up a newer revision), its conntrack
+zone, and whether it is in transition (new connections refused).  Stored as
+kind ``binding`` under the interface id, with the binding it replaced, so a
+rollback needs nothing else.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any
+
+from controller.features.personality.compile import (Context, Interface, PersonalityPolicy,
+                                            compile_personality, compile_transition,
+                                            personality_meters)
+from controller.features.personality.vpn import TunnelPort, tunnel_port
+from controller.pipeline.meters import MeterSpec
+from controller.pipeline.flowspec import FlowSpec
+from controller.store import Store
+
+KIND = "binding"
+
+
+@dataclass(frozen=True)
+class Binding:
+    interface: Interface
+    personality_id: str
+    revision: int
+    body: Any = field(hash=False)   # the personality document as applied
+    zone: int
+    transition: bool = False
+
+    @cached_property
+    def policy(self) -> PersonalityPolicy:
+        """Parsed once per binding (the hub reads it at every convergence)."""
+        return PersonalityPolicy.from_body(self.personality_id, self.body, self.revision)
+
+    def flows(self, ctx: Context) -> tuple[FlowSpec, ...]:
+        """Compiled once per binding and context: the switcher compiles a target when it
+        prepares a switch, so the hub does not compile it again after the drain."""
+        memo = self.__dict__.get("_flows")
+        if memo is not None and memo[0] == ctx:
+            return memo[1]
+        if self.transition:
+            flows = compile_transition(self.interface, self.policy, self.zone, ctx)
+        else:
+            flows = compile_personality(self.interface, self.policy, self.zone, ctx)
+        self.__dict__["_flows"] = (ctx, flows)
+        return flows
+
+    def meters(self) -> tuple[MeterSpec, ...]:
+        return personality_meters(self.interface, self.policy)
+
+    @cached_property
+    def tunnel(self) -> TunnelPort | None:
+        """The VPN tunnel port this binding needs on its switch (made over OVSDB), if any."""
+        vpn = self.policy.vpn
+        return None if vpn is None else tunnel_port(self.interface, vpn)
+
+    def in_transition(self) -> "Binding":
+        return replace(self, transition=True)
+
+    def to_body(self) -> dict[str, Any]:
+        return {"personality_id": self.personality_id, "revision": self.revision,
+                "body": self.body, "zone": self.zone}
+
+    @classmethod
+    def from_body(cls, interface: Interface, body: dict[str, Any]) -> "Binding":
+        return cls(interface, body["personality_id"], body["revision"], body["body"],
+                   body["zone"])
+
+
+def save(store: Store, iid: str, binding: Binding | None, previous: Binding | None) -> None:
+    if binding is None:
+        if store.find(KIND, iid):
+            store.delete(KIND, iid)
+        return
+    store.put(KIND, iid, {**binding.to_body(),
+                          "previous": previous.to_body() if previous else None})
+
+
+def load(store: Store, iid: str, interface: Interface) -> tuple[Binding | None, Binding | None]:
+    """(current, previous) bindings of an interface, as last saved."""
+    doc = store.find(KIND, iid)
+    if doc is None:
+        return None, None
+    prev = doc.body.get("previous")
+    return (Binding.from_body(interface, doc.body),
+            Binding.from_body(interface, prev) if prev else None)

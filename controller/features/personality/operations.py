@@ -1,0 +1,147 @@
+"""Switch operations: the persisted record of one personality change on one interface.
+
+An operation is created (state ``pending``) by whoever asks for a change (the
+REST API, a personality update, an expiry timer), and then walked through its
+states by the coordinator (`controller.features.personality.switcher`) on the hub's
+worker thread.  Everything the coordinator learns is written back to the
+record, so a restarted controller finds every unfinished operation in the
+store and can finish or roll it back.
+
+Body of a store document of kind ``operation``::
+
+    {"interface_id", "kind", "from_personality_id", "to_personality_id",
+     "drain": {"max_seconds", "until"}, "health_checks": [...],
+     "state", "connections", "result", "reason", "log": [{"at", "state", "message"}],
+     "created_at", "finished_at"}
+
+The interface record's ``operation_id`` names its unfinished operation: one at
+a time per interface.
+"""
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError
+
+from controller.core.documents import DocumentInvalid, DocumentModel, IPv4, errors_of
+from controller.store import Document, Store
+
+KIND = "operation"
+STATES = ("pending", "transition", "draining", "applying", "verifying",
+          "succeeded", "rolled_back", "failed")
+FINAL = ("succeeded", "rolled_back", "failed")
+KINDS = ("switch", "revert", "expiry", "update", "apply")
+LOG_MAX = 200
+
+
+class Drain(DocumentModel):
+    """How long established connections may keep the old personality."""
+    max_seconds: Annotated[float, Field(ge=0, le=86400)] = 30.0
+    until: Literal["zero-connections", "timeout"] = "zero-connections"
+
+
+class HealthCheck(DocumentModel):
+    """One check run from the interface, through its new personality, after the apply.
+
+    ``gateway``: ICMP echo to ``target`` (default: the personality subnet's
+    gateway).  ``ping``: ICMP echo to ``target``.  ``dns``: an A query to
+    ``target`` (default: every server in the personality's ``dns_servers``);
+    any answer counts.  ``tcp``: a SYN to ``target``:``port`` must be
+    answered with a SYN-ACK.  Each must pass within ``timeout_seconds``.
+    """
+    type: Literal["gateway", "ping", "dns", "tcp"]
+    target: IPv4 | None = None
+    port: Annotated[int, Field(strict=True, ge=1, le=65535)] | None = None
+    timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 3.0
+
+
+class SwitchRequest(DocumentModel):
+    """Body of ``POST /v1/interfaces/{id}/switch``."""
+    personality_id: Annotated[str, Field(min_length=1, max_length=64)]
+    drain: Drain = Field(default_factory=Drain)
+    health_checks: list[HealthCheck] = Field(default_factory=list)
+    dry_run: bool = False
+
+
+def parse_switch_request(body: Any) -> SwitchRequest:
+    if not isinstance(body, dict):
+        raise DocumentInvalid([("body", "must be an object")], "switch request")
+    try:
+        request = SwitchRequest.model_validate(body)
+    except ValidationError as exc:
+        raise DocumentInvalid(errors_of(exc), "switch request") from None
+    for i, check in enumerate(request.health_checks):
+        if check.type in ("ping", "tcp") and check.target is None:
+            raise DocumentInvalid([(f"body.health_checks[{i}].target",
+                                    f"a {check.type} check needs a target address")],
+                                  "switch request")
+        if (check.type == "tcp") != (check.port is not None):
+            raise DocumentInvalid([(f"body.health_checks[{i}].port",
+                                    "a tcp check needs a port; other checks take none")],
+                                  "switch request")
+    return request
+
+
+class Busy(RuntimeError):
+    """The interface already has an unfinished operation."""
+
+    def __init__(self, interface_id: str, operation_id: str) -> None:
+        super().__init__(f"interface {interface_id} is busy with operation {operation_id}")
+        self.interface_id, self.operation_id = interface_id, operation_id
+
+
+def new_id() -> str:
+    return "op-" + uuid.uuid4().hex[:12]
+
+
+def create(store: Store, interface_id: str, to_personality_id: str, *, kind: str,
+           now: float, drain: Drain | None = None,
+           health_checks: list[HealthCheck] | None = None, reason: str | None = None) -> Document:
+    """Persist a pending operation and lock the interface to it (raises Busy, NotFound)."""
+    assert kind in KINDS, kind
+    with store.transaction():
+        iface = store.get("interface", interface_id)
+        busy = iface.body.get("operation_id")
+        if busy:
+            op = store.find(KIND, busy)
+            if op is not None and op.body["state"] not in FINAL:
+                raise Busy(interface_id, busy)
+        op_id = new_id()
+        body = {
+            "interface_id": interface_id, "kind": kind,
+            "from_personality_id": iface.body.get("personality_id"),
+            "to_personality_id": to_personality_id,
+            "drain": (drain or Drain()).model_dump(),
+            "health_checks": [c.model_dump(mode="json") for c in health_checks or []],
+            "state": "pending", "connections": None, "result": None, "reason": reason,
+            "log": [{"at": now, "state": "pending",
+                     "message": f"{kind}: {iface.body.get('personality_id')} -> {to_personality_id}"
+                                + (f" ({reason})" if reason else "")}],
+            "created_at": now, "finished_at": None,
+        }
+        doc = store.create(KIND, op_id, body)
+        store.put("interface", interface_id, {**iface.body, "operation_id": op_id})
+        store.append_event("operation", op_id, "created",
+                           {"interface_id": interface_id, "kind": kind,
+                            "to_personality_id": to_personality_id})
+    return doc
+
+
+def view(doc: Document) -> dict[str, Any]:
+    """The REST shape of an operation."""
+    return {"id": doc.id, "revision": doc.revision, **doc.body}
+
+
+def history_entry(doc: Document) -> dict[str, Any]:
+    """One line of an interface's switch history (``GET /v1/interfaces/{id}/history``)."""
+    b = doc.body
+    return {"operation": doc.id, "kind": b["kind"], "at": b["created_at"],
+            "finished_at": b["finished_at"], "from": b["from_personality_id"],
+            "to": b["to_personality_id"], "state": b["state"], "result": b["result"],
+            "reason": b["reason"]}
+
+
+def history(store: Store, interface_id: str) -> list[dict[str, Any]]:
+    ops = [d for d in store.list(KIND) if d.body["interface_id"] == interface_id]
+    return [history_entry(d) for d in sorted(ops, key=lambda d: d.body["created_at"])]
