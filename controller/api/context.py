@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from ipaddress import IPv4Network
-from typing import Annotated, Any, Protocol
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Mapping, Protocol
 
 from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry
 
-from controller.features.persona.store import DEFAULT_NAT_POOL
 from controller.store import Store
 
 
 class HubView(Protocol):
-    """View of the running hub: reads that return JSON-able data, plus
-    notifications that the store changed (``reload_subnets``,
-    ``operations_changed``, ``personas_changed``).
+    """View of the running hub: reads that return JSON-able data, a notice that
+    documents were written, and feature queries run on the hub's worker.
 
     Shapes are documented by the models in ``controller.api.models``.
     """
@@ -37,49 +34,33 @@ class HubView(Protocol):
         """{"switches": [...], "links": [...], "hosts": [...]} (see ``models.Topology``)."""
         ...
 
-    def reload_subnets(self) -> None:
-        """Re-read the subnet documents from the store (after a subnet was written)."""
-        ...
+    def documents_changed(self, kind: str) -> None:
+        """Documents of store kind ``kind`` were written (after the transaction
+        committed); the feature that owns the kind re-reads them.  Returns at once.
 
-    def operations_changed(self) -> None:
-        """Operations were created; the coordinator should look at the store.
-
-        Called after every write that creates an operation (switch, revert,
-        apply, a personality update); returns at once.
+        Kinds: "subnet", "personality", "operation" (a personality change was
+        created), "persona".
         """
         ...
 
-    def dry_run_switch(self, interface_id: str, personality_id: str) -> dict[str, Any]:
-        """What switching ``interface_id`` to ``personality_id`` would do; changes nothing.
+    def query(self, feature: str, name: str, **args: Any) -> Any:
+        """Ask feature ``feature`` the query ``name`` on the hub's worker; changes nothing.
 
-        Blocks until the hub's worker has compiled it and answers
-        ``{"interface_id", "from_personality_id", "to_personality_id",
-        "flows": {"add": [str], "delete": [str]}, "connections": [dict],
-        "would_cut": int}``.  Raises LookupError for an unknown interface or
-        personality, ValueError when the personality cannot be compiled for
-        the interface, TimeoutError when the worker does not answer in time.
+        Blocks until answered.  Raises LookupError (unknown feature, query, or
+        an unknown object named in ``args``), ValueError (cannot be compiled),
+        TimeoutError (the worker did not answer in time).  The queries:
+
+        * ``("personality", "dry_run", interface_id=, personality_id=)`` ->
+          ``{"interface_id", "from_personality_id", "to_personality_id",
+          "flows": {"add": [str], "delete": [str]}, "connections": [dict],
+          "would_cut": int}``
+        * ``("persona", "preview", body=)``: ``body`` is the record body a create
+          would store plus its ``"id"`` -> ``{"flows": {dpid: [str, ...]},
+          "meters": [dict]}`` (one rendered flow per list item)
+        * ``("persona", "usage", id=)`` -> ``{"bytes": {"in", "out"},
+          "packets": {"in", "out"}, "connections", "denied", "rate_bps": {"in",
+          "out"}, "updated_at", "latency_ms"}`` or None when nothing is counted yet
         """
-        ...
-
-    def personas_changed(self) -> None:
-        """The persona records changed; the runtime re-reads them. Returns at once."""
-        ...
-
-    def persona_preview(self, body: dict[str, Any]) -> dict[str, Any]:
-        """The flows and meters a persona record that is not stored would install.
-
-        ``body`` is the record body ``create`` would store (see
-        ``controller.features.persona.store``) plus its ``"id"``. Answers
-        ``{"flows": {dpid: [rendered flow strings]}, "meters": [...]}``; raises
-        ValueError when it cannot be compiled, TimeoutError when the worker
-        does not answer in time. Changes nothing.
-        """
-        ...
-
-    def persona_usage(self, id: str) -> dict[str, Any] | None:
-        """What the gateway counted for a persona, or None when nothing is known yet:
-        ``{"bytes": {"in", "out"}, "packets": {"in", "out"}, "connections": int,
-        "denied": int, "rate_bps": {"in", "out"}, "updated_at": float | None}``."""
         ...
 
 
@@ -91,8 +72,8 @@ class ApiContext:
     hub: HubView
     registry: CollectorRegistry
     version: str
-    persona_nat_pool: IPv4Network = DEFAULT_NAT_POOL
-    """Where overlapping personas get their hub-visible blocks (config ``personas.nat_pool``)."""
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    """Each feature's validated settings, by feature name (e.g. ``settings["persona"]``)."""
 
 
 def get_context(request: Request) -> ApiContext:

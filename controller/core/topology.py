@@ -6,8 +6,11 @@ records are what compilers and the REST API see.
 from __future__ import annotations
 
 import ipaddress
+from ipaddress import IPv4Address
 from dataclasses import dataclass, field
 from typing import Iterable
+
+import networkx as nx
 
 
 def dpid_str(dpid: int) -> str:
@@ -153,3 +156,31 @@ class Topology:
 
     def hosts_at(self, dpid: int, port: int) -> list[Host]:
         return [h for h in self.hosts.values() if (h.dpid, h.port) == (dpid, port)]
+
+
+def subnet_of(ip: str, subnets: Iterable[Subnet]) -> Subnet | None:
+    addr = IPv4Address(ip)
+    return next((s for s in subnets if addr in s.cidr), None)
+
+
+def next_hops(switches: Iterable[int], links: Iterable[Link]) -> dict[int, dict[int, int]]:
+    """next_hops[src][dst] = port on src toward dst, over shortest paths.
+
+    Deterministic: ties break toward the lowest dpid, parallel links toward the
+    lowest port.
+    """
+    graph = nx.Graph()
+    graph.add_nodes_from(sorted(switches))
+    port_to: dict[tuple[int, int], int] = {}
+    for link in sorted(links):
+        graph.add_edge(link.a_dpid, link.b_dpid)
+        for (u, up), (v, _) in (link.ends(), link.ends()[::-1]):
+            port_to[(u, v)] = min(up, port_to.get((u, v), up))
+    hops: dict[int, dict[int, int]] = {n: {} for n in graph.nodes}
+    for dst in sorted(graph.nodes):
+        dist = nx.single_source_shortest_path_length(graph, dst)
+        for src, d in dist.items():
+            if src != dst:
+                via = min(n for n in graph.neighbors(src) if dist.get(n) == d - 1)
+                hops[src][dst] = port_to[(src, via)]
+    return hops

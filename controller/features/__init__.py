@@ -1,1 +1,1 @@
-"""Lifecycle state machines that walk a feature through a sequence of desired states."""
+"""One folder per capability; `controller.registry` lists them."""

@@ -17,7 +17,7 @@ from controller.pipeline import cookies, tables
 from controller.pipeline.actions import IN_PORT, DecTtl, Move, Output, SetField
 from controller.pipeline.cookies import Feature
 from controller.pipeline.flowspec import FlowSpec, flow
-from controller.core.topology import Host, Link, Subnet
+from controller.core.topology import Host, Link, Subnet, next_hops
 
 ETH_ARP = 0x0806
 ETH_IPV4 = 0x0800
@@ -66,35 +66,6 @@ def icmp_echo_responder(mac: str, ip: str) -> tuple:
     return (Move("eth_src", "eth_dst", 48), SetField("eth_src", mac),
             Move("ipv4_src", "ipv4_dst", 32), SetField("ipv4_src", ip),
             SetField("icmpv4_type", 0), Move("reg7", "in_port", 16))
-
-
-def next_hops(switches: Iterable[int], links: Iterable[Link]) -> dict[int, dict[int, int]]:
-    """next_hops[src][dst] = port on src toward dst, over shortest paths.
-
-    Deterministic: ties break toward the lowest dpid, parallel links toward the
-    lowest port.
-    """
-    graph = nx.Graph()
-    graph.add_nodes_from(sorted(switches))
-    port_to: dict[tuple[int, int], int] = {}
-    for link in sorted(links):
-        graph.add_edge(link.a_dpid, link.b_dpid)
-        for (u, up), (v, _) in (link.ends(), link.ends()[::-1]):
-            port_to[(u, v)] = min(up, port_to.get((u, v), up))
-    hops: dict[int, dict[int, int]] = {n: {} for n in graph.nodes}
-    for dst in sorted(graph.nodes):
-        dist = nx.single_source_shortest_path_length(graph, dst)
-        for src, d in dist.items():
-            if src != dst:
-                via = min(n for n in graph.neighbors(src) if dist.get(n) == d - 1)
-                hops[src][dst] = port_to[(src, via)]
-    return hops
-
-
-def bootstrap_flows() -> tuple[FlowSpec, ...]:
-    """Flows a switch needs before its topology is known: punt LLDP for link discovery."""
-    return (flow(tables.CLASSIFY.id, 65000, {"eth_type": ETH_LLDP}, [Output.controller()],
-                 cookie=BASE),)
 
 
 def _switch_flows(dpid: int, inp: FabricInput, hops: dict[int, dict[int, int]],
@@ -157,8 +128,3 @@ def compile_fabric(inp: FabricInput) -> dict[int, tuple[FlowSpec, ...]]:
         tables.check(flows)
         result[dpid] = tuple(sorted(flows, key=lambda f: (f.table, -f.priority, repr(f.match))))
     return result
-
-
-def subnet_of(ip: str, subnets: Iterable[Subnet]) -> Subnet | None:
-    addr = IPv4Address(ip)
-    return next((s for s in subnets if addr in s.cidr), None)

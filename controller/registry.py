@@ -1,0 +1,17 @@
+"""The features of the hub, in order: one line each.
+
+Order matters where it shows: contributions are concatenated in this order,
+packet-ins are dispatched by table owner, REST routers are mounted and hubctl
+command groups listed in it.  Adding a feature is a folder under
+`controller/features/` plus one line here (see docs/architecture.md).
+"""
+from __future__ import annotations
+
+from controller.core.plugin import Plugin
+from controller.features import fabric, persona, personality
+
+FEATURES: tuple[Plugin, ...] = (
+    fabric.PLUGIN,
+    personality.PLUGIN,
+    persona.PLUGIN,
+)
