@@ -6,6 +6,8 @@ worker thread.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER,
@@ -13,8 +15,10 @@ from os_ken.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_
 from os_ken.ofproto import ofproto_v1_3, ofproto_v1_4
 
 from apps.channel import OsKenChannel
-from controller.core.hub import Hub
 from controller.core.topology import Port
+
+if TYPE_CHECKING:  # the app only forwards to it
+    from controller.core.hub import Hub
 
 _ALL = [CONFIG_DISPATCHER, MAIN_DISPATCHER, DEAD_DISPATCHER]
 
