@@ -1,8 +1,12 @@
-"""hubctl command groups for typed documents: ``subnet`` and ``personality``.
+"""The commands every stored document kind shares: ``create -f FILE``, ``list``, ``get ID``, ``delete ID``.
+
+A feature declares a `Collection` (its kind, its path, how to show one and
+many) and adds the verbs with `add_document_group`, or one by one with the
+``add_*`` methods when it has verbs of its own to place between them.
 
 ``create -f FILE`` sends the file as it is (YAML or JSON, ``-`` for stdin)
 with the matching content type, so the API's errors name the fields of the
-file the user wrote. ``list``, ``get ID`` and ``delete ID`` print tables by
+file the user wrote.  ``list``, ``get ID`` and ``delete ID`` print tables by
 default, or the stored documents with ``-o json|yaml``.
 """
 
@@ -12,26 +16,41 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+from urllib.parse import quote
 
-from controller.cli.format import format_table, format_time
-
-if TYPE_CHECKING:
-    from controller.cli.main import HubClient, Output
-
-EXIT_OK, EXIT_LOCAL_ERROR = 0, 2
+from controller.cli.client import EXIT_LOCAL_ERROR, EXIT_OK, HubClient
+from controller.cli.commands import Common, Subparsers
+from controller.cli.output import Output, Table
 
 JSON_TYPE, YAML_TYPE = "application/json", "application/yaml"
 
 
-# -- files -------------------------------------------------------------------------
+# -- the stored shape ------------------------------------------------------------------
+
+def fields_of(doc: dict[str, Any]) -> dict[str, Any]:
+    """A stored document's own fields.
+
+    The API answers ``{id, revision, created_at, updated_at, ...fields}``;
+    older hubs nested the fields under ``body``, which is read as well.
+    """
+    body = doc.get("body")
+    return body if isinstance(body, dict) else doc
+
+
+# -- files -----------------------------------------------------------------------------
 
 class FileProblem(Exception):
     """The document file could not be read."""
 
 
-def read_document_file(path: str) -> tuple[bytes, str]:
+class DocumentFile(NamedTuple):
+    data: bytes
+    content_type: str
+
+
+def read_document_file(path: str) -> DocumentFile:
     """The bytes of ``path`` (``-`` is stdin) and the content type to send them with."""
     try:
         if path == "-":
@@ -41,7 +60,7 @@ def read_document_file(path: str) -> tuple[bytes, str]:
                 data = f.read()
     except OSError as exc:
         raise FileProblem(f"cannot read {path}: {exc.strerror or exc}") from None
-    return data, content_type_for(path, data)
+    return DocumentFile(data, content_type_for(path, data))
 
 
 def content_type_for(path: str, data: bytes) -> str:
@@ -57,139 +76,88 @@ def content_type_for(path: str, data: bytes) -> str:
         return YAML_TYPE
 
 
-# -- generic commands ------------------------------------------------------------------
+# -- the commands ----------------------------------------------------------------------
 
-Table = Callable[[Any], str]
+class Preview(NamedTuple):
+    """``create --dry-run``: the API's ``dry_run=true`` answer, shown with ``table``."""
+    table: Table
+    help: str
 
 
-def _create(collection: str, table: Table) -> Callable[[argparse.Namespace, HubClient, Output], int]:
-    def handler(args: argparse.Namespace, api: HubClient, out: Output) -> int:
+class Filter(NamedTuple):
+    """A ``list --NAME VALUE`` option, sent as the query parameter NAME."""
+    name: str
+    help: str
+    choices: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Collection:
+    """One kind of stored document, and how hubctl shows it."""
+
+    kind: str                        # the group's name, and the word in messages
+    path: str                        # its REST collection, "/v1/subnets"
+    one: Table                       # one stored document (get; create unless `created`)
+    many: Table                      # a list of them
+    created: Table | None = None     # the answer to create, where it says more than `one`
+    preview: Preview | None = None   # adds ``create --dry-run``
+    filters: tuple[Filter, ...] = ()
+
+    def url(self, id: str, *rest: str) -> str:
+        return self.path + "/" + "/".join(quote(part, safe=":") for part in (id, *rest))
+
+    # handlers
+
+    def create(self, args: argparse.Namespace, api: HubClient, out: Output) -> int:
         try:
-            data, content_type = read_document_file(args.file)
+            file = read_document_file(args.file)
         except FileProblem as exc:
             print(f"hubctl: {exc}", file=sys.stderr)
             return EXIT_LOCAL_ERROR
-        doc = api.request("POST", f"/v1/{collection}", content=data,
-                          headers={"content-type": content_type})
-        out.emit(doc, table)
+        dry_run = self.preview is not None and args.dry_run
+        doc = api.request("POST", self.path, params={"dry_run": "true" if dry_run else None},
+                          content=file.data, headers={"content-type": file.content_type})
+        out.emit(doc, self.preview.table if self.preview and dry_run else self.created or self.one)
         return EXIT_OK
-    return handler
 
-
-def _list(collection: str, table: Table) -> Callable[[argparse.Namespace, HubClient, Output], int]:
-    def handler(args: argparse.Namespace, api: HubClient, out: Output) -> int:
-        out.emit(api.get(f"/v1/{collection}"), table)
+    def list(self, args: argparse.Namespace, api: HubClient, out: Output) -> int:
+        out.emit(api.get(self.path, **{f.name: getattr(args, f.name) for f in self.filters}), self.many)
         return EXIT_OK
-    return handler
 
-
-def _get(collection: str, table: Table) -> Callable[[argparse.Namespace, HubClient, Output], int]:
-    def handler(args: argparse.Namespace, api: HubClient, out: Output) -> int:
-        out.emit(api.get(f"/v1/{collection}/{args.id}"), table)
+    def get(self, args: argparse.Namespace, api: HubClient, out: Output) -> int:
+        out.emit(api.get(self.url(args.id)), self.one)
         return EXIT_OK
-    return handler
 
-
-def _delete(collection: str, kind: str) -> Callable[[argparse.Namespace, HubClient, Output], int]:
-    def handler(args: argparse.Namespace, api: HubClient, out: Output) -> int:
-        doc = api.request("DELETE", f"/v1/{collection}/{args.id}")
-        out.emit(doc, lambda d: f"deleted {kind} {d['id']} (revision {d['revision']})")
+    def delete(self, args: argparse.Namespace, api: HubClient, out: Output) -> int:
+        doc = api.request("DELETE", self.url(args.id))
+        out.emit(doc, lambda d: f"deleted {self.kind} {d['id']} (revision {d['revision']})")
         return EXIT_OK
-    return handler
+
+    # verbs
+
+    def add_create(self, verbs: Subparsers, common: Common) -> None:
+        p = common.command(verbs, "create", self.create, f"create a {self.kind} from a YAML or JSON file")
+        p.add_argument("-f", "--file", required=True, metavar="FILE", help="document file; - reads stdin")
+        if self.preview:
+            p.add_argument("--dry-run", action="store_true", help=self.preview.help)
+
+    def add_list(self, verbs: Subparsers, common: Common) -> None:
+        p = common.command(verbs, "list", self.list, f"every {self.kind}")
+        for f in self.filters:
+            p.add_argument(f"--{f.name}", choices=f.choices, help=f.help)
+
+    def add_get(self, verbs: Subparsers, common: Common) -> None:
+        p = common.command(verbs, "get", self.get, f"one {self.kind}")
+        p.add_argument("id", metavar="ID")
+
+    def add_delete(self, verbs: Subparsers, common: Common, help: str | None = None) -> None:
+        p = common.command(verbs, "delete", self.delete, help or f"delete a {self.kind}")
+        p.add_argument("id", metavar="ID")
 
 
-def _add_group(sub: Any, kind: str, collection: str, help: str, one: Table, many: Table) -> None:
-    from controller.cli.main import _COMMON, add_command  # cli imports this module; import at call time
-
-    group = sub.add_parser(kind, help=help, description=help, parents=[_COMMON])
-    verbs = group.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    p = add_command(verbs, "create", _create(collection, one), f"create a {kind} from a YAML or JSON file")
-    p.add_argument("-f", "--file", required=True, metavar="FILE", help="document file; - reads stdin")
-    add_command(verbs, "list", _list(collection, many), f"every {kind}")
-    p = add_command(verbs, "get", _get(collection, one), f"one {kind}")
-    p.add_argument("id", metavar="ID")
-    p = add_command(verbs, "delete", _delete(collection, kind), f"delete a {kind}")
-    p.add_argument("id", metavar="ID")
-
-
-# -- subnets ---------------------------------------------------------------------------
-
-SUBNET_HEADERS = ["ID", "CIDR", "GATEWAY", "REVISION", "DESCRIPTION"]
-
-
-def _subnet_row(doc: dict[str, Any]) -> list[object]:
-    b = doc["body"]
-    return [doc["id"], b.get("cidr"), b.get("gateway"), doc["revision"], b.get("description")]
-
-
-def subnets_table(docs: list[dict[str, Any]]) -> str:
-    return format_table(SUBNET_HEADERS, map(_subnet_row, docs)) if docs else "(no subnets)"
-
-
-def subnet_table(doc: dict[str, Any]) -> str:
-    return f"{format_table(SUBNET_HEADERS, [_subnet_row(doc)])}\n\nupdated: {format_time(doc['updated_at'])}"
-
-
-def add_subnet_command(sub: Any) -> None:
-    _add_group(sub, "subnet", "subnets", "subnets the hub routes (create, list, get, delete)",
-               subnet_table, subnets_table)
-
-
-# -- personalities -------------------------------------------------------------------------
-
-PERSONALITY_HEADERS = ["ID", "NAME", "SUBNET", "ADDRESSES", "RULES", "DEFAULT", "REVISION"]
-
-
-def _personality_row(doc: dict[str, Any]) -> list[object]:
-    b = doc["body"]
-    return [doc["id"], b.get("name"), b.get("subnet_id"), b.get("ip_addresses") or [],
-            len(b.get("firewall_rules") or []), b.get("default_action", "deny"), doc["revision"]]
-
-
-def personalities_table(docs: list[dict[str, Any]]) -> str:
-    return format_table(PERSONALITY_HEADERS, map(_personality_row, docs)) if docs else "(no personalities)"
-
-
-def _port(value: Any) -> str:
-    return "any" if value is None else str(value)
-
-
-def _firewall_summary(body: dict[str, Any]) -> str:
-    n = len(body.get("firewall_rules") or [])
-    return f"{n} rule{'' if n == 1 else 's'}, default {body.get('default_action', 'deny')}"
-
-
-def personality_table(doc: dict[str, Any]) -> str:
-    b = doc["body"]
-    qos = b.get("qos_settings") or {}
-    vpn = b.get("vpn_tunnel_config")
-    apps = b.get("application_access_policy") or {}
-    fields: list[list[object]] = [
-        ["id", doc["id"]], ["name", b.get("name")], ["revision", doc["revision"]],
-        ["updated", format_time(doc["updated_at"])], ["subnet", b.get("subnet_id")],
-        ["addresses", b.get("ip_addresses") or []], ["dns servers", b.get("dns_servers") or []],
-        ["firewall", _firewall_summary(b)],
-        ["qos", ", ".join(f"{k}={v}" for k, v in qos.items()) or None],
-        ["vpn", f"{vpn['type']} to {vpn['remote_ip']} for {','.join(vpn['remote_prefixes'])}"
-         if vpn else None],
-        ["apps allowed", [a["name"] for a in apps.get("allow", [])]],
-        ["apps denied", [a["name"] for a in apps.get("deny", [])]],
-        ["expires after", f"{b['expires_after']}s" if b.get("expires_after") else None],
-    ]
-    out = format_table(["FIELD", "VALUE"], fields)
-    rules = [[i, r.get("direction", "both"), r["protocol"], r.get("source", "0.0.0.0/0"),
-              r.get("destination", "0.0.0.0/0"), _port(r.get("port")), r["action"]]
-             for i, r in enumerate(b.get("firewall_rules") or [])]
-    if rules:
-        out += "\n\nFIREWALL RULES\n" + format_table(
-            ["#", "DIRECTION", "PROTOCOL", "SOURCE", "DESTINATION", "PORT", "ACTION"], rules)
-    routes = [[r["destination"], r["next_hop"]] for r in b.get("routing_table") or []]
-    if routes:
-        out += "\n\nROUTES\n" + format_table(["DESTINATION", "NEXT HOP"], routes)
-    return out
-
-
-def add_personality_command(sub: Any) -> None:
-    _add_group(sub, "personality", "personalities",
-               "personality documents (create, list, get, delete)", personality_table,
-               personalities_table)
+def add_document_group(sub: Subparsers, common: Common, collection: Collection, help: str) -> Subparsers:
+    """``hubctl KIND create|list|get|delete``; the group's subparsers, for verbs of its own."""
+    verbs = common.group(sub, collection.kind, help)
+    for add in (collection.add_create, collection.add_list, collection.add_get, collection.add_delete):
+        add(verbs, common)
+    return verbs

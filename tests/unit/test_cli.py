@@ -13,6 +13,7 @@ import yaml
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
+from controller.cli import hub as cli_hub
 from controller.cli import main as cli
 from controller.api import ApiContext, create_app
 from tests.unit.fakes import FakeHub
@@ -127,7 +128,7 @@ def test_events_follow(capsys: pytest.CaptureFixture[str], http: TestClient, sto
         else:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli.time, "sleep", fake_sleep)
+    monkeypatch.setattr(cli_hub.time, "sleep", fake_sleep)
     code, out, _ = run(capsys, http, "-o", "json", "events", "--follow")
     assert code == 0
     assert [json.loads(line)["message"] for line in out.splitlines()] == ["first", "second", "third"]

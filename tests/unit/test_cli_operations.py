@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from controller.features.personality import cli as cli_operations
 from controller.core import interfaces
-from controller.features.personality.cli import connection_count, format_check, format_connection, parse_check
+from controller.features.personality import cli_wait
+from controller.features.personality.cli import parse_check
+from controller.features.personality.cli_tables import connection_count, format_check, format_connection
+from controller.features.personality.operations import FINAL
 from controller.store import Store, open_store
 from controller.core.topology import Host
 from tests.unit.conftest import run_cli
@@ -50,19 +52,19 @@ class Coordinator:
         self.store, self.script, self.step, self.sleeps = store, script, 0, 0
 
     def __call__(self, seconds: float) -> None:
-        assert seconds == cli_operations.POLL_INTERVAL_S
+        assert seconds == cli_wait.POLL_INTERVAL_S
         self.sleeps += 1
         assert self.step < len(self.script), "hubctl kept polling after the operation finished"
         state, connections, note = self.script[self.step]
         self.step += 1
         for doc in self.store.list("operation"):
             b = doc.body
-            if b["state"] in cli_operations.FINAL:
+            if b["state"] in FINAL:
                 continue
             log = b["log"] + ([{"at": 1e12, "state": state, "message": note}] if note or
                               state != b["state"] else [])
             body = {**b, "state": state, "connections": connections, "log": log}
-            if state in cli_operations.FINAL:
+            if state in FINAL:
                 body.update(result=state, reason=note if state != "succeeded" else None, finished_at=2e12)
             self.store.put("operation", doc.id, body)
 
@@ -146,7 +148,7 @@ def test_dry_run(capsys: pytest.CaptureFixture[str], http: TestClient, store: St
 def test_switch_wait_succeeded(capsys: pytest.CaptureFixture[str], http: TestClient, store: Store,
                                monkeypatch: pytest.MonkeyPatch) -> None:
     coordinator = Coordinator(store, SUCCESS)
-    monkeypatch.setattr(cli_operations, "_sleep", coordinator)
+    monkeypatch.setattr(cli_wait, "_sleep", coordinator)
     code, out, err = run(capsys, http, "interface", "switch", IF1, "lockdown", "--wait")
     assert code == 0, err
     lines = out.splitlines()
@@ -162,7 +164,7 @@ def test_switch_wait_succeeded(capsys: pytest.CaptureFixture[str], http: TestCli
 
 def test_switch_wait_rolled_back(capsys: pytest.CaptureFixture[str], http: TestClient, store: Store,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli_operations, "_sleep", Coordinator(store, ROLLBACK))
+    monkeypatch.setattr(cli_wait, "_sleep", Coordinator(store, ROLLBACK))
     code, out, _ = run(capsys, http, "interface", "switch", IF1, "lockdown", "--wait", "--check", "gateway")
     assert code == 1
     lines = out.splitlines()
@@ -174,7 +176,7 @@ def test_switch_wait_rolled_back(capsys: pytest.CaptureFixture[str], http: TestC
 
 def test_switch_wait_failed_json(capsys: pytest.CaptureFixture[str], http: TestClient, store: Store,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli_operations, "_sleep", Coordinator(store, [("failed", None, "switch lost")]))
+    monkeypatch.setattr(cli_wait, "_sleep", Coordinator(store, [("failed", None, "switch lost")]))
     code, out, _ = run(capsys, http, "-o", "json", "interface", "switch", IF1, "lockdown", "--wait")
     assert code == 1
     op = json.loads(out)
@@ -186,7 +188,7 @@ def test_revert(capsys: pytest.CaptureFixture[str], http: TestClient, store: Sto
     code, _, err = run(capsys, http, "interface", "revert", IF1)
     assert code == 1 and "Already on the default personality (HTTP 409)" in err
     store.put("interface", IF1, {**store.get("interface", IF1).body, "personality_id": "lockdown"})
-    monkeypatch.setattr(cli_operations, "_sleep", Coordinator(store, SUCCESS))
+    monkeypatch.setattr(cli_wait, "_sleep", Coordinator(store, SUCCESS))
     code, out, err = run(capsys, http, "interface", "revert", IF1, "--wait", "--drain-max", "2")
     assert code == 0, err
     assert out.splitlines()[0] == "pending: revert: lockdown -> web"
@@ -199,7 +201,7 @@ def test_revert(capsys: pytest.CaptureFixture[str], http: TestClient, store: Sto
 
 def test_history_and_operations(capsys: pytest.CaptureFixture[str], http: TestClient, store: Store,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli_operations, "_sleep", Coordinator(store, [("succeeded", 0, None)]))
+    monkeypatch.setattr(cli_wait, "_sleep", Coordinator(store, [("succeeded", 0, None)]))
     assert run(capsys, http, "interface", "switch", IF1, "lockdown", "--wait")[0] == 0
     assert run(capsys, http, "interface", "switch", IF2, "web")[0] == 0
     first, second = sorted(store.list("operation"), key=lambda d: d.body["created_at"])
@@ -245,7 +247,7 @@ def test_personality_apply(capsys: pytest.CaptureFixture[str], http: TestClient,
 
 def test_personality_apply_wait(capsys: pytest.CaptureFixture[str], http: TestClient, store: Store,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli_operations, "_sleep", Coordinator(store, ROLLBACK))
+    monkeypatch.setattr(cli_wait, "_sleep", Coordinator(store, ROLLBACK))
     code, out, _ = run(capsys, http, "personality", "apply", "lockdown", "--datapath", "0000000000000a01",
                        "--wait")
     assert code == 1
@@ -254,7 +256,7 @@ def test_personality_apply_wait(capsys: pytest.CaptureFixture[str], http: TestCl
     assert out.splitlines()[-1] == (f"2 of 2 operations did not succeed: {IF1} rolled_back, "
                                     f"{IF2} rolled_back")
 
-    monkeypatch.setattr(cli_operations, "_sleep", Coordinator(store, SUCCESS))
+    monkeypatch.setattr(cli_wait, "_sleep", Coordinator(store, SUCCESS))
     code, out, _ = run(capsys, http, "personality", "apply", "web", "--interface", IF1, "--interface", IF3,
                        "--wait")
     assert code == 0
@@ -269,7 +271,7 @@ def test_personality_apply_wait(capsys: pytest.CaptureFixture[str], http: TestCl
 
 def test_personality_apply_wait_json(capsys: pytest.CaptureFixture[str], http: TestClient, store: Store,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli_operations, "_sleep", Coordinator(store, [("succeeded", 0, None)]))
+    monkeypatch.setattr(cli_wait, "_sleep", Coordinator(store, [("succeeded", 0, None)]))
     code, out, _ = run(capsys, http, "-o", "json", "personality", "apply", "lockdown", "--interface", IF2,
                        "--wait")
     assert code == 0
@@ -326,7 +328,7 @@ def test_connection_helpers() -> None:
 def test_wait_on_a_terminal_rewrites_the_progress_line(capsys: pytest.CaptureFixture[str], http: TestClient,
                                                        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
-    monkeypatch.setattr(cli_operations, "_sleep", Coordinator(store, SUCCESS))
+    monkeypatch.setattr(cli_wait, "_sleep", Coordinator(store, SUCCESS))
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     code, out, _ = run(capsys, http, "interface", "switch", IF1, "lockdown", "--wait")
     assert code == 0

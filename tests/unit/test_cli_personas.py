@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from controller.features.persona import cli as cli_personas
 from controller.core import interfaces
-from controller.cli.format import format_time
+from controller.cli.output import format_time
 from controller.features.persona.document import parse_expiration
 from controller.store import Store, open_store
 from controller.core.topology import Host

@@ -1,31 +1,27 @@
-"""hubctl command groups for personas: ``persona`` and ``alerts``.
+"""hubctl command groups of personas: ``persona`` and ``alerts``.
 
 ``persona create -f FILE`` sends the file as written (YAML or JSON) so the
 API's errors name the fields of that file; ``--dry-run`` prints the flows it
-would install. ``persona extend ID --by 2h`` moves the deadline from the
-current expiration (not from now); ``--to`` sets it. Tables show what an
-operator looks for first: state, time left, gateway, NAT mapping.
+would install on each datapath, one per line. ``persona extend ID --by 2h``
+moves the deadline from the current expiration (not from now); ``--to`` sets
+it. Tables show what an operator looks for first: state, time left, gateway,
+NAT mapping.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from typing import Any
 
-from controller.cli.documents import FileProblem, read_document_file
-from controller.cli.format import format_duration, format_table, format_time
+from controller.cli.client import EXIT_OK, HubClient, invalid_response
+from controller.cli.commands import Common, Subparsers
+from controller.cli.documents import Collection, Filter, Preview
+from controller.cli.output import Output, format_duration, format_table, format_time, plural
 from controller.core.documents import parse_duration
 from controller.features.persona.document import parse_expiration
-
-if TYPE_CHECKING:
-    from controller.cli.main import HubClient, Output
-
-EXIT_OK, EXIT_LOCAL_ERROR = 0, 2
 
 _now: Callable[[], float] = time.time  # replaced by tests
 
@@ -125,14 +121,23 @@ def created_table(p: dict[str, Any]) -> str:
     return out
 
 
+def preview_flows(p: dict[str, Any]) -> dict[str, list[str]]:
+    """The dry run's ``flows``: per datapath, a list of rendered flows (and nothing else)."""
+    flows = p.get("flows", {})
+    if isinstance(flows, dict) and all(isinstance(fl, list) and all(isinstance(f, str) for f in fl)
+                                       for fl in flows.values()):
+        return flows
+    raise invalid_response(200, "the dry run's flows are not a list of flows per datapath")
+
+
 def preview_table(p: dict[str, Any]) -> str:
     record = p["record"]
     lines = [f"dry run: persona {p['id']} would get index {record['index']}, gateway "
              f"{record['gateway']}, NAT {_nat(record) or 'none'} (nothing was stored)"]
     for r in p.get("remapped") or []:
         lines.append(f"  persona {r['persona_id']} would be reached at {r['hub_range']}")
-    for dpid, flows in sorted(p.get("flows", {}).items()):
-        lines.append(f"\n{dpid}: {len(flows)} flow{'' if len(flows) == 1 else 's'}")
+    for dpid, flows in sorted(preview_flows(p).items()):
+        lines.append(f"\n{dpid}: {plural(len(flows), 'flow')}")
         lines.extend(f"  {f}" for f in flows)
     if p.get("meters"):
         lines.append(f"\nmeters: {len(p['meters'])}")
@@ -171,53 +176,27 @@ def alerts_table(alerts: list[dict[str, Any]]) -> str:
 
 # -- commands -----------------------------------------------------------------------------
 
-def _path(id: str, *rest: str) -> str:
-    return "/v1/personas/" + "/".join(quote(part, safe=":") for part in (id, *rest))
-
-
-def cmd_create(args: argparse.Namespace, api: HubClient, out: Output) -> int:
-    try:
-        data, content_type = read_document_file(args.file)
-    except FileProblem as exc:
-        print(f"hubctl: {exc}", file=sys.stderr)
-        return EXIT_LOCAL_ERROR
-    doc = api.request("POST", "/v1/personas", params={"dry_run": "true" if args.dry_run else None},
-                      content=data, headers={"content-type": content_type})
-    out.emit(doc, preview_table if args.dry_run else created_table)
-    return EXIT_OK
-
-
-def cmd_list(args: argparse.Namespace, api: HubClient, out: Output) -> int:
-    out.emit(api.get("/v1/personas", state=args.state), personas_table)
-    return EXIT_OK
-
-
-def cmd_get(args: argparse.Namespace, api: HubClient, out: Output) -> int:
-    out.emit(api.get(_path(args.id)), persona_table)
-    return EXIT_OK
+PERSONAS = Collection(
+    "persona", "/v1/personas", one=persona_table, many=personas_table, created=created_table,
+    preview=Preview(preview_table, "show the flows it would install; store nothing"),
+    filters=(Filter("state", "only in this state", ("active", "expired")),))
 
 
 def cmd_extend(args: argparse.Namespace, api: HubClient, out: Output) -> int:
     if args.to is not None:
         expiration, headers = args.to, {}
     else:  # from the current deadline, and only if nobody changed it meanwhile
-        current = api.get(_path(args.id))
+        current = api.get(PERSONAS.url(args.id))
         expiration = rfc3339(current["expires_at"] + args.by)
         headers = {"If-Match": f'"{current["revision"]}"'}
-    doc = api.request("PATCH", _path(args.id), json={"expiration": expiration}, headers=headers)
+    doc = api.request("PATCH", PERSONAS.url(args.id), json={"expiration": expiration}, headers=headers)
     out.emit(doc, lambda p: f"persona {p['id']} now expires at {p['document']['expiration']} "
                             f"(in {expires_in(p, _now())})")
     return EXIT_OK
 
 
-def cmd_delete(args: argparse.Namespace, api: HubClient, out: Output) -> int:
-    doc = api.request("DELETE", _path(args.id))
-    out.emit(doc, lambda p: f"deleted persona {p['id']} (revision {p['revision']})")
-    return EXIT_OK
-
-
 def cmd_usage(args: argparse.Namespace, api: HubClient, out: Output) -> int:
-    out.emit(api.get(_path(args.id, "usage")), usage_table)
+    out.emit(api.get(PERSONAS.url(args.id, "usage")), usage_table)
     return EXIT_OK
 
 
@@ -225,14 +204,14 @@ def cmd_attach(args: argparse.Namespace, api: HubClient, out: Output) -> int:
     body: dict[str, Any] = {"interface_id": args.interface}
     if args.ip:
         body["ip"] = args.ip
-    doc = api.request("POST", _path(args.id, "attachments"), json=body)
+    doc = api.request("POST", PERSONAS.url(args.id, "attachments"), json=body)
     out.emit(doc, lambda a: f"attached {a['interface_id']} to persona {a['persona_id']} as "
                             f"{a['ip']}/{a['prefix_length']} (gateway {a['gateway']})")
     return EXIT_OK
 
 
 def cmd_detach(args: argparse.Namespace, api: HubClient, out: Output) -> int:
-    doc = api.request("DELETE", _path(args.id, "attachments", args.interface))
+    doc = api.request("DELETE", PERSONAS.url(args.id, "attachments", args.interface))
     out.emit(doc, lambda a: f"detached {a['interface_id']} from persona {a['persona_id']} "
                             f"(was {a['ip']})")
     return EXIT_OK
@@ -244,42 +223,30 @@ def cmd_alerts(args: argparse.Namespace, api: HubClient, out: Output) -> int:
     return EXIT_OK
 
 
-def add_persona_command(sub: Any) -> None:
-    from controller.cli.main import _COMMON, add_command  # cli imports this module; import at call time
-
-    help = "temporary isolated segments (create, list, get, extend, delete, usage, attach, detach)"
-    group = sub.add_parser("persona", help=help, description=help, parents=[_COMMON])
-    verbs = group.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    p = add_command(verbs, "create", cmd_create, "create a persona from a YAML or JSON file")
-    p.add_argument("-f", "--file", required=True, metavar="FILE", help="document file; - reads stdin")
-    p.add_argument("--dry-run", action="store_true", help="show the flows it would install; store nothing")
-    p = add_command(verbs, "list", cmd_list, "every persona")
-    p.add_argument("--state", choices=("active", "expired"), help="only in this state")
-    p = add_command(verbs, "get", cmd_get, "one persona")
-    p.add_argument("id", metavar="ID")
-    p = add_command(verbs, "extend", cmd_extend, "move a persona's expiration")
+def register(sub: Subparsers, common: Common) -> None:
+    verbs = common.group(sub, "persona", "temporary isolated segments "
+                         "(create, list, get, extend, delete, usage, attach, detach)")
+    PERSONAS.add_create(verbs, common)
+    PERSONAS.add_list(verbs, common)
+    PERSONAS.add_get(verbs, common)
+    p = common.command(verbs, "extend", cmd_extend, "move a persona's expiration")
     p.add_argument("id", metavar="ID")
     when = p.add_mutually_exclusive_group(required=True)
     when.add_argument("--to", metavar="TIME", help="new expiration, RFC 3339 (2030-12-31T23:59:59Z)")
     when.add_argument("--by", type=duration_arg, metavar="DURATION",
                       help='add to the current expiration: "30m", "2h", "1d" or seconds')
-    p = add_command(verbs, "delete", cmd_delete, "tear a persona down and remove it")
+    PERSONAS.add_delete(verbs, common, "tear a persona down and remove it")
+    p = common.command(verbs, "usage", cmd_usage, "bytes, packets, connections, denied attempts, rate")
     p.add_argument("id", metavar="ID")
-    p = add_command(verbs, "usage", cmd_usage, "bytes, packets, connections, denied attempts, rate")
-    p.add_argument("id", metavar="ID")
-    p = add_command(verbs, "attach", cmd_attach, "attach an interface to a persona")
+    p = common.command(verbs, "attach", cmd_attach, "attach an interface to a persona")
     p.add_argument("id", metavar="ID")
     p.add_argument("interface", metavar="IFACE", help="interface id, e.g. 0000000000000a01:3")
     p.add_argument("--ip", metavar="IP", help="address in the range (default: the lowest free one)")
-    p = add_command(verbs, "detach", cmd_detach, "detach an interface from a persona")
+    p = common.command(verbs, "detach", cmd_detach, "detach an interface from a persona")
     p.add_argument("id", metavar="ID")
     p.add_argument("interface", metavar="IFACE")
 
-
-def add_alerts_command(sub: Any) -> None:
-    from controller.cli.main import add_command
-
-    p = add_command(sub, "alerts", cmd_alerts, "alerts raised by personas, newest first")
+    p = common.command(sub, "alerts", cmd_alerts, "alerts raised by personas, newest first")
     p.add_argument("--persona", metavar="ID", help="only this persona's")
     p.add_argument("--kind", help="only this kind (bandwidth, bytes, security_events, latency, "
                                   "expiry_warning)")

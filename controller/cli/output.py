@@ -1,9 +1,33 @@
-"""Plain-text rendering helpers for hubctl."""
+"""How hubctl writes its results: the -o format (table, json, yaml) and plain-text tables."""
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+FORMATS = ("table", "json", "yaml")
+
+Table = Callable[[Any], str]  # renders an API answer as text, for -o table
+
+
+@dataclass(frozen=True)
+class Output:
+    """Writes command results in the format chosen with -o."""
+
+    format: str = "table"
+
+    def emit(self, data: Any, table: Table) -> None:
+        if self.format == "json":
+            print(json.dumps(data, indent=2))
+        elif self.format == "yaml":
+            print(yaml.safe_dump(data, sort_keys=False, default_flow_style=False), end="")
+        else:
+            print(table(data))
 
 
 def cell(value: object) -> str:
@@ -41,3 +65,8 @@ def format_time(ts: float | None) -> str:
     if ts is None:
         return "-"
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def plural(n: int, word: str) -> str:
+    """``1 flow``, ``13 flows``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
