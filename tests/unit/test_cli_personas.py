@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from controller.cli import main as cli
 from controller.features.persona import cli as cli_personas
 from controller.core import interfaces
 from controller.cli.output import format_time
@@ -105,6 +108,76 @@ def test_dry_run(capsys: pytest.CaptureFixture[str], http: TestClient, store: St
     assert out.startswith("dry run: persona tempdevnetwork would get index 1, gateway 10.100.0.1, NAT none")
     assert "0000000000000001: 1 flow" in out and "nw_dst=10.100.0.0/24" in out
     assert store.list("persona") == [] and hub.persona_notices == 0
+
+
+# What the hub answers to a dry run of the seed persona on a two-switch lab (the
+# persona compiler's flows, rendered one per item, in its order): 19 on the
+# gateway, 1 on an edge switch.
+def _firewall(t: int) -> list[str]:
+    head = f"table={t},priority="
+    return [f"{head}65000,cookie=0xb5032054b3f50000,eth_type=0x0800,ct_state=+inv+trk,reg6=1,actions=drop",
+            *(f"{head}64000,cookie=0xb5032054b3f50000,eth_type=0x0800,ct_state=+{s}+trk,reg6=1,"
+              f"actions=goto_table:{t + 2}" for s in ("est", "rel")),
+            f"{head}1,cookie=0xb503a89db1a20001,eth_type=0x0800,ct_state=+new+trk,reg6=1,actions=drop",
+            f"{head}50000,cookie=0xb5030a0de0d80001,eth_type=0x0800,ip_proto=6,ct_state=+new+trk,reg6=1,"
+            f"tcp_dst=80,actions=ct(commit,zone=32769),goto_table:{t + 2}",
+            f"{head}49998,cookie=0xb503a89db1a20001,eth_type=0x0800,ip_proto=6,ct_state=+new+trk,reg6=1,"
+            "tcp_dst=22,actions=drop"]
+
+
+GATEWAY_FLOWS = [
+    "table=40,priority=174,cookie=0xb5032054b3f50000,eth_type=0x0800,eth_dst=02:00:00:00:00:fe,"
+    "ip_dst=10.100.0.0/255.255.255.0,actions=set_field:02:00:00:00:0b:01->eth_dst,goto_table:50",
+    *_firewall(71), *_firewall(72),
+    *(f"table=71,priority={prio},cookie=0xb5030a0de0d80001,eth_type=0x0800,ip_proto={p},ct_state=+new+trk,"
+      + ("ip_dst=10.100.0.0/255.255.255.0," if prio == 61000 else "")
+      + "reg6=1,actions=ct(commit,zone=32769),goto_table:73" for p in (6, 17) for prio in (61000, 100)),
+    "table=71,priority=60000,cookie=0xb503a89db1a20001,eth_type=0x0800,ct_state=+new+trk,"
+    "ip_dst=10.100.0.0/255.255.255.0,actions=drop",
+    "table=72,priority=60000,cookie=0xb503a89db1a20001,eth_type=0x0800,ct_state=+new+trk,"
+    "ip_src=10.100.0.0/255.255.255.0,actions=drop",
+]
+PREVIEW = {"id": "tempdevnetwork",
+           "record": {"index": 1, "gateway": "10.100.0.1", "nat": None, "document": {"name": "TempDevNetwork"}},
+           "remapped": [],
+           "flows": {"0000000000000b01": GATEWAY_FLOWS, "0000000000000a01": GATEWAY_FLOWS[:1]},
+           "meters": [{"meter_id": 65538, "rate_kbps": 100000, "burst_kbits": 20000},
+                      {"meter_id": 65539, "rate_kbps": 100000, "burst_kbits": 20000}]}
+
+
+def dry_run_hub(answer: dict[str, Any], seen: list[httpx.Request]) -> httpx.MockTransport:
+    """A hub that answers ``POST /v1/personas?dry_run=true`` with ``answer``."""
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=answer)
+    return httpx.MockTransport(handle)
+
+
+def test_dry_run_prints_every_flow_once_per_line(capsys: pytest.CaptureFixture[str], seed_file: Path) -> None:
+    seen: list[httpx.Request] = []
+    code = cli.main(["persona", "create", "-f", str(seed_file), "--dry-run"], transport=dry_run_hub(PREVIEW, seen))
+    out, err = capsys.readouterr()
+    assert code == 0 and err == ""
+    [request] = seen
+    assert request.method == "POST" and request.url.path == "/v1/personas"
+    assert request.url.params["dry_run"] == "true" and request.content == seed_file.read_bytes()
+    sections = out.rstrip("\n").split("\n\n")
+    assert sections[0] == ("dry run: persona tempdevnetwork would get index 1, gateway 10.100.0.1, NAT none "
+                           "(nothing was stored)")
+    assert sections[1].splitlines() == ["0000000000000a01: 1 flow", f"  {GATEWAY_FLOWS[0]}"]
+    assert sections[2].splitlines() == ["0000000000000b01: 19 flows", *(f"  {f}" for f in GATEWAY_FLOWS)]
+    assert sections[3].splitlines()[0] == "meters: 2" and len(sections) == 4
+
+
+def test_dry_run_refuses_flows_not_given_as_lists(capsys: pytest.CaptureFixture[str], seed_file: Path) -> None:
+    """The shape of the old bug: one rendered string per datapath is not read as flows."""
+    text = "".join(f + "\n" for f in GATEWAY_FLOWS)
+    answer = {**PREVIEW, "flows": {"0000000000000b01": text}}
+    code = cli.main(["persona", "create", "-f", str(seed_file), "--dry-run"], transport=dry_run_hub(answer, []))
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert err.splitlines() == ["hubctl: Invalid response (HTTP 200)",
+                                "  the dry run's flows are not a list of flows per datapath"]
 
 
 def test_refused_documents_name_the_field(capsys: pytest.CaptureFixture[str], http: TestClient,
