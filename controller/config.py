@@ -10,12 +10,14 @@ import errno
 import ipaddress
 import socket
 from dataclasses import dataclass, field
+from typing import Any, Mapping
 from pathlib import Path
 
 import yaml
 
 from controller.ovsdb import DEFAULT_ENDPOINT, Endpoint
 from controller.core.topology import Subnet
+from controller.registry import FEATURES
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -33,24 +35,20 @@ class Config:
     log_level: str = "info"
     settle_seconds: float = 1.0
     subnets: tuple[Subnet, ...] = field(default_factory=tuple)
-    personas: "PersonaSettings" = field(default_factory=lambda: PersonaSettings())
     ovsdb: str = DEFAULT_ENDPOINT      # where switch ports (VPN tunnels) are configured
+    features: Mapping[str, Any] = field(default_factory=dict)   # feature name -> its settings
 
     @property
     def api(self) -> str:
         return f"{self.api_host}:{self.api_port}"
 
 
-@dataclass(frozen=True)
-class PersonaSettings:
-    """Where personas are realized: the gateway switch, the NAT pool, the usage poll."""
-    gateway: int | None = None                     # datapath id of the persona gateway
-    nat_pool: ipaddress.IPv4Network = ipaddress.IPv4Network("100.64.0.0/10")
-    poll_seconds: float = 1.0
+CORE_KEYS = {"of_port", "api", "db", "log_level", "settle_seconds", "subnets", "ovsdb"}
 
 
-FILE_KEYS = {"of_port", "api", "db", "log_level", "settle_seconds", "subnets", "personas",
-             "ovsdb"}
+def file_keys() -> set[str]:
+    """Every key a configuration file may hold: the core's and each feature's section."""
+    return CORE_KEYS | {p.settings_key for p in FEATURES if p.settings_key}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -110,55 +108,38 @@ def _subnets(value) -> tuple[Subnet, ...]:
     return tuple(out)
 
 
-def _personas(value) -> PersonaSettings:
-    if not isinstance(value, dict) or not set(value) <= {"gateway", "nat_pool", "poll_seconds"}:
-        raise ConfigError("personas: must be a mapping of gateway, nat_pool, poll_seconds")
-    out: dict = {}
-    gw = value.get("gateway")
-    if gw is not None:
-        try:
-            out["gateway"] = int(gw, 16) if isinstance(gw, str) else int(gw)
-        except ValueError:
-            raise ConfigError(f"personas.gateway: {gw!r} is not a datapath id "
-                              "(16 hex digits or an integer)") from None
-        if isinstance(gw, bool) or not 0 < out["gateway"] < 2**64:
-            raise ConfigError(f"personas.gateway: {gw!r} is not a datapath id")
-    if "nat_pool" in value:
-        try:
-            out["nat_pool"] = ipaddress.IPv4Network(value["nat_pool"])
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"personas.nat_pool: {exc}") from None
-    if "poll_seconds" in value:
-        s = value["poll_seconds"]
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.1 <= s <= 60:
-            raise ConfigError("personas.poll_seconds: must be a number of seconds 0.1-60")
-        out["poll_seconds"] = float(s)
-    return PersonaSettings(**out)
-
-
 def load(argv: list[str] | None = None) -> Config:
     args = parser().parse_args(argv)
-    values: dict = {}
-    if args.config:
-        try:
-            text = Path(args.config).read_text()
-        except OSError as exc:
-            raise ConfigError(f"--config: cannot read {args.config}: {exc.strerror}") from None
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--config: {args.config} is not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"--config: {args.config} must hold a mapping of settings")
-        unknown = sorted(set(data) - FILE_KEYS)
-        if unknown:
-            raise ConfigError(f"--config: unknown key(s) {', '.join(unknown)}; "
-                              f"known: {', '.join(sorted(FILE_KEYS))}")
-        values.update(data)
+    values = _read_file(args.config) if args.config else {}
     for key in ("of_port", "api", "db", "log_level", "ovsdb"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
+    config = Config(**_core_settings(values), features=_feature_settings(values))
+    if config.api_port == config.of_port:
+        raise ConfigError(f"api and of_port both use port {config.of_port}")
+    return config
 
+
+def _read_file(path: str) -> dict:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"--config: cannot read {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config: {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config: {path} must hold a mapping of settings")
+    known = file_keys()
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"--config: unknown key(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(known))}")
+    return dict(data)
+
+
+def _core_settings(values: dict) -> dict:
     cfg: dict = {}
     if "of_port" in values:
         cfg["of_port"] = _port(values["of_port"], "of_port")
@@ -179,17 +160,24 @@ def load(argv: list[str] | None = None) -> Config:
         cfg["settle_seconds"] = float(s)
     if "subnets" in values:
         cfg["subnets"] = _subnets(values["subnets"])
-    if "personas" in values:
-        cfg["personas"] = _personas(values["personas"])
     if "ovsdb" in values:
         try:
             cfg["ovsdb"] = str(Endpoint.parse(values["ovsdb"]))
         except ValueError as exc:
             raise ConfigError(f"ovsdb: {exc}") from None
-    config = Config(**cfg)
-    if config.api_port == config.of_port:
-        raise ConfigError(f"api and of_port both use port {config.of_port}")
-    return config
+    return cfg
+
+
+def _feature_settings(values: dict) -> dict[str, Any]:
+    """Each feature's section, validated by the feature (absent: its defaults)."""
+    out = {}
+    for plugin in FEATURES:
+        if plugin.settings:
+            try:
+                out[plugin.name] = plugin.parse_settings(values.get(plugin.settings_key))
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+    return out
 
 
 def check_ports_free(config: Config) -> None:

@@ -16,6 +16,7 @@ from controller.config import Config, ConfigError, check_ports_free, load
 from controller.core.hub import Hub
 from controller.core.metrics import Metrics
 from controller.ovsdb import OvsdbClient, OvsdbSwitches
+from controller.registry import feature_factories
 from controller.store import Store, open_store
 
 LOG = logging.getLogger("hubshift")
@@ -55,11 +56,10 @@ def run(config: Config) -> int:
     store = open_store(config.db)
     seed_subnets(store, config)
     metrics = Metrics()
-    hub = Hub(store, metrics, settle=config.settle_seconds,
-              persona_gateway=config.personas.gateway, persona_poll=config.personas.poll_seconds,
-              ovsdb=OvsdbSwitches(OvsdbClient(config.ovsdb)))
+    hub = Hub(store, metrics, features=feature_factories(config.features),
+              settle=config.settle_seconds, ovsdb=OvsdbSwitches(OvsdbClient(config.ovsdb)))
     api = ApiServer(create_app(ApiContext(store, hub, metrics.registry, __version__,
-                                          persona_nat_pool=config.personas.nat_pool)),
+                                          settings=config.features)),
                     config.api_host, config.api_port)
     api.start()
     hub.start()

@@ -7,6 +7,8 @@ command groups listed in it.  Adding a feature is a folder under
 """
 from __future__ import annotations
 
+from typing import Any, Callable, Mapping
+
 from controller.core.plugin import Plugin
 from controller.features import fabric, persona, personality
 
@@ -15,3 +17,9 @@ FEATURES: tuple[Plugin, ...] = (
     personality.PLUGIN,
     persona.PLUGIN,
 )
+
+
+def feature_factories(settings: Mapping[str, Any] | None = None) -> list[Callable]:
+    """One factory per feature, `factory(ctx) -> Feature`, with its validated settings."""
+    settings = settings or {}
+    return [lambda ctx, p=p: p.feature_class()(ctx, settings.get(p.name)) for p in FEATURES]

@@ -18,6 +18,7 @@ from controller.store import Store
 
 if TYPE_CHECKING:
     from controller.core.channel import SwitchChannel
+    from controller.core.topology import Subnet
     from controller.core.view import FabricView
     from controller.reconcile.tunnels import TunnelPort
 
@@ -52,6 +53,7 @@ class Core(Protocol):
     def flood(self, data: bytes, exclude: tuple[int, int]) -> None: ...
     def ensure_tunnel(self, port: "TunnelPort") -> str | None: ...
     def journal(self, kind: str, subject: str, message: str, **data: Any) -> None: ...
+    def set_subnets(self, subnets: Sequence["Subnet"]) -> None: ...
 
 
 class FeatureContext:
@@ -100,6 +102,10 @@ class FeatureContext:
 
     def journal(self, kind: str, subject: str, message: str, **data: Any) -> None:
         self._core.journal(kind, subject, message, **data)
+
+    def set_subnets(self, subnets: Sequence["Subnet"]) -> None:
+        """The subnets the hub routes (their gateways are where discovery ARPs from)."""
+        self._core.set_subnets(subnets)
 
     # ------------------------------------------------------------ switches
     def packet_out(self, dpid: int, data: bytes, actions: Sequence[Action],

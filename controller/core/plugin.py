@@ -21,6 +21,9 @@ class Plugin:
     feature: str | None = None   # "module:Class", a `controller.core.feature.Feature`
     api: str | None = None       # "module:router", a FastAPI APIRouter
     cli: str | None = None       # "module:register", register(subparsers, common)
+    settings_key: str | None = None   # its section of the configuration file
+    settings: str | None = None  # "module:parse", parse(section or None) -> settings;
+                                 # ValueError naming the field when it is invalid
 
     def feature_class(self) -> Any:
         return resolve(self.feature) if self.feature else None
@@ -30,3 +33,6 @@ class Plugin:
 
     def cli_register(self) -> Any:
         return resolve(self.cli) if self.cli else None
+
+    def parse_settings(self, section: Any) -> Any:
+        return resolve(self.settings)(section) if self.settings else None

@@ -28,10 +28,11 @@ connect.
 from __future__ import annotations
 
 import logging
+import re
 import time
+from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
-from controller.features.personality.vpn import EXT_DATAPATH, TunnelPort
 from controller.ovsdb import Bridge, OvsdbError, OvsdbSwitches, PortSpec
 from controller.core.topology import dpid_str
 
@@ -39,6 +40,44 @@ LOG = logging.getLogger("hubshift.tunnels")
 RETRY_SECONDS = 5.0
 
 BridgeName = Callable[[int], "str | None"]   # dpid -> the bridge name OpenFlow reported, if any
+
+
+EXT_DATAPATH = "hubshift-datapath"
+EXT_INTERFACE = "hubshift-interface"
+NAME_RE = re.compile(r"hs[vgn][0-9a-f]{8}\Z")   # the names the hub gives its tunnel ports
+
+
+@dataclass(frozen=True)
+class TunnelPort:
+    """One OVS tunnel port the hub wants on a switch (what `ensure` makes exist)."""
+    dpid: int
+    name: str
+    type: str
+    remote_ip: str
+    key: int | None
+    interface_id: str
+
+    @property
+    def options(self) -> dict[str, str]:
+        opts = {"remote_ip": self.remote_ip}
+        if self.key is not None:
+            opts["key"] = str(self.key)
+        return opts
+
+    @property
+    def external_ids(self) -> dict[str, str]:
+        return {EXT_DATAPATH: dpid_str(self.dpid), EXT_INTERFACE: self.interface_id}
+
+    @property
+    def endpoint(self) -> tuple[str, str, int]:
+        """What the receiving Open vSwitch tells tunnels apart by (type, remote, key)."""
+        return (self.type, self.remote_ip, self.key or 0)
+
+
+def is_tunnel_port_name(name: str) -> bool:
+    """A port the hub created for a VPN (never a host-facing port)."""
+    return bool(NAME_RE.match(name))
+
 
 
 class TunnelPorts:

@@ -25,10 +25,11 @@ def persona_preview_answer(body: dict[str, Any]) -> dict[str, Any]:
 
 
 class FakeHub:
-    """A HubView with fixed answers that counts subnet reloads, operation and persona notices.
+    """A HubView with fixed answers that records the kinds of documents it was told of
+    and the queries it was asked.
 
-    ``dry_run_switch`` records its calls and answers ``dry_run_answer(...)``,
-    or raises ``dry_run_error`` when that is set.
+    The personality dry run records its calls and answers ``dry_run_answer(...)``,
+    or raises ``dry_run_error`` when that is set; the persona preview likewise.
     """
 
     def __init__(self, datapaths: Iterable[dict[str, Any]] = (),
@@ -37,11 +38,10 @@ class FakeHub:
         self.dps = {d["id"]: d for d in datapaths}
         self._topology = topology or EMPTY_TOPOLOGY
         self._health = health or OK_HEALTH
-        self.reloads = 0
-        self.operation_notices = 0
+        self.changed_kinds: list[str] = []
+        self.queries: list[tuple[str, str, dict[str, Any]]] = []
         self.dry_runs: list[tuple[str, str]] = []
         self.dry_run_error: Exception | None = None
-        self.persona_notices = 0
         self.persona_previews: list[dict[str, Any]] = []
         self.persona_preview_error: Exception | None = None
         self.usage: dict[str, dict[str, Any]] = {}
@@ -58,26 +58,34 @@ class FakeHub:
     def topology(self) -> dict[str, Any]:
         return self._topology
 
-    def reload_subnets(self) -> None:
-        self.reloads += 1
+    def documents_changed(self, kind: str) -> None:
+        self.changed_kinds.append(kind)
 
-    def operations_changed(self) -> None:
-        self.operation_notices += 1
+    def query(self, feature: str, name: str, **args: Any) -> Any:
+        self.queries.append((feature, name, args))
+        if (feature, name) == ("personality", "dry_run"):
+            self.dry_runs.append((args["interface_id"], args["personality_id"]))
+            if self.dry_run_error is not None:
+                raise self.dry_run_error
+            return dry_run_answer(args["interface_id"], args["personality_id"])
+        if (feature, name) == ("persona", "preview"):
+            self.persona_previews.append(args["body"])
+            if self.persona_preview_error is not None:
+                raise self.persona_preview_error
+            return persona_preview_answer(args["body"])
+        if (feature, name) == ("persona", "usage"):
+            return self.usage.get(args["id"])
+        raise LookupError(f"{feature} has no query {name!r}")
 
-    def dry_run_switch(self, interface_id: str, personality_id: str) -> dict[str, Any]:
-        self.dry_runs.append((interface_id, personality_id))
-        if self.dry_run_error is not None:
-            raise self.dry_run_error
-        return dry_run_answer(interface_id, personality_id)
+    # Counts of the notices, by what the older tests call them.
+    @property
+    def reloads(self) -> int:
+        return self.changed_kinds.count("subnet")
 
-    def personas_changed(self) -> None:
-        self.persona_notices += 1
+    @property
+    def operation_notices(self) -> int:
+        return self.changed_kinds.count("operation") + self.changed_kinds.count("personality")
 
-    def persona_preview(self, body: dict[str, Any]) -> dict[str, Any]:
-        self.persona_previews.append(body)
-        if self.persona_preview_error is not None:
-            raise self.persona_preview_error
-        return persona_preview_answer(body)
-
-    def persona_usage(self, id: str) -> dict[str, Any] | None:
-        return self.usage.get(id)
+    @property
+    def persona_notices(self) -> int:
+        return self.changed_kinds.count("persona")

@@ -1,161 +1,20 @@
 """The hub core, driven synchronously with fake switches, an in-memory store and fake clocks."""
 from __future__ import annotations
 
-import queue
-import socket
-import struct
-
 import pytest
 
-from controller.features.fabric.compile import FabricInput, bootstrap_flows, compile_fabric, host_cookie
+from controller.core.discovery import bootstrap_flows
 from controller.core.hub import ROUTER_MAC, Hub
-from controller.packets import (BROADCAST, ETH_ARP, ETH_IPV4, arp_request, lldp_frame, mac_bytes)
+from controller.core.topology import Host, Link, Port, dpid_str
+from controller.features.fabric.compile import host_cookie
+from controller.packets import BROADCAST, ETH_ARP, arp_request, lldp_frame, mac_bytes
 from controller.pipeline import cookies, tables
 from controller.pipeline.actions import CONTROLLER, LOCAL, TABLE, Output
-from controller.pipeline.flowspec import FlowKey, FlowSpec
-from controller.reconcile.flows import ApplyError, FlowDiff
-from controller.store import open_store
-from controller.core.topology import Host, Link, Port, dpid_str
-
-A, B = 1, 2
-LINK = Link.of(A, 1, B, 2)          # A port 1 <-> B port 2
-H1_MAC, H1_IP = "00:00:00:00:01:0a", "10.0.1.10"   # on A port 2
-H2_MAC, H2_IP = "00:00:00:00:02:0b", "10.0.2.20"   # on B port 3
-SUBNETS = {"blue": {"cidr": "10.0.1.0/24", "gateway": "10.0.1.1"},
-           "red": {"cidr": "10.0.2.0/24", "gateway": "10.0.2.1"}}
-
-
-# ----------------------------------------------------------------- fakes
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class FakeSwitch:
-    """A SwitchChannel: a flow table keyed like a switch, atomic applies, recorded packet-outs."""
-
-    def __init__(self, dpid: int, ports: list[Port], flows: dict[FlowKey, FlowSpec] | None = None,
-                 of_version: str = "1.4") -> None:
-        self.dpid = dpid
-        self.of_version = of_version
-        self._ports = ports
-        self.flows: dict[FlowKey, FlowSpec] = dict(flows or {})
-        self.log: list[tuple] = []       # ("apply", diff) and ("out", data, actions, in_port)
-        self.dumps = 0
-        self.fail_next_apply = False
-        self.meter_table: dict = {}
-
-    @property
-    def applies(self) -> list[FlowDiff]:
-        return [e[1] for e in self.log if e[0] == "apply"]
-
-    @property
-    def sent(self) -> list[tuple]:
-        return [e[1:] for e in self.log if e[0] == "out"]
-
-    def ports(self) -> list[Port]:
-        return list(self._ports)
-
-    def dump_flows(self, cookie: int, cookie_mask: int) -> list[FlowSpec]:
-        self.dumps += 1
-        return [f for f in self.flows.values() if f.cookie & cookie_mask == cookie & cookie_mask]
-
-    def apply(self, diff: FlowDiff) -> None:
-        self.log.append(("apply", diff))
-        if self.fail_next_apply:
-            self.fail_next_apply = False
-            raise ApplyError("bundle refused")
-        for f in diff.delete:
-            self.flows.pop(f.key, None)
-        for f in diff.add:
-            self.flows[f.key] = f
-
-    def packet_out(self, data: bytes, actions, in_port: int = CONTROLLER) -> None:
-        self.log.append(("out", data, list(actions), in_port))
-
-    def meters(self):
-        return list(self.meter_table.values())
-
-    def apply_meters(self, add=(), modify=(), delete=()) -> None:
-        self.log.append(("meters", tuple(add), tuple(modify), tuple(delete)))
-        for m in (*add, *modify):
-            self.meter_table[m.meter_id] = m
-        for meter_id in delete:
-            self.meter_table.pop(meter_id, None)
-
-
-def ports_a() -> list[Port]:
-    return [Port(1, "a-eth1", True), Port(2, "a-eth2", True), Port(3, "a-eth3", True),
-            Port(4, "a-eth4", False), Port(LOCAL, "a", True)]
-
-
-def ports_b() -> list[Port]:
-    return [Port(1, "b-eth1", True), Port(2, "b-eth2", True), Port(3, "b-eth3", True)]
-
-
-def run(hub: Hub) -> None:
-    """What the worker does for one batch: run posted work in order, then converge."""
-    while True:
-        try:
-            work = hub._queue.get_nowait()
-        except queue.Empty:
-            break
-        work()
-    hub._converge()
-
-
-# ----------------------------------------------------------------- frames
-def arp_frame(op: int, src_mac: str, src_ip: str, target_ip: str, dst: str = BROADCAST) -> bytes:
-    eth = mac_bytes(dst) + mac_bytes(src_mac) + struct.pack("!H", ETH_ARP)
-    tha = b"\x00" * 6 if op == 1 else mac_bytes(dst)
-    return eth + struct.pack("!HHBBH", 1, ETH_IPV4, 6, 4, op) + mac_bytes(src_mac) + \
-        socket.inet_aton(src_ip) + tha + socket.inet_aton(target_ip)
-
-
-def ipv4_frame(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str) -> bytes:
-    eth = mac_bytes(dst_mac) + mac_bytes(src_mac) + struct.pack("!H", ETH_IPV4)
-    return eth + struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20, 0, 0, 64, 1, 0,
-                             socket.inet_aton(src_ip), socket.inet_aton(dst_ip))
-
-
-# ----------------------------------------------------------------- fixtures
-class Fabric:
-    def __init__(self, store=None) -> None:
-        self.store = store or open_store(":memory:", clock=lambda: 5.0)
-        self.clock = FakeClock(1000.0)
-        self.wall = FakeClock(1_700_000_000.0)
-        self.hub = Hub(self.store, clock=self.clock, wallclock=self.wall, settle=1.0)
-        self.a = FakeSwitch(A, ports_a())
-        self.b = FakeSwitch(B, ports_b())
-
-    def connect(self, *switches) -> None:
-        for sw in switches or (self.a, self.b):
-            self.hub.switch_connected(sw)
-        run(self.hub)
-
-    def settle(self) -> None:
-        self.clock.advance(1.0)
-        run(self.hub)
-
-    def lldp(self) -> None:
-        """A's probe out of its port 1 arrives at B port 2."""
-        self.hub.packet_in(B, tables.CLASSIFY.id, 2, lldp_frame(A, 1, ROUTER_MAC))
-        run(self.hub)
-
-    def learn(self, dpid=A, port=2, mac=H1_MAC, ip=H1_IP) -> bytes:
-        data = arp_frame(1, mac, ip, "10.0.1.1")
-        self.hub.packet_in(dpid, tables.CLASSIFY.id, port, data)
-        run(self.hub)
-        return data
-
-    def events(self, kind=None):
-        return [(e.kind, e.subject, e.message) for e in self.store.events(limit=1000, kind=kind)]
+from controller.pipeline.flowspec import FlowSpec
+from controller.reconcile.flows import FlowDiff
+from tests.unit.hubtest import (A, B, H1_IP, H1_MAC, H2_IP, H2_MAC, LINK, SUBNETS, Fabric,
+                                FakeSwitch, arp_frame, expected_flows, ipv4_frame, ports_a,
+                                ports_b, run)
 
 
 @pytest.fixture
@@ -163,7 +22,7 @@ def fab() -> Fabric:
     f = Fabric()
     for id, body in SUBNETS.items():
         f.store.put("subnet", id, body)
-    f.hub._load_subnets()
+    f.load_subnets()
     return f
 
 
@@ -176,14 +35,6 @@ def ready(fab) -> Fabric:
     for sw in (fab.a, fab.b):
         sw.log.clear()
     return fab
-
-
-def expected_flows(fab: Fabric, switches=(A, B)) -> dict[int, set[FlowSpec]]:
-    hub = fab.hub
-    compiled = compile_fabric(FabricInput(
-        frozenset(switches), frozenset(hub.topo.links),
-        tuple(sorted(hub.topo.hosts.values(), key=lambda h: h.mac)), hub.subnets, ROUTER_MAC))
-    return {d: set(f) for d, f in compiled.items()}
 
 
 # ----------------------------------------------------------------- tests
@@ -486,7 +337,7 @@ def test_snapshot_before_any_work_and_while_settling(fab):
 
 def test_subnet_reload_recompiles(ready):
     ready.store.put("subnet", "green", {"cidr": "10.0.3.0/24", "gateway": "10.0.3.1"})
-    ready.hub.reload_subnets()
+    ready.hub.documents_changed("subnet")
     run(ready.hub)
     key = (10, 300, (("arp_op", 1), ("arp_tpa", "10.0.3.1"), ("eth_type", ETH_ARP)))
     assert key in ready.a.flows and key in ready.b.flows

@@ -14,7 +14,7 @@ from controller.features.personality.inspector import (MAX_CONNECTIONS, REMEMBER
 from controller.pipeline import ctmark, tables
 from controller.pipeline.actions import Conntrack
 
-from tests.unit.test_hub import A, H1_IP, H1_MAC, run
+from tests.unit.hubtest import A, H1_IP, H1_MAC, run
 from tests.unit.test_switcher import IID, OPEN, make_lab
 
 PEER_MAC, PEER_IP = "00:00:00:00:02:0a", "10.0.2.10"
@@ -204,7 +204,7 @@ def test_hub_switches_to_an_application_policy_and_answers_punts():
     lab.store.put("personality", "web", BODY)
     op = lab.switch("web")
     assert lab.op(op)["state"] == "succeeded", lab.op(op)["log"]
-    binding = lab.hub.bindings[IID]
+    binding = lab.bindings[IID]
     punts = [f for f in lab.a.flows.values() if f.priority == 64500]
     assert {f.table for f in punts} == {EGRESS_FW, INGRESS_FW}
     before = len(lab.a.sent)

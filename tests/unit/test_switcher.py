@@ -14,7 +14,7 @@ from controller.pipeline import cookies, tables
 from controller.pipeline.actions import TABLE, Output
 from controller.pipeline.cookies import Feature
 
-from tests.unit.test_hub import A, H1_IP, H1_MAC, Fabric, FakeSwitch, SUBNETS, ports_a, ports_b, run
+from tests.unit.hubtest import A, H1_IP, H1_MAC, Fabric, FakeSwitch, SUBNETS, ports_a, ports_b, run
 
 IID = interfaces.interface_id(A, 2)
 OPEN = {"name": "open", "ip_addresses": [H1_IP], "default_action": "allow"}
@@ -51,14 +51,13 @@ class Lab(Fabric):
         self.clock.advance(seconds)
         self.wall.advance(seconds)
         run(self.hub)
-        self.hub.switcher.tick()
 
     def switch(self, personality_id: str, **request) -> str:
         self.wall.advance(0.001)
         req = ops.parse_switch_request({"personality_id": personality_id, **request})
         doc = ops.create(self.store, IID, personality_id, kind="switch", now=self.wall(),
                          drain=req.drain, health_checks=req.health_checks)
-        self.hub.operations_changed()
+        self.hub.documents_changed("operation")
         self.step()
         return doc.id
 
@@ -82,7 +81,7 @@ def make_lab(store=None) -> Lab:
         lab.store.put("subnet", id, body)
     for id, body in (("open", OPEN), ("lockdown", LOCKDOWN), ("temporary", TEMPORARY)):
         lab.store.put("personality", id, body)
-    lab.hub._load_subnets()
+    lab.load_subnets()
     lab.connect()
     lab.settle()
     lab.lldp()
@@ -105,20 +104,20 @@ def test_first_personality_applies_at_once(lab):
     assert lab.iface()["operation_id"] is None
     assert lab.personality_cookies() == {lab.cookie("open")}
     saved = lab.store.get(bindings.KIND, IID).body
-    assert saved["zone"] == interface_zone(lab.hub.bindings[IID].interface, 0)
+    assert saved["zone"] == interface_zone(lab.bindings[IID].interface, 0)
 
 
 def test_switch_drains_to_zero_then_applies_in_one_bundle(lab):
     lab.switch("open")
-    old_zone = lab.hub.bindings[IID].zone
-    conn = connection_cookie(lab.hub.bindings[IID].interface, old_zone)
+    old_zone = lab.bindings[IID].zone
+    conn = connection_cookie(lab.bindings[IID].interface, old_zone)
     lab.a.connections[conn] = 2
     op = lab.switch("lockdown")
     assert lab.op(op)["state"] == "draining"
     assert lab.op(op)["connections"] == 2
     assert lab.iface()["personality_state"] == "transition"
     # Transition flows replaced the open personality in one apply.
-    assert lab.personality_cookies() == {transition_cookie(lab.hub.bindings[IID].interface)}
+    assert lab.personality_cookies() == {transition_cookie(lab.bindings[IID].interface)}
     lab.step(1.0)
     assert lab.op(op)["state"] == "draining"
     applies = len(lab.a.applies)
@@ -128,7 +127,7 @@ def test_switch_drains_to_zero_then_applies_in_one_bundle(lab):
     assert body["state"] == "succeeded", body["log"]
     assert len(lab.a.applies) == applies + 1           # the new personality: one bundle
     assert lab.personality_cookies() == {lab.cookie("lockdown")}
-    assert lab.hub.bindings[IID].zone == old_zone ^ 1  # fresh conntrack zone
+    assert lab.bindings[IID].zone == old_zone ^ 1  # fresh conntrack zone
     assert lab.iface()["personality_state"] == "active"
     assert lab.iface()["default_personality_id"] == "lockdown"
     assert "applied_ms" in body
@@ -138,7 +137,7 @@ def test_switch_drains_to_zero_then_applies_in_one_bundle(lab):
 
 def test_drain_timeout_cuts_what_is_left(lab):
     lab.switch("open")
-    b = lab.hub.bindings[IID]
+    b = lab.bindings[IID]
     lab.a.connections[connection_cookie(b.interface, b.zone)] = 3
     op = lab.switch("lockdown", drain={"max_seconds": 5})
     lab.step(4.0)
@@ -216,7 +215,7 @@ def test_failed_apply_keeps_previous(lab):
 
 def test_one_operation_per_interface(lab):
     lab.switch("open")
-    b = lab.hub.bindings[IID]
+    b = lab.bindings[IID]
     lab.a.connections[connection_cookie(b.interface, b.zone)] = 1
     lab.switch("lockdown")
     with pytest.raises(ops.Busy):
@@ -243,7 +242,7 @@ def test_temporary_personality_reverts_by_itself(lab):
 
 def test_restart_while_draining_finishes_the_switch(lab):
     lab.switch("open")
-    b = lab.hub.bindings[IID]
+    b = lab.bindings[IID]
     conn = connection_cookie(b.interface, b.zone)
     lab.a.connections[conn] = 1
     op = lab.switch("lockdown", drain={"max_seconds": 30})
@@ -253,9 +252,9 @@ def test_restart_while_draining_finishes_the_switch(lab):
     again = Lab(lab.store)
     again.a = CountingSwitch(A, ports_a(), flows)
     again.a.connections[conn] = 0
-    again.hub = Hub(lab.store, clock=again.clock, wallclock=again.wall, settle=1.0)
+    again.hub = again.make_hub()
     again.wall.now = lab.wall.now + 2
-    assert again.hub.bindings[IID].personality_id == "open"
+    assert again.bindings[IID].personality_id == "open"
     again.connect(again.a, again.b)
     again.settle()
     again.step()
@@ -274,8 +273,8 @@ def test_restart_while_verifying_rolls_back_on_failure(lab):
     assert lab.op(op)["state"] == "verifying"
     again = Lab(lab.store)
     again.a = CountingSwitch(A, ports_a(), dict(lab.a.flows))
-    again.hub = Hub(lab.store, clock=again.clock, wallclock=again.wall, settle=1.0)
-    assert again.hub.bindings[IID].personality_id == "lockdown"
+    again.hub = again.make_hub()
+    assert again.bindings[IID].personality_id == "lockdown"
     again.connect(again.a, again.b)
     again.settle()
     again.step()
@@ -288,14 +287,14 @@ def test_restart_while_verifying_rolls_back_on_failure(lab):
 def test_dry_run_changes_nothing(lab):
     lab.switch("open")
     before = dict(lab.a.flows)
-    result = lab.hub.switcher.dry_run(IID, "lockdown")
+    result = lab.query("personality", "dry_run", interface_id=IID, personality_id="lockdown")
     assert result["from_personality_id"] == "open" and result["to_personality_id"] == "lockdown"
     assert result["flows"]["add"] and result["flows"]["delete"] == []  # same keys: replaced
     assert any("tcp_dst=443" in line for line in result["flows"]["add"]), result["flows"]["add"]
     assert result["would_cut"] == 0 and result["connections"] == []
     assert lab.a.flows == before
     with pytest.raises(LookupError):
-        lab.hub.switcher.dry_run(IID, "nope")
+        lab.query("personality", "dry_run", interface_id=IID, personality_id="nope")
 
 
 def test_qos_rates_become_meters_used_by_the_interfaces_flows(lab):
@@ -330,6 +329,6 @@ def test_expiry_with_nowhere_to_return_removes_the_personality(lab):
     assert history[-1]["kind"] == "expiry" and history[-1]["result"] == "succeeded", history
     assert lab.iface()["personality_id"] is None
     assert lab.personality_cookies() == set()    # the interface is open again
-    assert IID not in lab.hub.bindings
+    assert IID not in lab.bindings
     log = lab.op(history[-1]["operation"])["log"]
     assert sum(e["state"] == "transition" for e in log) == 1

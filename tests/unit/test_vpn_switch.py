@@ -12,7 +12,7 @@ from controller.pipeline.actions import Output
 from controller.core.topology import Port
 from controller.reconcile.tunnels import RETRY_SECONDS, TunnelPorts
 
-from tests.unit.test_hub import A, H1_IP, arp_frame, ports_a, run
+from tests.unit.hubtest import A, H1_IP, arp_frame, ports_a, run
 from tests.unit.test_switcher import IID, OPEN, CountingSwitch, Lab, make_lab
 
 VPN = {"type": "vxlan", "remote_ip": "198.18.71.2", "key": 5001,
@@ -178,7 +178,7 @@ def test_two_interfaces_may_not_share_one_tunnel_endpoint():
     lab.store.put("personality", "vpn-b", {**VPN_BODY, "name": "vpn-b", "ip_addresses": []})
     doc = ops.create(lab.store, other, "vpn-b", kind="switch", now=lab.wall(),
                      drain=ops.Drain(max_seconds=0, until="timeout"))
-    lab.hub.operations_changed()
+    lab.hub.documents_changed("operation")
     lab.step()
     body = lab.op(doc.id)
     assert body["state"] == "failed" and f"interface {IID} already has a vxlan tunnel" in body["reason"]
@@ -214,7 +214,7 @@ def test_restart_reuses_the_port_and_removes_strays():
     again = Lab(lab.store)
     again.a = CountingSwitch(A, ports_a(), dict(lab.a.flows))
     fake.log = again.a.log
-    again.hub = Hub(lab.store, clock=again.clock, wallclock=again.wall, settle=1.0, ovsdb=fake)
+    again.hub = again.make_hub(ovsdb=fake)
     again.connect(again.a, again.b)
     again.settle()
     again.step()
@@ -242,7 +242,7 @@ def test_dry_run_of_a_vpn_personality_shows_its_tunnel_flows_and_changes_nothing
     lab, fake = vpn_lab()
     lab.switch("vpn", drain={"max_seconds": 0})
     before = dict(lab.a.flows)
-    result = lab.hub.switcher.dry_run(IID, "open")
+    result = lab.query("personality", "dry_run", interface_id=IID, personality_id="open")
     assert any("output:%d" % fake.ports[PORT][2] in line for line in result["flows"]["delete"])
     assert lab.a.flows == before and PORT in fake.ports
 

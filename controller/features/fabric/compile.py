@@ -21,7 +21,6 @@ from controller.core.topology import Host, Link, Subnet, next_hops
 
 ETH_ARP = 0x0806
 ETH_IPV4 = 0x0800
-ETH_LLDP = 0x88CC
 IPPROTO_ICMP = 1
 
 BASE = cookies.make(Feature.FABRIC, "base")
@@ -73,7 +72,6 @@ def _switch_flows(dpid: int, inp: FabricInput, hops: dict[int, dict[int, int]],
     T = tables
     router = inp.router_mac
     out = [
-        *bootstrap_flows(),
         flow(T.CLASSIFY.id, 0, cookie=BASE),
         # Unknown sources: ARP and IPv4 teach the hub a host; anything else is dropped.
         flow(T.CLASSIFY.id, 10, {"eth_type": ETH_ARP}, [Output.controller()], cookie=BASE),

@@ -4,4 +4,6 @@ from controller.core.plugin import Plugin
 PLUGIN = Plugin(name="persona",
                 feature="controller.features.persona.feature:PersonaFeature",
                 api="controller.features.persona.api:router",
-                cli="controller.features.persona.cli:register")
+                cli="controller.features.persona.cli:register",
+                settings_key="personas",
+                settings="controller.features.persona.settings:parse")

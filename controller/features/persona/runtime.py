@@ -1,28 +1,30 @@
 """The persona runtime: turns stored persona records into flows, and keeps time.
 
 Runs on the hub's worker thread only.  REST handlers write the records
-(`controller.features.persona.store`) and call `hub.personas_changed()`; the
-next batch `reload`s them.  From the records it builds what the compiler
+(`controller.features.persona.store`) and tell the hub (`documents_changed`);
+the next batch `reload`s them.  From the records it builds what the compiler
 needs (`controller.features.persona.compile.PersonaNet`), and every tick it
 
 * tears down in order each persona whose expiration has come (or whose
   record was deleted): new connections refused, then routes and edge hooks
-  withdrawn, then the gateway flows and meters removed, each step one
-  reconcile; the expired record is then marked (`persona_store.mark_expired`);
-* polls the gateway's counters (usage) and raises alerts
-  (`controller.features.monitor`).
+  withdrawn, then the gateway flows and meters removed, each step realized on
+  every switch before the next (`TeardownBatch`); the expired record is then
+  marked (`persona_store.mark_expired`);
+* polls the gateway's counters (usage), without blocking the worker, and
+  raises alerts (`controller.features.persona.alerts`).
 """
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from controller.features.persona import dhcp
 from controller.features.persona import compile as compiler
-from controller.features.fabric.compile import next_hops
+from controller.core.context import FeatureContext, Realization
+from controller.core.view import FabricView
 from controller.features.persona.compile import GatewayInput, Member, PersonaNet, Policy
 from controller.features.persona import alerts
 from controller.features.persona import store as persona_store
@@ -30,26 +32,17 @@ from controller.features.persona.usage import (DEFAULT_EXPIRY_WARNING, Counters,
                                        Usage, check_thresholds, checked_kinds, update)
 from controller.pipeline import tables
 from controller.pipeline.actions import CONTROLLER, Output
+from controller.features.persona.metrics import PersonaMetrics
+from controller.features.persona.settings import PersonaSettings
 from controller.pipeline.flowspec import FlowSpec
+from controller.pipeline.ofctl import render_flow
 from controller.probes import Probe, ping_probe
 from controller.pipeline.meters import MeterSpec
-from controller.core.topology import Host
-
-if TYPE_CHECKING:
-    from controller.core.hub import Hub
 
 LOG = logging.getLogger("hubshift.personas")
 
 KIND = "persona"
 GATEWAY_MAC = "02:b5:00:00:00:02"
-
-
-@dataclass
-class Teardown:
-    """A persona on its way out: the last record, and how far the teardown got."""
-    body: dict
-    stage: str          # "closing" -> "unrouted" -> done
-    reason: str         # "expired" | "deleted"
 
 
 def _ports(value: Any) -> tuple[int, int] | None:
@@ -112,26 +105,53 @@ def real_range_owners(bodies: dict[str, dict]) -> set[str]:
     return owners
 
 
+STAGES = ("closing", "unrouted", "done")
+
+
+@dataclass
+class Teardown:
+    """A persona on its way out: the last record, and how far the teardown got."""
+    body: dict
+    stage: str          # "closing" -> "unrouted" -> "done"
+    reason: str         # "expired" | "deleted"
+    batched: bool = False
+
+
+@dataclass
+class TeardownBatch:
+    """Personas leaving together: one realization per stage for all of them.
+
+    One by one, deleting a thousand personas blocked the worker for minutes
+    (three compiles of everything per persona)."""
+    ids: list[str]
+    stage: int               # index into STAGES
+    generation: int          # what every switch must hold before the next stage
+    started: float = field(default=0.0)
+
+
 class Personas:
-    def __init__(self, hub: "Hub", gateway_dpid: int | None, *,
-                 gateway_mac: str = GATEWAY_MAC, poll_seconds: float = 1.0) -> None:
-        self.hub = hub
-        self.store = hub.store
-        self.gateway_dpid = gateway_dpid
+    def __init__(self, ctx: FeatureContext, settings: PersonaSettings | None = None, *,
+                 gateway_mac: str = GATEWAY_MAC) -> None:
+        settings = settings or PersonaSettings()
+        self.ctx = ctx
+        self.store = ctx.store
+        self.gateway_dpid = settings.gateway
         self.gateway_mac = gateway_mac
-        self.poll_seconds = poll_seconds
+        self.poll_seconds = settings.poll_seconds
+        self.metrics = PersonaMetrics(ctx.registry)
         self._active: dict[str, dict] = {}         # id -> body of a live persona
         self._stale = False                        # the records changed since read
         self._expired = 0                          # expired records, for the metric
         self.teardowns: dict[str, Teardown] = {}
+        self.batches: list[TeardownBatch] = []
         self._cache: dict = {}
         self._nets: dict[tuple[str, str, bool], tuple[dict, PersonaNet]] = {}
-        self._meters: tuple[MeterSpec, ...] = ()
         self.usages: dict[str, Usage] = {}
         self.latency: dict[str, float] = {}                   # id -> last round trip, seconds
         self.probes: dict[str, tuple[Probe, float]] = {}
         self._seq = 0
         self._next_poll = 0.0
+        self._polling = False
         self._usage_view: dict[str, dict] = {}
 
     # ------------------------------------------------------------- records
@@ -147,7 +167,7 @@ class Personas:
         once, not once per write.
         """
         self._stale = True
-        self.hub._changed()
+        self.ctx.changed()
 
     @property
     def active(self) -> dict[str, dict]:
@@ -185,115 +205,128 @@ class Personas:
                  if t.stage != "done"]
         return sorted(nets, key=lambda p: p.id)
 
-    def gateway_input(self, ready: frozenset[int], nets: list[PersonaNet]) -> GatewayInput:
-        topo = self.hub.topo
-        hops = next_hops(ready | {d for link in topo.links for d in (link.a_dpid, link.b_dpid)},
-                         topo.links)
-        hosts: tuple[Host, ...] = tuple(sorted(topo.hosts.values(), key=lambda h: h.mac))
+    def gateway_input(self, view: FabricView, switches: frozenset[int],
+                      nets: list[PersonaNet]) -> GatewayInput:
         return GatewayInput(gateway_dpid=self.gateway_dpid if self.gateway_dpid is not None else -1,
-                            gateway_mac=self.gateway_mac, router_mac=self.hub.router_mac,
-                            switches=ready, hops=hops, hosts=hosts, personas=tuple(nets))
+                            gateway_mac=self.gateway_mac, router_mac=view.router_mac,
+                            switches=switches, hops=view.hops, hosts=view.hosts,
+                            personas=tuple(nets))
 
-    def flows(self, ready: frozenset[int]) -> dict[int, tuple[FlowSpec, ...]]:
-        """Every switch's persona flows; the gateway's meters are kept for `meters`."""
+    def contribute(self, view: FabricView) -> tuple[dict[int, tuple[FlowSpec, ...]],
+                                                    dict[int, tuple[MeterSpec, ...]]]:
+        """Every switch's persona flows, and the gateway's meters."""
         nets = self.nets()
         if self.gateway_dpid is None or not nets:
-            self._meters = ()
-            return {}
-        inp = self.gateway_input(ready, nets)
-        self._meters = compiler.compile_meters(inp)
-        return compiler.compile_personas(inp, self._cache)
-
-    def meters(self) -> dict[int, tuple[MeterSpec, ...]]:
-        if self.gateway_dpid is None or not self._meters:
-            return {}
-        return {self.gateway_dpid: self._meters}
+            return {}, {}
+        inp = self.gateway_input(view, view.switches, nets)
+        meters = compiler.compile_meters(inp)
+        return compiler.compile_personas(inp, self._cache), \
+            ({self.gateway_dpid: meters} if meters else {})
 
     def preview(self, id: str, body: dict) -> dict:
-        """The flows a persona body would add, per switch, rendered (nothing changes)."""
-        from controller.pipeline.ofctl import render_flows
+        """The flows a persona body would add, per switch, one rendered flow per item
+        (nothing changes)."""
         if self.gateway_dpid is None:
             raise ValueError("no persona gateway: set personas.gateway in the controller config")
+        view = self.ctx.view()
         nets = [n for n in self.nets() if n.id != id] + [persona_net(id, body)]
-        ready = frozenset(d for d in self.hub.channels if self.hub.ready(d)) | {self.gateway_dpid}
-        inp = self.gateway_input(ready, nets)
+        inp = self.gateway_input(view, view.switches | {self.gateway_dpid}, nets)
         mine = compiler.persona_cookie(id), *(compiler.usage_cookie(id, k) for k in
                                              (compiler.OUT, compiler.IN, compiler.CONNECTION,
                                               compiler.DENIED))
-        flows = {f"{d:016x}": render_flows([f for f in fl if f.cookie in mine])
+        flows = {f"{d:016x}": [render_flow(f) for f in fl if f.cookie in mine]
                  for d, fl in compiler.compile_personas(inp).items()}
         meters = [m.__dict__ for m in compiler.persona_meters(persona_net(id, body))]
         return {"flows": {d: f for d, f in flows.items() if f}, "meters": meters}
 
     # ---------------------------------------------------------------- time
     def next_wakeup(self) -> float | None:
-        if self.teardowns:
+        if any(not t.batched for t in self.teardowns.values()):
             return 0.0
+        if self.batches:
+            return 0.05
         if not self.active:
             return None
-        now = self.hub.wallclock()
+        now = self.ctx.wallclock()
         return max(0.0, min(min(b["expires_at"] for b in self.active.values()) - now,
                             self.poll_seconds))
 
     def tick(self) -> None:
-        now = self.hub.wallclock()
+        now = self.ctx.wallclock()
         for id, body in self.active.items():
             if body["expires_at"] <= now and id not in self.teardowns:
                 self.teardowns[id] = Teardown(body, "closing", "expired")
-        if self.teardowns:
-            self._teardown(list(self.teardowns))
-        if self.active and self.hub.clock() >= self._next_poll:
-            self._next_poll = self.hub.clock() + self.poll_seconds
-            self._poll(now)
+        self._advance_teardowns()
+        if self.active and self.ctx.clock() >= self._next_poll and not self._polling:
+            self._next_poll = self.ctx.clock() + self.poll_seconds
+            self._poll()
 
-    def _teardown(self, ids: list[str]) -> None:
-        """Walk personas out in order, one reconcile per step (see the module doc).
+    def _advance_teardowns(self) -> None:
+        """Walk personas out in order, each stage realized everywhere before the next."""
+        new = [id for id, t in self.teardowns.items() if not t.batched]
+        if new:
+            for id in new:
+                self.teardowns[id].batched = True
+            self.batches.append(TeardownBatch(new, -1, 0, self.ctx.clock()))
+        for batch in list(self.batches):
+            if batch.stage >= 0 and self.ctx.realization(
+                    self.ctx.view().switches, batch.generation) is Realization.PENDING:
+                continue
+            batch.stage += 1
+            if batch.stage < len(STAGES):
+                for id in batch.ids:
+                    self.teardowns[id].stage = STAGES[batch.stage]
+                batch.generation = self.ctx.changed()
+            else:
+                self.batches.remove(batch)
+                self._torn_down(batch)
 
-        The personas that go in the same tick walk together: three reconciles in
-        all, not three each.  One by one, deleting a thousand personas blocked
-        the worker for minutes (3 compiles of everything per persona).
-        """
-        started = time.monotonic()
-        for stage in ("closing", "unrouted", "done"):
-            for id in ids:
-                self.teardowns[id].stage = stage
-            self.hub._changed()
-            self.hub.converge()
-        ms = round((time.monotonic() - started) * 1000, 1)
-        now = self.hub.wallclock()
-        for id in ids:
+    def _torn_down(self, batch: TeardownBatch) -> None:
+        ms = round((self.ctx.clock() - batch.started) * 1000, 1)
+        now = self.ctx.wallclock()
+        for id in batch.ids:
             t = self.teardowns.pop(id)
             self.active.pop(id, None)
             if t.reason == "expired":
                 persona_store.mark_expired(self.store, id, now)
                 self._expired += 1
-                alerts.clear_persona(self.store, self.hub.journal, persona_id=id, now=now)
+                alerts.clear_persona(self.store, self.ctx.journal, persona_id=id, now=now)
             else:
                 alerts.remove_persona(self.store, id)
             self.usages.pop(id, None)
             self.latency.pop(id, None)
             self.probes.pop(id, None)
-            self.hub.metrics.forget_persona(id)
-            self.hub.journal("persona", id, f"{t.reason}: torn down", ms=ms, together=len(ids))
+            self.metrics.forget(id)
+            self.ctx.journal("persona", id, f"{t.reason}: torn down", ms=ms,
+                             together=len(batch.ids))
 
     # ------------------------------------------------------------ monitoring
-    def _poll(self, now: float) -> None:
-        """Read the gateway's usage counters, measure latency, check thresholds."""
-        channel = self.hub.channels.get(self.gateway_dpid) if self.gateway_dpid else None
-        if channel is None or not self.hub.ready(self.gateway_dpid):
+    def _poll(self) -> None:
+        """Ask the gateway for its usage counters; `_counted` goes on with the answer."""
+        if self.gateway_dpid is None or not self.ctx.ready(self.gateway_dpid):
+            return
+        cookie, mask = compiler.usage_mask()
+        self._polling = self.ctx.request(
+            self.gateway_dpid, lambda channel: channel.flow_counters(None, cookie, mask),
+            self._counted)
+
+    def _counted(self, answer: Future) -> None:
+        """The gateway's counters: usage, thresholds, latency, alerts (on the worker)."""
+        self._polling = False
+        if answer.exception() is not None:
+            LOG.warning("persona usage poll: %s", answer.exception())
             return
         kinds = {compiler.usage_cookie(id, k): (id, k) for id in self.active
                  for k in (compiler.OUT, compiler.IN, compiler.CONNECTION, compiler.DENIED)}
-        cookie, mask = compiler.usage_mask()
         readings: dict[str, dict[str, Counters]] = {}
-        for spec, packets, nbytes in channel.flow_counters(None, cookie, mask):
+        for spec, packets, nbytes in answer.result():
             owner = kinds.get(spec.cookie)
             if owner is None:
                 continue
             id, kind = owner
             key = f"{spec.table}/{spec.priority}/{spec.match}"
             readings.setdefault(id, {})[key] = _counters(kind, packets, nbytes)
-        at = self.hub.clock()
+        at, now = self.ctx.clock(), self.ctx.wallclock()
         for id, body in self.active.items():
             self.usages[id] = update(self.usages.get(id), Sample.of(at, readings.get(id, {})))
             self._check(id, body, now)
@@ -314,10 +347,10 @@ class Personas:
         crossings = check_thresholds(usage, thresholds, objective, measured, body["expires_at"],
                                      now, warning)
         checked = checked_kinds(thresholds, objective, measured, body["expires_at"], warning)
-        alerts.sync(self.store, self.hub.journal, self.hub.metrics, persona_id=id,
+        alerts.sync(self.store, self.ctx.journal, self.ctx.metrics, persona_id=id,
                     crossings=crossings, checked=checked, now=now, subject=doc["name"])
         t = usage.totals
-        self.hub.metrics.observe_persona(id, bytes_out=t.bytes_out, bytes_in=t.bytes_in,
+        self.metrics.observe(id, bytes_out=t.bytes_out, bytes_in=t.bytes_in,
                                          rate_out=usage.rate_out_bps, rate_in=usage.rate_in_bps,
                                          denied=t.denied)
 
@@ -333,14 +366,14 @@ class Personas:
             self._seq = (self._seq + 1) & 0xFFFF
             probe = ping_probe(self.gateway_mac, str(net.gateway_ip), m.mac, str(m.ip),
                                net.index, self._seq)
-            self.probes[id] = (probe, self.hub.clock())
-            self.hub.packet_out(m.dpid, probe.frame, [Output(m.port)], CONTROLLER)
+            self.probes[id] = (probe, self.ctx.clock())
+            self.ctx.packet_out(m.dpid, probe.frame, [Output(m.port)], CONTROLLER)
 
     def _publish(self) -> None:
-        self._usage_view = {id: _usage_view(u, self.hub.wallclock(), self.latency.get(id))
+        self._usage_view = {id: _usage_view(u, self.ctx.wallclock(), self.latency.get(id))
                             for id, u in self.usages.items() if id in self.active}
-        self.hub.metrics.personas.labels("active").set(len(self.active))
-        self.hub.metrics.personas.labels("expired").set(self._expired)
+        self.metrics.personas.labels("active").set(len(self.active))
+        self.metrics.personas.labels("expired").set(self._expired)
 
     def usage(self, id: str) -> dict | None:
         """The last poll's usage of a persona (any thread: the view is replaced whole)."""
@@ -352,7 +385,7 @@ class Personas:
         if table_id == tables.PERSONA_GATEWAY.id:
             for id, (probe, sent) in list(self.probes.items()):
                 if probe.is_reply(data):
-                    self.latency[id] = self.hub.clock() - sent
+                    self.latency[id] = self.ctx.clock() - sent
                     del self.probes[id]
             return
         request = dhcp.parse_request(data)
@@ -369,13 +402,13 @@ class Personas:
             decision = dhcp.decide(request, str(member.ip), str(net.gateway_ip))
             if decision is None:
                 return
-            lease = int(max(60, min(body["expires_at"] - self.hub.wallclock(), dhcp.MAX_LEASE)))
+            lease = int(max(60, min(body["expires_at"] - self.ctx.wallclock(), dhcp.MAX_LEASE)))
             frame = dhcp.build_reply(request, kind=decision.kind, your_ip=str(member.ip),
                                      server_ip=str(net.gateway_ip), server_mac=self.gateway_mac,
                                      netmask=str(net.ip_range.netmask),
                                      router=str(net.gateway_ip), lease_seconds=lease)
-            self.hub.packet_out(dpid, frame, [Output(in_port)], CONTROLLER)
-            self.hub.journal("dhcp", member.interface_id, decision.reason, persona_id=id)
+            self.ctx.packet_out(dpid, frame, [Output(in_port)], CONTROLLER)
+            self.ctx.journal("dhcp", member.interface_id, decision.reason, persona_id=id)
             return
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any
+from typing import Any, Callable
 
 from controller.features.personality.compile import (Context, Interface, PersonalityPolicy,
                                             compile_personality, compile_transition,
@@ -90,3 +90,39 @@ def load(store: Store, iid: str, interface: Interface) -> tuple[Binding | None, 
     prev = doc.body.get("previous")
     return (Binding.from_body(interface, doc.body),
             Binding.from_body(interface, prev) if prev else None)
+
+
+ExtraKey = tuple[str, str]   # (what, operation id): temporary flows of an operation
+
+
+class BindingTable:
+    """Each interface's binding, plus temporary flows (health-check punts) by key.
+
+    The only place a personality's contribution changes: every change marks
+    it (`changed`, from the feature context) and answers the generation that
+    will hold it.
+    """
+
+    def __init__(self, changed: Callable[[], int]) -> None:
+        self._changed = changed
+        self.current: dict[str, Binding] = {}
+        self.extra: dict[ExtraKey, tuple[int, tuple[FlowSpec, ...]]] = {}
+        self.generation = 0
+
+    def bind(self, interface_id: str, binding: Binding | None) -> int:
+        if self.current.get(interface_id) != binding:
+            if binding is None:
+                self.current.pop(interface_id, None)
+            else:
+                self.current[interface_id] = binding
+            self.generation = self._changed()
+        return self.generation
+
+    def set_extra(self, key: ExtraKey, dpid: int, flows: tuple[FlowSpec, ...] | None) -> int:
+        if flows is None:
+            if self.extra.pop(key, None) is not None:
+                self.generation = self._changed()
+        elif self.extra.get(key) != (dpid, flows):
+            self.extra[key] = (dpid, flows)
+            self.generation = self._changed()
+        return self.generation

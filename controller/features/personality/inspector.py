@@ -25,7 +25,7 @@ import struct
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, NamedTuple
 
 from controller.features.personality.applications import (MAX_EMPTY_PACKETS, PortPolicy, Verdict,
                                              verdict_actions)
@@ -117,8 +117,15 @@ class _Tracked:
     seen: float = 0.0
 
 
-# dpid, zone, protocol, source address and port, destination address and port
-ConnectionKey = tuple[int, int, str, str, int, str, int]
+class ConnectionKey(NamedTuple):
+    """One inspected connection, as its opener sent it, in one conntrack zone."""
+    dpid: int
+    zone: int
+    protocol: str
+    src: str
+    sport: int
+    dst: str
+    dport: int
 
 
 class Inspector:
@@ -147,7 +154,7 @@ class Inspector:
         port = binding.policy.applications.port(seg.protocol, seg.dport)
         now = self.clock()
         self._expire(now)
-        key = (dpid, binding.zone, seg.protocol, seg.src, seg.sport, seg.dst, seg.dport)
+        key = ConnectionKey(dpid, binding.zone, seg.protocol, seg.src, seg.sport, seg.dst, seg.dport)
         tracked = self.connections.get(key)
         if tracked is None:
             tracked = self.connections[key] = _Tracked()

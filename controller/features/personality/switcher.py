@@ -1,67 +1,62 @@
-"""The personality switch coordinator: walks operations through their states.
+"""The personality change coordinator: walks operations through their states.
 
-Runs on the hub's worker thread only (`tick` after every batch of work,
-`on_packet_in` for probe replies), so it changes hub state directly.  Each
-step is written to the operation record before the next one starts; a
-controller restarted mid-switch resumes from the record (see `_resume`).
+Runs on the hub's worker thread only (`tick` after every converge, packet-ins
+for probe replies, switch answers posted back).  Each step is written to the
+operation record before the next one starts; a controller restarted
+mid-change resumes from the record (see `_prepare`).
 
     pending ─► transition ─► draining ─► applying ─► verifying ─► succeeded
                    (no personality yet: straight to applying)  └─► rolled_back
     any step that cannot go on ──────────────────────────────────► failed
 
-Transition keeps the old personality's zone, addresses and routes but refuses
-new connections both ways.  Draining counts the interface's live connections
-with one aggregate-stats request per poll on `personality_connections`
-(learned flows, one per connection; see `controller.features.personality.compile`),
-so it works over OpenFlow alone.  What is still open when `max_seconds`
-runs out is cut: the new personality uses the interface's other conntrack
-zone and knows nothing of it.  Applying is one bundle.  Verifying injects
-probes as the interface (packet-out through its own pipeline) and punts the
-replies; a check that has no answer by its deadline rolls back to the
-previous binding and marks the interface `fallback`.
+A step that changes the interface's flows binds it (`BindingTable.bind`) and
+waits for the switch to hold them (`FeatureContext.realization`), then goes on
+in a later tick: the coordinator never converges by itself.  Transition keeps
+the old personality's zone, addresses and routes but refuses new connections
+both ways.  Draining counts the interface's live connections with one
+aggregate-stats request per poll on `personality_connections` (learned flows,
+one per connection; see `controller.features.personality.compile`), asked
+without blocking the worker.  What is still open when `max_seconds` runs out
+is cut: the new personality uses the interface's other conntrack zone.
+Applying is one bundle.  Verifying runs the health checks
+(`controller.features.personality.checks`); one without an answer by its
+deadline rolls back to the previous binding and marks the interface
+`fallback`.
 """
 from __future__ import annotations
 
 import logging
 import random
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
-from controller import probes
 from controller.core import interfaces
-from controller.features.fabric.compile import subnet_of
+from controller.core.context import FeatureContext, Realization
 from controller.core.documents import parse_duration
-from controller.features.personality.compile import (Interface, PersonalityPolicy, compile_personality,
-                                            connection_cookie, decode_connection, interface_zone,
-                                            probe_cookie, HOOK_L2)
 from controller.features.personality import binding as bindings
 from controller.features.personality import operations as ops
-from controller.features.personality.binding import Binding
-from controller.pipeline import ofctl, tables
+from controller.features.personality.binding import Binding, BindingTable
+from controller.features.personality.checks import (PROBE_RESEND, Check, NoTarget,
+                                                    build_checks, reply_flows)
+from controller.features.personality.compile import (Context, Interface, connection_cookie,
+                                                     interface_zone)
+from controller.features.personality.records import Records
+from controller.pipeline import tables
 from controller.pipeline.actions import TABLE, Output
-from controller.pipeline.flowspec import flow
-from controller.reconcile.flows import diff as flow_diff
 from controller.store import Document
-
-if TYPE_CHECKING:
-    from controller.core.hub import Hub
 
 LOG = logging.getLogger("hubshift.switcher")
 
 POLL_SECONDS = 0.25      # drain: how often the connection count is read
-PROBE_RESEND = 0.5       # verifying: an unanswered probe is sent again this often
 ALL_BITS = (1 << 64) - 1
 
 
-@dataclass
-class Check:
-    desc: str
-    probe: Any               # controller.probes.Probe
-    timeout: float
-    deadline: float
-    reset: bytes | None = None   # tcp: the RST that closes the probe's half-open connection
-    passed: bool = False
-    sent_at: float = -1.0
+@dataclass(frozen=True)
+class Awaiting:
+    """A step waiting for its switch to hold a generation; `then(ok)` goes on."""
+    generation: int
+    then: Callable[[bool], None]
 
 
 @dataclass
@@ -78,27 +73,37 @@ class Run:
     checks: list[Check] = field(default_factory=list)
     prepared: bool = False               # target compiled, previous known (see _prepare)
     waiting_logged: bool = False
+    awaiting: Awaiting | None = None
+    counting: bool = False               # a connection count is on its way
+
+
+def compile_context(ctx: FeatureContext) -> Context:
+    view = ctx.view()
+    return Context(router_mac=view.router_mac, macs=view.macs, tunnel_ports=view.tunnel_ports)
 
 
 class Switcher:
-    def __init__(self, hub: "Hub", rng: random.Random | None = None) -> None:
-        self.hub = hub
-        self.store = hub.store
-        self.rng = rng or random.Random()
+    def __init__(self, ctx: FeatureContext, table: BindingTable,
+                 rng: random.Random | None = None) -> None:
+        self.ctx = ctx
+        self.store = ctx.store
+        self.table = table
+        self.rng = rng or ctx.random
+        self.records = Records(ctx.store, ctx.wallclock)
         self.runs: dict[str, Run] = {}
         self.expiries: dict[str, float] = {}   # interface id -> wallclock deadline
         self._scan_needed = True
 
     # ------------------------------------------------------------- loading
     def load(self) -> None:
-        """Bindings as last realized (the hub compiles them once switches connect)."""
+        """Bindings as last realized (compiled once switches connect)."""
         for doc in self.store.list(bindings.KIND):
             iface = self.store.find(interfaces.KIND, doc.id)
             if iface is None:
                 continue
-            current, _ = bindings.load(self.store, doc.id, _interface(iface))
+            current, _ = bindings.load(self.store, doc.id, interface_of(iface))
             if current is not None:
-                self.hub.bindings[doc.id] = current
+                self.table.current[doc.id] = current
         for doc in self.store.list(interfaces.KIND):
             if doc.body.get("expires_at"):
                 self.expiries[doc.id] = doc.body["expires_at"]
@@ -113,11 +118,7 @@ class Switcher:
             self._scan_needed = False
             self._scan()
         for run in list(self.runs.values()):
-            try:
-                self._step(run)
-            except Exception as exc:  # never leave an operation stuck
-                LOG.exception("operation %s", run.op_id)
-                self._fail(run, f"internal error: {exc}")
+            self._guarded(run, self._advance, run)
         self._expire()
 
     def next_wakeup(self) -> float | None:
@@ -125,8 +126,16 @@ class Switcher:
         if self.runs:
             return POLL_SECONDS / 2
         if self.expiries:
-            return max(0.0, min(self.expiries.values()) - self.hub.wallclock())
+            return max(0.0, min(self.expiries.values()) - self.ctx.wallclock())
         return None
+
+    def _guarded(self, run: Run, step: Callable, *args: Any) -> None:
+        try:
+            step(*args)
+        except Exception as exc:  # never leave an operation stuck
+            LOG.exception("operation %s", run.op_id)
+            if run.op_id in self.runs:
+                self._fail(run, f"internal error: {exc}")
 
     def _scan(self) -> None:
         for doc in self.store.list(ops.KIND):
@@ -138,203 +147,214 @@ class Switcher:
                           f"resumed in state {doc.body['state']} after a controller restart")
             self.runs[doc.id] = run
 
-    # ---------------------------------------------------------------- steps
-    def _op(self, run: Run) -> dict[str, Any]:
-        return self.store.get(ops.KIND, run.op_id).body
-
-    def _step(self, run: Run) -> None:
-        op = self._op(run)
-        state = op["state"]
-        if not run.prepared:
-            if not self._prepare(run, op):
+    def _advance(self, run: Run) -> None:
+        if run.awaiting is not None:
+            assert run.interface is not None
+            state = self.ctx.realization([run.interface.dpid], run.awaiting.generation)
+            if state is Realization.PENDING:
                 return
-            run.prepared = True
-            op = self._op(run)
-            state = op["state"]
-        if state == "draining":
-            self._drain(run, op)
-        elif state == "applying":
-            self._apply(run, op)
-        elif state == "verifying":
-            self._verify(run, op)
+            awaiting, run.awaiting = run.awaiting, None
+            awaiting.then(state is Realization.DONE)
+            return
+        if not run.prepared and not self._prepare(run, self.records.op(run.op_id)):
+            return
+        op = self.records.op(run.op_id)
+        if op["state"] == "draining":
+            self._drain(run)
+        elif op["state"] == "applying":
+            self._apply(run)
+        elif op["state"] == "verifying":
+            self._verify(run)
 
+    def _await(self, run: Run, generation: int, then: Callable[[bool], None]) -> None:
+        run.awaiting = Awaiting(generation, then)
+
+    # ---------------------------------------------------------------- steps
     def _prepare(self, run: Run, op: dict[str, Any]) -> bool:
-        """Compile the target, find what is there now; enter transition if there is something."""
+        """Find what is there now, compile the target; True once ready for the state's step."""
         iface_doc = self.store.find(interfaces.KIND, run.iid)
         if iface_doc is None:
             self._fail(run, f"interface {run.iid} no longer exists")
             return False
-        run.interface = _interface(iface_doc)
-        if not self.hub.ready(run.interface.dpid):
+        run.interface = interface_of(iface_doc)
+        if not self.ctx.ready(run.interface.dpid):
             if not run.waiting_logged:
                 self._log(run, op["state"], f"waiting for datapath {iface_doc.body['datapath']}")
                 run.waiting_logged = True
             return False
         current, previous = bindings.load(self.store, run.iid, run.interface)
-        resumed_after_apply = op["state"] == "verifying"
-        if resumed_after_apply:
+        if op["state"] == "verifying":
             # The new personality is realized and recorded; roll back to what it replaced.
             run.previous, run.target = previous, current
-            self.hub.bind(run.iid, current)
-            if not self.hub.realize(run.interface.dpid):
-                return False
-            run.prepared = True
-            self._start_checks(run, op)
+            self._await(run, self.table.bind(run.iid, current),
+                        lambda ok: ok and self._resume_checks(run))
             return False
         run.previous = current
-        target_id = op["to_personality_id"]
-        if target_id is None:
-            run.target = None
-        else:
-            doc = self.store.find("personality", target_id)
-            if doc is None:
-                self._fail(run, f"personality {target_id!r} no longer exists")
-                return False
-            epoch = 1 - (current.zone & 1) if current else 0
-            zone = interface_zone(run.interface, epoch)
-            missing = unsupported(doc.body)
-            if missing:
-                self._fail(run, f"personality {target_id!r} uses {missing}, which this "
-                                "controller cannot enforce yet; nothing was changed")
-                return False
-            target = Binding(run.interface, doc.id, doc.revision, doc.body, zone)
-            try:  # compiled now, and kept by the binding: not again between drain end and realized
-                target.flows(self.hub.compile_context())
-            except ValueError as exc:
-                self._fail(run, f"personality {target_id!r} does not compile: {exc}")
-                return False
-            problem = self.hub.prepare_tunnel(target)   # VPN: its port exists before any flow
-            if problem:
-                self._fail(run, f"personality {target_id!r}: {problem}; nothing was changed")
-                return False
-            run.target = target
+        if not self._prepare_target(run, op, current):
+            return False
         if current is None or op["state"] == "applying":
             if current is None:
                 self._log(run, "applying", "the interface had no personality: nothing to drain")
             self._set(run, "applying")
+            run.prepared = True
             return True
         # Transition: refuse new connections, keep the established ones.
-        self.hub.bind(run.iid, current.in_transition())
-        if not self.hub.realize(run.interface.dpid):
-            self.hub.bind(run.iid, current)
-            self.hub.realize(run.interface.dpid)
-            self._fail(run, "could not install the transition flows")
+        self._await(run, self.table.bind(run.iid, current.in_transition()),
+                    lambda ok: self._transitioned(run, current, ok))
+        return False
+
+    def _prepare_target(self, run: Run, op: dict[str, Any], current: Binding | None) -> bool:
+        """The binding the operation moves to (None: no personality); False if it cannot."""
+        target_id = op["to_personality_id"]
+        if target_id is None:
+            run.target = None
+            return True
+        doc = self.store.find("personality", target_id)
+        if doc is None:
+            self._fail(run, f"personality {target_id!r} no longer exists")
             return False
-        self._set_interface(run.iid, personality_state="transition")
-        now = self.hub.wallclock()
+        epoch = 1 - (current.zone & 1) if current else 0
+        assert run.interface is not None
+        target = Binding(run.interface, doc.id, doc.revision, doc.body,
+                         interface_zone(run.interface, epoch))
+        try:  # compiled now, and kept by the binding: not again between drain end and realized
+            target.flows(compile_context(self.ctx))
+        except ValueError as exc:
+            self._fail(run, f"personality {target_id!r} does not compile: {exc}")
+            return False
+        problem = self._prepare_tunnel(target)   # VPN: its port exists before any flow
+        if problem:
+            self._fail(run, f"personality {target_id!r}: {problem}; nothing was changed")
+            return False
+        run.target = target
+        return True
+
+    def _prepare_tunnel(self, binding: Binding) -> str | None:
+        """Create the tunnel port `binding` needs now; None, or why it cannot be."""
+        port = binding.tunnel
+        if port is None:
+            return None
+        for other in [*self.table.current.values(), *self.held_bindings()]:
+            if (other.tunnel is not None and other.interface.id != binding.interface.id
+                    and other.tunnel.endpoint == port.endpoint):
+                return (f"interface {other.interface.id} already has a {port.type} tunnel to "
+                        f"{port.remote_ip} with key {port.key or 0}; Open vSwitch could not tell "
+                        "their packets apart (use another key)")
+        return self.ctx.ensure_tunnel(port)
+
+    def _transitioned(self, run: Run, current: Binding, ok: bool) -> None:
+        if not ok:
+            self.table.bind(run.iid, current)
+            self._fail(run, "could not install the transition flows")
+            return
+        self.records.set_interface(run.iid, personality_state="transition")
+        op = self.records.op(run.op_id)
         drain = op["drain"]
-        run.drain_deadline = op.get("drain_deadline") or now + drain["max_seconds"]
+        run.drain_deadline = op.get("drain_deadline") or self.ctx.wallclock() + drain["max_seconds"]
         self._log(run, "transition", "new connections refused; established ones keep flowing")
         self._set(run, "draining", drain_deadline=run.drain_deadline,
                   message=f"draining until {drain['until']}, at most {drain['max_seconds']:g} s")
-        return True
+        run.prepared = True
+        self._drain(run)
 
-    def _drain(self, run: Run, op: dict[str, Any]) -> None:
-        now = self.hub.clock()
-        if now < run.next_poll:
+    def _drain(self, run: Run) -> None:
+        now = self.ctx.clock()
+        if now < run.next_poll or run.counting:
             return
         run.next_poll = now + POLL_SECONDS
         assert run.interface is not None and run.previous is not None
-        count = self.connection_count(run.interface, run.previous.zone)
-        if count is None:
-            return  # switch gone for now; the deadline still runs
+        cookie = connection_cookie(run.interface, run.previous.zone)
+        run.counting = self.ctx.request(
+            run.interface.dpid,
+            lambda channel: channel.aggregate(tables.PERSONALITY_CONNECTIONS.id, cookie, ALL_BITS),
+            lambda answer: self._guarded(run, self._counted, run, answer))
+        # Not connected: no count for now; the deadline still runs at the next poll.
+
+    def _counted(self, run: Run, answer: Future) -> None:
+        run.counting = False
+        if run.op_id not in self.runs or answer.exception() is not None:
+            return  # finished meanwhile, or the switch went away
+        op = self.records.op(run.op_id)
+        if op["state"] != "draining":
+            return
+        count = answer.result()[0]
         if count != op["connections"]:
-            self._update(run, connections=count)
-        waited = self.hub.wallclock() - (run.drain_deadline - op["drain"]["max_seconds"])
-        if op["drain"]["until"] == "zero-connections" and count == 0:
+            self.records.update(run.op_id, connections=count)
+        drain = op["drain"]
+        waited = self.ctx.wallclock() - (run.drain_deadline - drain["max_seconds"])
+        if drain["until"] == "zero-connections" and count == 0:
             self._set(run, "applying", message=f"drained: no live connections after {waited:.1f} s")
-        elif self.hub.wallclock() >= run.drain_deadline:
+        elif self.ctx.wallclock() >= run.drain_deadline:
             cut = (f"; {count} connection(s) still open are cut (the new personality "
                    "has no state for them)") if count else ""
-            self._set(run, "applying", message=f"drain time of {op['drain']['max_seconds']:g} s "
+            self._set(run, "applying", message=f"drain time of {drain['max_seconds']:g} s "
                                                f"is over{cut}")
         else:
             return
-        run.drain_ended = self.hub.clock()
-        self._apply(run, self._op(run))
+        run.drain_ended = self.ctx.clock()
+        self._apply(run)
 
-    def _apply(self, run: Run, op: dict[str, Any]) -> None:
-        assert run.interface is not None
-        dpid = run.interface.dpid
-        started = run.drain_ended or self.hub.clock()
-        self.hub.bind(run.iid, run.target)
-        if not self.hub.realize(dpid):
-            self.hub.bind(run.iid, run.previous)
-            self.hub.realize(dpid)
-            self._set_interface(run.iid, personality_state="active")
-            self._fail(run, "the new personality could not be installed; the previous one stays")
-            return
-        ms = (self.hub.clock() - started) * 1000
+    def _apply(self, run: Run) -> None:
+        started = run.drain_ended or self.ctx.clock()
+        self._await(run, self.table.bind(run.iid, run.target),
+                    lambda ok: self._applied(run, started) if ok else self._not_applied(run))
+
+    def _not_applied(self, run: Run) -> None:
+        self.table.bind(run.iid, run.previous)
+        self.records.set_interface(run.iid, personality_state="active")
+        self._fail(run, "the new personality could not be installed; the previous one stays")
+
+    def _applied(self, run: Run, started: float) -> None:
+        ms = (self.ctx.clock() - started) * 1000
         target = run.target
+        checks = self.records.op(run.op_id)["health_checks"]
         with self.store.transaction():
             bindings.save(self.store, run.iid, target, run.previous)
-            self._set_interface(run.iid, personality_id=target.personality_id if target else None,
-                                personality_revision=target.revision if target else None,
-                                personality_state="active")
-            self._set(run, "verifying" if op["health_checks"] else "applying",
-                      applied_ms=round(ms, 3),
+            self.records.set_interface(
+                run.iid, personality_id=target.personality_id if target else None,
+                personality_revision=target.revision if target else None,
+                personality_state="active")
+            self._set(run, "verifying" if checks else "applying", applied_ms=round(ms, 3),
                       message=f"applied in one bundle: {ms:.1f} ms from drain end to realized")
-        if op["health_checks"]:
-            self._start_checks(run, self._op(run))
+        if checks:
+            self._start_checks(run)
         else:
             self._succeed(run)
 
     # ---------------------------------------------------------- health checks
-    def _start_checks(self, run: Run, op: dict[str, Any]) -> None:
+    def _resume_checks(self, run: Run) -> None:
+        run.prepared = True
+        self._start_checks(run)
+
+    def _start_checks(self, run: Run) -> None:
         assert run.interface is not None
-        target = run.target
-        policy = target.policy if target else None
+        op = self.records.op(run.op_id)
+        policy = run.target.policy if run.target else None
         iface = self.store.get(interfaces.KIND, run.iid).body
         src_ip = (policy.ip_addresses[0] if policy and policy.ip_addresses
                   else (iface.get("ips") or [None])[0])
         if src_ip is None:
             self._rollback(run, "health checks need an address for the interface; it has none")
             return
-        now = self.hub.clock()
-        run.checks = []
-        for spec in op["health_checks"]:
-            for target_ip in self._check_targets(spec, policy, src_ip):
-                if target_ip is None:
-                    self._rollback(run, f"{spec['type']} check: no target (no subnet gateway "
-                                        "or DNS server known)")
-                    return
-                probe, reset = self._probe(spec, run.interface, src_ip, target_ip)
-                desc = f"{spec['type']} {target_ip}" + (f":{spec['port']}" if spec.get("port") else "")
-                run.checks.append(Check(desc, probe, spec["timeout_seconds"],
-                                        now + spec["timeout_seconds"], reset))
-        flows = [flow(tables.L2.id, HOOK_L2 + 20, c.probe.reply_match, [Output.controller()],
-                      cookie=probe_cookie(run.op_id)) for c in run.checks]
-        self.hub.set_extra(("probe", run.op_id), run.interface.dpid, tuple(flows))
-        self.hub.realize(run.interface.dpid)
+        try:
+            run.checks = build_checks(op["health_checks"], policy, run.interface, src_ip,
+                                      self.ctx.view(), self.rng, self.ctx.clock())
+        except NoTarget as exc:
+            self._rollback(run, str(exc))
+            return
+        generation = self.table.set_extra(("probe", run.op_id), run.interface.dpid,
+                                          reply_flows(run.op_id, run.checks))
+        self._await(run, generation, lambda ok: self._checking(run))
+
+    def _checking(self, run: Run) -> None:
         self._log(run, "verifying", "checking " + ", ".join(c.desc for c in run.checks))
-        self._verify(run, op)
+        self._verify(run)
 
-    def _check_targets(self, spec: dict[str, Any], policy: PersonalityPolicy | None,
-                       src_ip: str) -> list[str | None]:
-        if spec.get("target"):
-            return [spec["target"]]
-        if spec["type"] == "dns":
-            return list(policy.dns_servers) if policy and policy.dns_servers else [None]
-        subnet = subnet_of(src_ip, self.hub.subnets)
-        return [str(subnet.gateway) if subnet else None]
-
-    def _probe(self, spec: dict[str, Any], iface: Interface, src_ip: str, dst_ip: str):
-        dst_mac = self.hub.next_mac(src_ip, dst_ip)
-        sport = self.rng.randrange(33000, 60000)
-        if spec["type"] in ("gateway", "ping"):
-            return probes.ping_probe(iface.mac, src_ip, dst_mac, dst_ip,
-                                     self.rng.randrange(1, 0xFFFF), 1), None
-        if spec["type"] == "dns":
-            return probes.dns_probe(iface.mac, src_ip, dst_mac, dst_ip, sport,
-                                    self.rng.randrange(1, 0xFFFF)), None
-        isn = self.rng.randrange(1, 2**31)
-        return (probes.tcp_probe(iface.mac, src_ip, dst_mac, dst_ip, spec["port"], sport, isn),
-                probes.tcp_reset(iface.mac, src_ip, dst_mac, dst_ip, sport, spec["port"], isn + 1))
-
-    def _verify(self, run: Run, op: dict[str, Any]) -> None:
+    def _verify(self, run: Run) -> None:
         if not run.checks:
             return
-        now = self.hub.clock()
+        assert run.interface is not None
+        now = self.ctx.clock()
         for check in run.checks:
             if check.passed:
                 continue
@@ -344,16 +364,16 @@ class Switcher:
                 return
             if now - check.sent_at >= PROBE_RESEND:
                 check.sent_at = now
-                self.hub.packet_out(run.interface.dpid, check.probe.frame, [Output(TABLE)],
+                self.ctx.packet_out(run.interface.dpid, check.probe.frame, [Output(TABLE)],
                                     in_port=run.interface.port)
         if all(c.passed for c in run.checks):
             self._log(run, "verifying", "all health checks passed")
             self._succeed(run)
 
     def on_packet_in(self, dpid: int, data: bytes) -> bool:
-        """A punted probe reply?  True if it was one (the hub then drops it)."""
+        """A punted probe reply?  True if it was one (it goes no further)."""
         for run in list(self.runs.values()):
-            if run.interface is None or run.interface.dpid != dpid:
+            if run.interface is None or run.interface.dpid != dpid or run.awaiting:
                 continue
             for check in run.checks:
                 if check.passed:
@@ -362,7 +382,7 @@ class Switcher:
                     check.passed = True
                     self._log(run, "verifying", f"health check {check.desc} passed")
                     if check.reset is not None:
-                        self.hub.packet_out(dpid, check.reset, [Output(TABLE)],
+                        self.ctx.packet_out(dpid, check.reset, [Output(TABLE)],
                                             in_port=run.interface.port)
                     return True
                 if check.probe.kind == "tcp" and check.probe.refused(data):
@@ -382,29 +402,32 @@ class Switcher:
         elif expires is not None:
             back = iface.get("default_personality_id") or (
                 run.previous.personality_id if run.previous else None)
-            fields.update(expires_at=self.hub.wallclock() + _seconds(expires), expires_to=back)
+            fields.update(expires_at=self.ctx.wallclock() + _seconds(expires), expires_to=back)
             self.expiries[run.iid] = fields["expires_at"]
         with self.store.transaction():
-            self._set_interface(run.iid, **fields)
+            self.records.set_interface(run.iid, **fields)
             self._finish(run, "succeeded", None)
 
     def _rollback(self, run: Run, reason: str) -> None:
         assert run.interface is not None
-        self.hub.set_extra(("probe", run.op_id), run.interface.dpid, None)
-        self.hub.bind(run.iid, run.previous)
-        ok = self.hub.realize(run.interface.dpid)
+        self.table.set_extra(("probe", run.op_id), run.interface.dpid, None)
+        self._await(run, self.table.bind(run.iid, run.previous),
+                    lambda ok: self._rolled_back(run, reason, ok))
+
+    def _rolled_back(self, run: Run, reason: str, ok: bool) -> None:
         with self.store.transaction():
-            if ok:
-                bindings.save(self.store, run.iid, run.previous, None)
-                prev = run.previous
-                self._set_interface(run.iid, personality_id=prev.personality_id if prev else None,
-                                    personality_revision=prev.revision if prev else None,
-                                    personality_state="fallback", expires_at=None)
-                self._log(run, "rolled_back", f"rolled back: {reason}")
-                self._finish(run, "rolled_back", reason)
-            else:
+            if not ok:
                 self._finish(run, "failed", f"{reason}; the rollback could not be installed "
                                             "and is retried when the switch reconnects")
+                return
+            bindings.save(self.store, run.iid, run.previous, None)
+            prev = run.previous
+            self.records.set_interface(
+                run.iid, personality_id=prev.personality_id if prev else None,
+                personality_revision=prev.revision if prev else None,
+                personality_state="fallback", expires_at=None)
+            self._log(run, "rolled_back", f"rolled back: {reason}")
+            self._finish(run, "rolled_back", reason)
 
     def _fail(self, run: Run, reason: str) -> None:
         self._log(run, "failed", reason)
@@ -412,18 +435,14 @@ class Switcher:
 
     def _finish(self, run: Run, result: str, reason: str | None) -> None:
         if run.interface is not None:
-            self.hub.set_extra(("probe", run.op_id), run.interface.dpid, None)
-            self.hub.realize(run.interface.dpid)
-        now = self.hub.wallclock()
+            self.table.set_extra(("probe", run.op_id), run.interface.dpid, None)
         with self.store.transaction():
             extra = {"reason": reason} if reason is not None else {}
-            self._set(run, result, result=result, finished_at=now,
+            self._set(run, result, result=result, finished_at=self.ctx.wallclock(),
                       message=None if result != "succeeded" else "switch complete", **extra)
-            iface = self.store.find(interfaces.KIND, run.iid)
-            if iface is not None and iface.body.get("operation_id") == run.op_id:
-                self.store.put(interfaces.KIND, run.iid, {**iface.body, "operation_id": None})
-            op = self.store.get(ops.KIND, run.op_id).body
-            self.hub.journal("personality", run.iid, f"switch {result}",
+            self.records.release_interface(run.iid, run.op_id)
+            op = self.records.op(run.op_id)
+            self.ctx.journal("personality", run.iid, f"switch {result}",
                              operation=run.op_id, frm=op["from_personality_id"],
                              to=op["to_personality_id"], reason=op["reason"])
         self.runs.pop(run.op_id, None)
@@ -431,7 +450,7 @@ class Switcher:
     # ----------------------------------------------------------------- expiry
     def _expire(self) -> None:
         """Temporary personalities past their time go back (one operation each)."""
-        now = self.hub.wallclock()
+        now = self.ctx.wallclock()
         for iid, at in list(self.expiries.items()):
             if at > now:
                 continue
@@ -446,7 +465,7 @@ class Switcher:
             except ops.Busy:
                 continue   # tried again at the next tick, once that operation is done
             del self.expiries[iid]
-            self._set_interface(iid, expires_at=None)
+            self.records.set_interface(iid, expires_at=None)
             self._scan_needed = True
 
     # -------------------------------------------------------------- queries
@@ -455,88 +474,15 @@ class Switcher:
         return [b for run in self.runs.values() for b in (run.target, run.previous)
                 if b is not None]
 
-    def connection_count(self, iface: Interface, zone: int) -> int | None:
-        channel = self.hub.channels.get(iface.dpid)
-        if channel is None:
-            return None
-        count, _, _ = channel.aggregate(tables.PERSONALITY_CONNECTIONS.id,
-                                        connection_cookie(iface, zone), ALL_BITS)
-        return count
-
-    def connections(self, iface: Interface, zone: int) -> list[dict[str, Any]]:
-        channel = self.hub.channels.get(iface.dpid)
-        if channel is None:
-            return []
-        flows = channel.flow_stats(tables.PERSONALITY_CONNECTIONS.id,
-                                   connection_cookie(iface, zone), ALL_BITS)
-        return [decode_connection(dict(f.match)) for f in flows]
-
-    def dry_run(self, iid: str, personality_id: str) -> dict[str, Any]:
-        """What a switch would change on the switch, and which connections it would cut."""
-        iface_doc = self.store.find(interfaces.KIND, iid)
-        if iface_doc is None:
-            raise LookupError(f"no interface {iid!r}")
-        doc = self.store.find("personality", personality_id)
-        if doc is None:
-            raise LookupError(f"no personality {personality_id!r}")
-        missing = unsupported(doc.body)
-        if missing:
-            raise ValueError(f"personality {personality_id!r} uses {missing}, which this "
-                             "controller cannot enforce yet")
-        iface = _interface(iface_doc)
-        current = self.hub.bindings.get(iid)
-        epoch = 1 - (current.zone & 1) if current else 0
-        policy = PersonalityPolicy.from_body(doc.id, doc.body, doc.revision)
-        ctx = self.hub.compile_context()
-        new = compile_personality(iface, policy, interface_zone(iface, epoch), ctx)
-        old = current.flows(ctx) if current else ()
-        change = flow_diff(new, old)
-        conns = self.connections(iface, current.zone) if current else []
-        return {"interface_id": iid, "from_personality_id": current.personality_id if current else None,
-                "to_personality_id": personality_id,
-                "flows": {"add": [ofctl.render_flow(f) for f in change.add],
-                          "delete": [ofctl.render_flow(f) for f in change.delete]},
-                "connections": conns, "would_cut": len(conns)}
-
     # ------------------------------------------------------------- records
     def _set(self, run: Run, state: str, message: str | None = None, **fields: Any) -> None:
-        doc = self.store.get(ops.KIND, run.op_id)
-        body = {**doc.body, **fields, "state": state}
-        if message:
-            body["log"] = _append(body["log"], self.hub.wallclock(), state, message)
-        self.store.put(ops.KIND, run.op_id, body)
-
-    def _update(self, run: Run, **fields: Any) -> None:
-        doc = self.store.get(ops.KIND, run.op_id)
-        self.store.put(ops.KIND, run.op_id, {**doc.body, **fields})
+        self.records.set_state(run.op_id, state, message, **fields)
 
     def _log(self, run: Run, state: str, message: str) -> None:
-        doc = self.store.get(ops.KIND, run.op_id)
-        self.store.put(ops.KIND, run.op_id,
-                       {**doc.body, "log": _append(doc.body["log"], self.hub.wallclock(),
-                                                   state, message)})
-        LOG.info("%s %s: %s", run.op_id, run.iid, message)
-
-    def _set_interface(self, iid: str, **fields: Any) -> None:
-        doc = self.store.get(interfaces.KIND, iid)
-        self.store.put(interfaces.KIND, iid, {**doc.body, **fields})
+        self.records.log(run.op_id, run.iid, state, message)
 
 
-# Personality sections stored and validated but not realized in flows yet.  A
-# switch to a personality using one is refused rather than half-applied.
-NOT_ENFORCED: tuple[str, ...] = ()
-
-
-def unsupported(body: dict[str, Any]) -> str | None:
-    used = [k for k in NOT_ENFORCED if body.get(k)]
-    return " and ".join(used) or None
-
-
-def _append(log: list, at: float, state: str, message: str) -> list:
-    return (log + [{"at": at, "state": state, "message": message}])[-ops.LOG_MAX:]
-
-
-def _interface(doc: Document) -> Interface:
+def interface_of(doc: Document) -> Interface:
     return Interface(int(doc.body["datapath"], 16), doc.body["port"], doc.body["mac"])
 
 

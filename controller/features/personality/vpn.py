@@ -44,7 +44,6 @@ never falls back to the underlay.
 """
 from __future__ import annotations
 
-import re
 import zlib
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
@@ -54,13 +53,14 @@ from controller.pipeline import tables
 from controller.pipeline.actions import DecTtl, Output, SetField
 from controller.pipeline.flowspec import FlowSpec, flow
 from controller.core.topology import dpid_str
+from controller.reconcile.tunnels import (EXT_DATAPATH, EXT_INTERFACE, TunnelPort,  # noqa: F401
+                                          is_tunnel_port_name)
 
 ETH_IPV4 = 0x0800
 TYPES = ("vxlan", "gre", "geneve")
 TYPE_LETTER = {"vxlan": "v", "gre": "g", "geneve": "n"}
 MAX_KEY = 2**32 - 1
 MAX_VNI = 2**24 - 1
-NAME_RE = re.compile(r"hs[vgn][0-9a-f]{8}\Z")
 IFNAMSIZ = 15
 
 # Priorities.
@@ -69,8 +69,6 @@ TUNNEL_IN = 65010         # classify: from the tunnel, to the interface
 TUNNEL_DROP = 65005       # classify: anything else from the tunnel (above the LLDP punt, 65000)
 
 # external_ids on the Port row: who owns it, so a restarted hub finds its ports.
-EXT_DATAPATH = "hubshift-datapath"
-EXT_INTERFACE = "hubshift-interface"
 
 
 class InterfaceLike(Protocol):
@@ -120,43 +118,11 @@ class VpnTunnel:
         return cls(kind, remote, key, nets)
 
 
-@dataclass(frozen=True)
-class TunnelPort:
-    """One OVS tunnel port the hub wants on a switch (what `ensure` makes exist)."""
-    dpid: int
-    name: str
-    type: str
-    remote_ip: str
-    key: int | None
-    interface_id: str
-
-    @property
-    def options(self) -> dict[str, str]:
-        opts = {"remote_ip": self.remote_ip}
-        if self.key is not None:
-            opts["key"] = str(self.key)
-        return opts
-
-    @property
-    def external_ids(self) -> dict[str, str]:
-        return {EXT_DATAPATH: dpid_str(self.dpid), EXT_INTERFACE: self.interface_id}
-
-    @property
-    def endpoint(self) -> tuple[str, str, int]:
-        """What the receiving Open vSwitch tells tunnels apart by (type, remote, key)."""
-        return (self.type, self.remote_ip, self.key or 0)
-
-
 def tunnel_port_name(dpid: int, port: int, vpn: VpnTunnel) -> str:
     digest = zlib.crc32(f"{dpid:016x}:{port}:{vpn.type}:{vpn.remote_ip}:{vpn.key}".encode())
     name = f"hs{TYPE_LETTER[vpn.type]}{digest:08x}"
     assert len(name) <= IFNAMSIZ
     return name
-
-
-def is_tunnel_port_name(name: str) -> bool:
-    """A port the hub created for a VPN (never a host-facing port)."""
-    return bool(NAME_RE.match(name))
 
 
 def tunnel_port(interface: InterfaceLike, vpn: VpnTunnel) -> TunnelPort:
