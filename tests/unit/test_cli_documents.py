@@ -7,10 +7,12 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from controller.cli import main as cli
 from controller.cli.documents import content_type_for
 from tests.unit.conftest import run_cli
 from tests.unit.fakes import FakeHub
@@ -157,3 +159,38 @@ def test_content_type_for() -> None:
     assert content_type_for("-", b'{"name": "x"}') == "application/json"
     assert content_type_for("-", b"name: x") == "application/yaml"
     assert content_type_for("doc.txt", b"[1, 2]") == "application/yaml"
+
+
+STORED = {"id": "lockdown", "revision": 2, "created_at": 1.7e9, "updated_at": 1.7e9 + 60}
+LOCKDOWN = {"name": "lockdown", "subnet_id": "seg1", "ip_addresses": ["10.0.1.1"], "default_action": "deny",
+            "firewall_rules": [{"direction": "ingress", "protocol": "tcp", "port": 443, "action": "allow"}],
+            "routing_table": [{"destination": "10.9.0.0/16", "next_hop": "10.0.1.254"}]}
+SEG1 = {"cidr": "10.0.1.0/24", "gateway": "10.0.1.254", "description": "lab"}
+
+
+def _tables(capsys: pytest.CaptureFixture[str], nested: bool) -> list[str]:
+    """The tables of subnet/personality get and list, the hub answering flat or (older) nested documents."""
+    def stored(id: str, fields: dict[str, object]) -> dict[str, object]:
+        return {**STORED, "id": id, **({"body": fields} if nested else fields)}
+
+    answers = {"/v1/subnets/seg1": stored("seg1", SEG1), "/v1/subnets": [stored("seg1", SEG1)],
+               "/v1/personalities/lockdown": stored("lockdown", LOCKDOWN),
+               "/v1/personalities": [stored("lockdown", LOCKDOWN)]}
+    transport = httpx.MockTransport(lambda req: httpx.Response(200, json=answers[req.url.path]))
+    outs = []
+    for argv in (["subnet", "get", "seg1"], ["subnet", "list"], ["personality", "get", "lockdown"],
+                 ["personality", "list"]):
+        assert cli.main(argv, transport=transport) == 0
+        outs.append(capsys.readouterr().out)
+    return outs
+
+
+def test_flat_and_nested_documents_read_alike(capsys: pytest.CaptureFixture[str]) -> None:
+    flat = _tables(capsys, nested=False)
+    assert flat == _tables(capsys, nested=True)
+    subnet, subnets, personality, personalities = (out.splitlines() for out in flat)
+    assert subnet[1].split() == ["seg1", "10.0.1.0/24", "10.0.1.254", "2", "lab"] and subnets[1] == subnet[1]
+    fields = {line.split()[0]: line.split()[1:] for line in personality[1:13]}
+    assert fields["subnet"] == ["seg1"] and fields["firewall"] == ["1", "rule,", "default", "deny"]
+    assert "ROUTES" in personality and personality[-1].split() == ["10.9.0.0/16", "10.0.1.254"]
+    assert personalities[1].split() == ["lockdown", "lockdown", "seg1", "10.0.1.1", "1", "deny", "2"]
