@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import ast
 import json
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +18,9 @@ from prometheus_client import CollectorRegistry
 
 from controller.cli import hub as cli_hub
 from controller.cli import main as cli
+from controller.cli.commands import Common
+from controller.core.plugin import Plugin
+from controller.registry import FEATURES
 from controller.api import ApiContext, create_app
 from tests.unit.fakes import FakeHub
 from controller.store import Store, open_store
@@ -188,3 +194,37 @@ def test_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["-o", "xml", "status"]) == 2
     assert cli.main(["--help"]) == 0
     assert "status" in capsys.readouterr().out
+
+
+# -- command groups come from the registry --------------------------------------------
+
+def _commands(parser: argparse.ArgumentParser) -> list[str]:
+    [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return list(sub.choices)
+
+
+def _register_demo(sub: Any, common: Common) -> None:
+    verbs = common.group(sub, "demo", "a feature's group")
+    common.command(verbs, "ping", lambda args, api, out: out.emit(api.get("/v1/demo"), str) or 0, "ping it")
+
+
+def test_feature_groups_are_registered_from_the_registry(capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _commands(cli.build_parser()) == ["status", "topology", "events", "subnet", "personality",
+                                             "interface", "operation", "persona", "alerts"]
+    demo = Plugin(name="demo", cli=f"{__name__}:_register_demo")
+    monkeypatch.setattr(cli, "FEATURES", (*FEATURES, demo, Plugin(name="no-cli")))
+    assert _commands(cli.build_parser())[-1] == "demo"
+    transport = httpx.MockTransport(lambda req: httpx.Response(200, json={"path": req.url.path}))
+    assert cli.main(["demo", "ping", "-o", "json"], transport=transport) == 0
+    assert json.loads(capsys.readouterr().out) == {"path": "/v1/demo"}
+
+
+def test_the_cli_package_imports_no_feature() -> None:
+    """Features import the shared parts of hubctl, never the other way round (no cycle)."""
+    package = Path(cli.__file__).parent
+    for path in sorted(package.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+        assert not {m for m in imported if m.startswith("controller.features")}, path.name
