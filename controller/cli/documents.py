@@ -114,10 +114,10 @@ class Collection:
         except FileProblem as exc:
             print(f"hubctl: {exc}", file=sys.stderr)
             return EXIT_LOCAL_ERROR
-        dry_run = self.preview is not None and args.dry_run
-        doc = api.request("POST", self.path, params={"dry_run": "true" if dry_run else None},
+        preview = self.preview if self.preview is not None and args.dry_run else None
+        doc = api.request("POST", self.path, params={"dry_run": "true" if preview else None},
                           content=file.data, headers={"content-type": file.content_type})
-        out.emit(doc, self.preview.table if self.preview and dry_run else self.created or self.one)
+        out.emit(doc, preview.table if preview else self.created or self.one)
         return EXIT_OK
 
     def list(self, args: argparse.Namespace, api: HubClient, out: Output) -> int:
