@@ -68,6 +68,7 @@ class Hub:
         self._started_at = wallclock()
         self._snapshot: Snapshot = empty_snapshot(self._started_at)
         self._view: FabricView | None = None
+        self._tunnels_wanted: dict[int, list[TunnelPort]] = {}
         self.features: list[Feature] = []
         for factory in features:
             ctx = FeatureContext("?", self, store=store, metrics=self.metrics, clock=clock,
@@ -184,10 +185,11 @@ class Hub:
         their ticks change intent (a state machine walks several steps in one go)."""
         for _ in range(MAX_ROUNDS):
             self._safely(self._converge)
+            before = self.convergence.generation
             for feature in self.features:
                 self._safely(feature.tick)
-            if not self.convergence.dirty(self.ready_switches()):
-                break
+            if self.convergence.generation == before:
+                break   # (a switch that refused a change is retried at the next change)
 
     def _safely(self, work: Callable) -> None:
         try:
@@ -341,14 +343,18 @@ class Hub:
         if self.convergence.settle_due():
             self.changed()
         ready = self.ready_switches()
-        if self.convergence.dirty(ready):
+        contributions = self._contributions() if self.convergence.dirty(ready) else None
+        if contributions is not None:
+            self._tunnels_wanted = _merge_tunnels(contributions)
+        # Tunnel ports exist (over OVSDB) before any flow names them, and go once no
+        # flow does; both are retried on their own timers, so they run every time.
+        if self.tunnels.sync(self._tunnels_wanted, ready, self._bridge_name):
+            self.changed()        # a tunnel port's number became known (or went)
             contributions = self._contributions()
-            wanted = _merge_tunnels(contributions)
-            if self.tunnels.sync(wanted, ready, self._bridge_name):
-                self.changed()        # a tunnel port's number became known (or went)
-                contributions = self._contributions()
+        if contributions is not None:
             self.convergence.reconcile(ready, contributions)
-            self.tunnels.prune(wanted, [d for d in ready if self.convergence.in_sync(d)])
+        self.tunnels.prune(self._tunnels_wanted,
+                           [d for d in ready if self.convergence.in_sync(d)])
         self.discovery.flush_reinject(self.convergence.in_sync)
         self._snapshot = publish(self._started_at, self.topo, self.convergence, self.channels,
                                  self.metrics)

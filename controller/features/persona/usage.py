@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
-from controller.core.metrics import PERSONA_DIRECTIONS
+from controller.features.persona.metrics import DIRECTIONS as PERSONA_DIRECTIONS
 
 BANDWIDTH, BYTES, SECURITY_EVENTS, LATENCY, EXPIRY_WARNING = (
     "bandwidth", "bytes", "security_events", "latency", "expiry_warning")

@@ -446,6 +446,7 @@ class Switcher:
                              operation=run.op_id, frm=op["from_personality_id"],
                              to=op["to_personality_id"], reason=op["reason"])
         self.runs.pop(run.op_id, None)
+        self.ctx.changed()   # what it held (its target, its rollback) is no longer wanted
 
     # ----------------------------------------------------------------- expiry
     def _expire(self) -> None:
