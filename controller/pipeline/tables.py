@@ -1,7 +1,10 @@
 """The table layout, declared once.  Every compiled flow is checked against it.
 
 Ids leave gaps so later features can slot their tables in between without
-renumbering (OpenFlow only allows goto to a higher table).
+renumbering (OpenFlow only allows goto to a higher table).  Each table names
+the feature that owns it; the id ranges each feature may use, those held for
+features still to come included, are in `controller.core.budgets`, which
+checks this layout against them.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ class Table:
     purpose: str
     miss: str  # what the table-miss flow does: "controller", "drop" or "goto:<name>"
     learned: bool = False  # filled by the switch itself (learn actions), not by the hub
+    owner: str = "fabric"  # the feature whose budget holds it (controller.core.budgets)
 
 
 CLASSIFY = Table(0, "classify",
@@ -31,7 +35,7 @@ PERSONALITY_EGRESS = Table(2, "personality_egress",
                            "personality's addresses, the rest dropped); IPv4 goes through "
                            "conntrack in the interface's zone, resuming in "
                            "personality_egress_fw; ARP continues to arp.",
-                           "drop")
+                           "drop", owner="personality")
 PERSONALITY_EGRESS_FW = Table(3, "personality_egress_fw",
                               "Stateful firewall for what an interface sends: replies and "
                               "related packets of known connections continue to arp; new "
@@ -41,26 +45,26 @@ PERSONALITY_EGRESS_FW = Table(3, "personality_egress_fw",
                               "UDP) pass.  Application policy: connections marked denied are "
                               "dropped, the opener's packets of ones under inspection go to the "
                               "controller.",
-                              "drop")
+                              "drop", owner="personality")
 PERSONALITY_EGRESS_COUNT = Table(4, "personality_egress_count",
                                  "Every packet an interface's firewall let out records its "
                                  "connection in personality_connections (learn), then goes on "
                                  "to personality_routes.  A connection just admitted to a port "
                                  "of the application policy is marked denied (and dropped) or "
                                  "under inspection (a UDP one goes to the controller).",
-                                 "drop")
+                                 "drop", owner="personality")
 PERSONALITY_ROUTES = Table(5, "personality_routes",
                            "An interface's own routing table: its packets to the router MAC "
                            "for a destination it routes are sent to the next hop's MAC; "
                            "the rest continue to arp and the fabric's routing.",
-                           "goto:arp")
+                           "goto:arp", owner="personality")
 PERSONA_EDGE = Table(6, "persona_edge",
                      "Packets from an interface attached to a persona (classify sends "
                      "them here): ARP requests are answered with the persona gateway's "
                      "MAC (every peer is reached through the gateway), DHCP is punted, "
                      "IPv4 from the attached address goes to l2 toward the gateway; the "
                      "rest is dropped.",
-                     "drop")
+                     "drop", owner="persona")
 ARP = Table(10, "arp",
             "Answer ARP requests for gateways and known hosts from flows; punt "
             "requests for unknown targets (the controller floods them to edge ports).",
@@ -79,7 +83,7 @@ PERSONALITY_INGRESS = Table(60, "personality_ingress",
                             "them here): ARP is output to its port; IPv4 goes through "
                             "conntrack in the interface's zone, resuming in "
                             "personality_ingress_fw; the rest is dropped.",
-                            "drop")
+                            "drop", owner="personality")
 PERSONALITY_INGRESS_FW = Table(61, "personality_ingress_fw",
                                "Stateful firewall for what an interface receives: replies and "
                                "related packets of known connections are output to its port; "
@@ -87,19 +91,19 @@ PERSONALITY_INGRESS_FW = Table(61, "personality_ingress_fw",
                                "ones are committed and output), else the default action; as "
                                "personality_egress_fw for committed new packets and the "
                                "application policy.",
-                               "drop")
+                               "drop", owner="personality")
 PERSONALITY_INGRESS_COUNT = Table(62, "personality_ingress_count",
                                   "Every packet an interface's firewall let in records its "
                                   "connection in personality_connections (learn), then is "
                                   "output to the interface's port; as personality_egress_count "
                                   "for the application policy.",
-                                  "drop")
+                                  "drop", owner="personality")
 PERSONALITY_CONNECTIONS = Table(63, "personality_connections",
                                 "Never visited by packets: one learned flow per live connection "
                                 "of an interface (cookie: interface and conntrack zone; idle "
                                 "timeout: a connection silent that long is over).  Counted "
                                 "with aggregate stats while a personality switch drains.",
-                                "drop", learned=True)
+                                "drop", learned=True, owner="personality")
 
 PERSONA_GATEWAY = Table(70, "persona_gateway",
                         "On the persona gateway only (l2 sends it packets to the gateway "
@@ -107,31 +111,31 @@ PERSONA_GATEWAY = Table(70, "persona_gateway",
                         "an attached host (outbound) or to a persona's hub-visible address "
                         "(inbound, un-NATed here) are marked with the persona (reg6) and go "
                         "through conntrack in its zone.",
-                        "drop")
+                        "drop", owner="persona")
 PERSONA_OUT_FW = Table(71, "persona_out_fw",
                        "Stateful policy for what a persona sends: replies pass; a new "
                        "connection needs a listed protocol, no persona on the other end, "
                        "and no denying security policy (first match wins; default allow).",
-                       "drop")
+                       "drop", owner="persona")
 PERSONA_IN_FW = Table(72, "persona_in_fw",
                       "Stateful policy for what a persona receives: replies pass; a new "
                       "connection from outside needs a security policy that allows it "
                       "(default deny).",
-                      "drop")
+                      "drop", owner="persona")
 PERSONA_OUT = Table(73, "persona_out",
                     "Outbound persona traffic: delivered to a peer of the same persona, or "
                     "source-NATed (overlapping ranges), metered, DSCP-marked and counted, "
                     "then forwarded.",
-                    "drop")
+                    "drop", owner="persona")
 PERSONA_IN = Table(74, "persona_in",
                    "Inbound persona traffic: metered, counted and delivered to the attached "
                    "host along the fabric's shortest path.",
-                   "drop")
+                   "drop", owner="persona")
 PERSONA_FORWARD = Table(75, "persona_forward",
                         "Routes persona traffic to hub hosts from the gateway (the same "
                         "rewrite as route, output along the shortest path); unknown "
                         "destinations are punted so the hub probes for them.",
-                        "controller")
+                        "controller", owner="persona")
 
 LAYOUT: tuple[Table, ...] = (CLASSIFY, PERSONALITY_EGRESS, PERSONALITY_EGRESS_FW,
                              PERSONALITY_EGRESS_COUNT, PERSONALITY_ROUTES, PERSONA_EDGE, ARP,

@@ -19,6 +19,7 @@ from controller.features.personality.compile import (CONNECTION_IDLE_SECONDS, CO
                                             compile_personality, compile_transition,
                                             connection_cookie, decode_connection,
                                             interface_zone, port_range_masks, transition_cookie)
+from controller.core import budgets
 from controller.pipeline import cookies, tables
 from controller.pipeline.actions import (Conntrack, DecTtl, Learn, LearnMatch, Nat, Output,
                                          SetField, ct_state)
@@ -269,15 +270,35 @@ def test_firewalls_hand_everything_they_let_through_to_the_count_tables():
         assert {CT_ESTABLISHED, CT_ESTABLISHED - 1, DEFAULT} <= passing
 
 
-def test_interface_zone_is_two_per_port_one_per_epoch():
+def test_interface_zone_is_the_interfaces_pair_one_per_epoch():
+    """The record's zone pair, wherever the interface is: same port on two bridges differs."""
+    a, b = Interface(1, 5, MAC, zone=40), Interface(2, 5, MAC, zone=42)
+    assert (interface_zone(a), interface_zone(a, 0), interface_zone(a, 1)) == (40, 40, 41)
+    assert {interface_zone(a, e) for e in (0, 1)}.isdisjoint(interface_zone(b, e) for e in (0, 1))
+    assert interface_zone(a, 2) == 40 and interface_zone(a, 3) == 41   # epoch is a bit
+    last = budgets.INTERFACE_ZONES.last - 1
+    assert interface_zone(Interface(1, 5, MAC, zone=last), 1) == budgets.INTERFACE_ZONES.last
+
+
+@pytest.mark.parametrize("zone", [0, 1, 3, budgets.INTERFACE_ZONES.last,
+                                  budgets.INTERFACE_ZONES.last + 1, budgets.PERSONA.zones[0].first],
+                         ids=str)
+def test_an_interface_zone_is_the_even_first_of_a_pair_in_the_interface_zones(zone):
+    with pytest.raises(ValueError, match="zone"):
+        Interface(1, 5, MAC, zone=zone)
+
+
+def test_without_a_zone_the_fallback_is_two_per_port_on_one_bridge():
     for port in (1, 2, 1000, MAX_PORT):
         iface = Interface(1, port, MAC)
         assert interface_zone(iface) == interface_zone(iface, 0) == 2 * port
         assert interface_zone(iface, 1) == 2 * port + 1
     zones = [interface_zone(Interface(1, p, MAC), e) for p in range(1, 300) for e in (0, 1)]
     assert len(set(zones)) == len(zones) and min(zones) == 2   # never zone 0
-    assert interface_zone(Interface(1, MAX_PORT, MAC), 1) == 0x7FFF == MAX_PORT * 2 + 1
-    # per datapath: the same port on another switch may share the zone number
+    top = interface_zone(Interface(1, MAX_PORT, MAC), 1)
+    assert top == MAX_PORT * 2 + 1 and top in budgets.INTERFACE_ZONES
+    assert MAX_PORT * 2 + 3 not in budgets.INTERFACE_ZONES      # the next port's would not be
+    # the fallback knows one bridge only: the same port on another switch shares the zone
     assert interface_zone(Interface(1, 5, MAC)) == interface_zone(Interface(2, 5, MAC))
     assert interface_zone(Interface(1, 5, MAC)) == interface_zone(Interface(1, 5, "AA:" + MAC[3:]))
     assert Interface(1, 5, "AA:BB:CC:DD:EE:FF").mac == "aa:bb:cc:dd:ee:ff"
@@ -291,6 +312,8 @@ def test_interface_zone_refuses_ports_beyond_the_limit(port):
             interface_zone(iface, epoch)
     with pytest.raises(ValueError):
         compile_personality(iface, policy())       # the default zone is the interface's
+    allocated = Interface(1, port, MAC, zone=2)    # an allocated zone needs no port limit
+    assert {a.zone for a in conntracks(compile_personality(allocated, policy()))} == {2}
 
 
 def test_epochs_differ_only_in_zone_and_connection_cookie():
