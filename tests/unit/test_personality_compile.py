@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import shutil
-import subprocess
 import zlib
 
 import pytest
@@ -26,7 +24,6 @@ from controller.pipeline.actions import (Conntrack, DecTtl, Learn, LearnMatch, N
 from controller.pipeline.cookies import Feature
 from controller.pipeline import ctmark
 from controller.pipeline.flowspec import flow, make_match
-from controller.pipeline.ofctl import render_flows
 from controller.core.topology import Host, Subnet
 
 MAC = "00:00:00:00:01:0a"
@@ -960,33 +957,3 @@ def test_bad_policies_are_refused(body):
 def test_any_source_forms_are_the_same():
     for any_ in (None, "", "any", "*", "0.0.0.0/0"):
         assert FirewallRule.from_body({"action": "allow", "source": any_}).source is None
-
-
-def test_rendered_flows_parse_with_ovs_ofctl(tmp_path):
-    ofctl = shutil.which("ovs-ofctl")
-    assert ofctl, "ovs-ofctl is missing: scripts/install installs openvswitch-switch"
-    body = {**FULL, "ip_addresses": [IP, "10.0.1.11"], "firewall_rules": [
-        {"protocol": "tcp", "port": "1000-1999", "source": "10.0.0.0/8", "action": "allow"},
-        {"protocol": "udp", "port": 53, "direction": "egress", "action": "allow"},
-        {"protocol": "icmp", "action": "allow"}]}
-    flows = compiled(body, CTX) + compile_transition(IFACE, policy(body), ZONE, CTX)
-    path = tmp_path / "flows.txt"
-    path.write_text(render_flows(flows))
-    proc = subprocess.run([ofctl, "-O", "OpenFlow14", "parse-flows", str(path)],
-                          capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
-    assert out.count("OFPT_FLOW_MOD") == len(flows)
-    assert "ct_state=+new+trk" in out
-    assert "ct(commit,zone=7,exec(load:0x1->NXM_NX_CT_MARK[0..2]))" in out
-    assert "ct_mark=0x1/0x1" in out and "ct_mark=0x8/0x8" in out
-    assert "ct(table=3,zone=7,nat)" in out and "ct(table=61,zone=7,nat)" in out
-    assert "nat(dst=10.0.9.53:53)" in out and "tp_dst=0x400/0xfe00" in out
-    cookie = f"cookie=0x{connection_cookie(IFACE, ZONE):x}"
-    assert out.count("learn(table=63,hard_timeout=3,priority=1," + cookie) == 2 * 6
-    assert "NXM_NX_REG2[0..15]=NXM_OF_TCP_SRC[],NXM_NX_REG2[16..31]=NXM_OF_TCP_DST[]" in out
-    assert "NXM_NX_REG2[0..15]=NXM_OF_UDP_DST[],NXM_NX_REG2[16..31]=NXM_OF_UDP_SRC[]" in out
-    assert "set_field:24->ip_dscp,goto_table:5" in out
-    assert ("set_field:02:b5:00:00:00:01->eth_src,set_field:00:00:00:00:01:14->eth_dst,"
-            "dec_ttl,goto_table:50") in out
-    assert "nw_dst=10.9.0.0/16 cookie" in out and "actions=CONTROLLER:65535" in out

@@ -1,7 +1,6 @@
 """The VPN compiler: the tunnel port a personality needs, and the flows that use it."""
 from __future__ import annotations
 
-import subprocess
 from ipaddress import IPv4Network
 
 import pytest
@@ -16,7 +15,6 @@ from controller.pipeline import cookies, tables
 from controller.pipeline.actions import DecTtl, Output, SetField
 from controller.pipeline.cookies import Feature
 from controller.pipeline.flowspec import flow
-from controller.pipeline.ofctl import render_flows
 
 MAC, IP = "00:00:00:00:01:0a", "10.0.1.10"
 ROUTER = "02:b5:00:00:00:01"
@@ -133,14 +131,3 @@ def test_personality_adds_its_vpn_with_its_cookie_and_transition_keeps_it():
     plain = compile_personality(IFACE, PersonalityPolicy.from_body("p", {"ip_addresses": [IP]}),
                                 zone=7, ctx=_ctx())
     assert not [f for f in plain if f.priority in (TUNNEL_IN, TUNNEL_DROP)]
-
-
-def test_rendered_flows_parse_with_ovs_ofctl(tmp_path):
-    flows = compile_vpn(IFACE, vpn(), (IP,), 9, ROUTER, C) + \
-        compile_vpn(IFACE, vpn(remote_prefixes=["0.0.0.0/0"]), (), 9, ROUTER, C)
-    path = tmp_path / "flows.txt"
-    path.write_text(render_flows(flows))
-    proc = subprocess.run(["ovs-ofctl", "-O", "OpenFlow14", "parse-flows", str(path)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-

@@ -1,4 +1,9 @@
-"""Pure checks of the hub topology description (no OVS, no namespaces)."""
+"""The Mininet hub topology (topologies/hub.py) as a description: names, datapath ids,
+links, ports, addressing, and the `mn --custom` entry points.
+
+No OVS and no namespaces are started, but the module is Mininet's (it subclasses
+its Topo), so it lives in the lab tier, where Mininet is.
+"""
 
 import inspect
 import ipaddress
@@ -12,6 +17,7 @@ from mininet.node import Host, OVSSwitch
 from topologies import hub
 from topologies.hub import HubTopo, lab_hosts, lab_subnets
 
+pytestmark = pytest.mark.lab
 HUB_PY = os.path.join(os.path.dirname(hub.__file__), "hub.py")
 
 

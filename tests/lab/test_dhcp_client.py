@@ -12,7 +12,9 @@ lease is short, so the client then renews at T1 with a unicast REQUEST to the
 server address (ARP for it answered by the responder, as the hub's proxy-ARP
 flows would) and gets a unicast ACK to its own address.
 
-Needs root, iproute2 and isc-dhcp-client (scripts/install).
+Lab tier: a network namespace, raw sockets and a real client.  Needs root,
+iproute2 and isc-dhcp-client (scripts/install).  Names start with ``dh``
+(scripts/test cleans that prefix up).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import pytest
 from controller import packets
 from controller.features.persona.dhcp import build_reply, decide, parse_request
 
+pytestmark = pytest.mark.lab
 SUFFIX = os.getpid() % 100000
 NS = f"dhns{SUFFIX}"
 HOST_IF = f"dh{SUFFIX}r"        # root side, the responder's
