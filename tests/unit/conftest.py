@@ -16,6 +16,7 @@ from controller.api.app import create_app
 from controller.api.context import ApiContext
 from controller.store import Store
 from tests.unit.fakes import FakeHub
+from tests.unit.purity import pure, pytest_make_collect_report  # noqa: F401 (the tier is pure)
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from scapy.layers.dns import DNS
@@ -91,12 +91,42 @@ def test_malformed_queries():
     assert DNS(dnsd.respond(loop, ANSWER)[0]).rcode == 1
 
 
-def test_query_times_out_against_a_silent_socket():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
-        silent.bind(("127.0.0.1", 0))
-        t0 = time.monotonic()
-        assert dnsd.query("x.example", "127.0.0.1", silent.getsockname()[1], timeout=0.3) is None
-        assert time.monotonic() - t0 < 2
+class SilentSocket:
+    """A UDP socket nobody answers, on a clock that moves only while it waits."""
+
+    def __init__(self, clock: SimpleNamespace) -> None:
+        self.clock = clock
+        self.sent: list[tuple[float, tuple[str, int]]] = []
+        self.timeout: float | None = None
+
+    def __enter__(self) -> SilentSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def sendto(self, data: bytes, address: tuple[str, int]) -> None:
+        self.sent.append((self.clock.now, address))
+
+    def settimeout(self, seconds: float) -> None:
+        self.timeout = seconds
+
+    def recvfrom(self, size: int) -> tuple[bytes, tuple[str, int]]:
+        assert self.timeout is not None, "recvfrom without a timeout would block for ever"
+        self.clock.now += self.timeout
+        raise TimeoutError
+
+
+def test_query_resends_every_second_and_gives_up_at_its_timeout(monkeypatch):
+    clock = SimpleNamespace(now=100.0)
+    silent = SilentSocket(clock)
+    monkeypatch.setattr(dnsd, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    monkeypatch.setattr(dnsd, "socket", SimpleNamespace(
+        AF_INET=socket.AF_INET, SOCK_DGRAM=socket.SOCK_DGRAM, socket=lambda *args: silent))
+    assert dnsd.query("x.example", "127.0.0.1", 5353, timeout=2.5) is None
+    assert silent.sent == [(100.0, ("127.0.0.1", 5353)), (101.0, ("127.0.0.1", 5353)),
+                           (102.0, ("127.0.0.1", 5353))]
+    assert clock.now == 102.5          # waited exactly until the timeout, not a moment longer
 
 
 def test_cli_server_and_client():
