@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from controller.features.personality.compile import (Context, Interface, PersonalityPolicy,
                                             compile_personality, compile_transition,
@@ -90,6 +90,19 @@ def load(store: Store, iid: str, interface: Interface) -> tuple[Binding | None, 
     prev = doc.body.get("previous")
     return (Binding.from_body(interface, doc.body),
             Binding.from_body(interface, prev) if prev else None)
+
+
+def tunnel_conflict(binding: Binding, others: Iterable[Binding]) -> str | None:
+    """Why `binding`'s tunnel cannot be made beside the others' tunnels, or None."""
+    port = binding.tunnel
+    for other in others:
+        if (port is not None and other.tunnel is not None
+                and other.interface.id != binding.interface.id
+                and other.tunnel.endpoint == port.endpoint):
+            return (f"interface {other.interface.id} already has a {port.type} tunnel to "
+                    f"{port.remote_ip} with key {port.key or 0}; Open vSwitch could not tell "
+                    "their packets apart (use another key)")
+    return None
 
 
 ExtraKey = tuple[str, str]   # (what, operation id): temporary flows of an operation

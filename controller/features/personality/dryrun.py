@@ -11,7 +11,7 @@ from controller.features.personality.binding import Binding
 from controller.features.personality.compile import (PersonalityPolicy, compile_personality,
                                                      connection_cookie, decode_connection,
                                                      interface_zone)
-from controller.features.personality.switcher import ALL_BITS, compile_context, interface_of
+from controller.features.personality.run import ALL_BITS, compile_context, interface_of
 from controller.pipeline import ofctl, tables
 from controller.reconcile.flows import diff as flow_diff
 

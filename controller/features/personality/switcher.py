@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import random
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from controller.core import interfaces
@@ -37,49 +36,19 @@ from controller.core.documents import parse_duration
 from controller.features.personality import binding as bindings
 from controller.features.personality import operations as ops
 from controller.features.personality.binding import Binding, BindingTable
-from controller.features.personality.checks import (PROBE_RESEND, Check, NoTarget,
-                                                    build_checks, reply_flows)
-from controller.features.personality.compile import (Context, Interface, connection_cookie,
-                                                     interface_zone)
+from controller.features.personality.checks import (PROBE_RESEND, NoTarget, build_checks,
+                                                    reply_flows)
+from controller.features.personality.compile import connection_cookie, interface_zone
+from controller.features.personality.expiry import Expiries
 from controller.features.personality.records import Records
+from controller.features.personality.run import (ALL_BITS, Awaiting, Run, compile_context,
+                                                 interface_of)
 from controller.pipeline import tables
 from controller.pipeline.actions import TABLE, Output
-from controller.store import Document
 
 LOG = logging.getLogger("hubshift.switcher")
 
 POLL_SECONDS = 0.25      # drain: how often the connection count is read
-ALL_BITS = (1 << 64) - 1
-
-
-@dataclass(frozen=True)
-class Awaiting:
-    """A step waiting for its switch to hold a generation; `then(ok)` goes on."""
-    generation: int
-    then: Callable[[bool], None]
-
-
-@dataclass
-class Run:
-    """In-memory progress of one operation (the record has the rest)."""
-    op_id: str
-    iid: str
-    interface: Interface | None = None
-    previous: Binding | None = None      # what the interface had before (rollback target)
-    target: Binding | None = None
-    drain_deadline: float = 0.0          # wallclock
-    next_poll: float = 0.0
-    drain_ended: float = 0.0
-    checks: list[Check] = field(default_factory=list)
-    prepared: bool = False               # target compiled, previous known (see _prepare)
-    waiting_logged: bool = False
-    awaiting: Awaiting | None = None
-    counting: bool = False               # a connection count is on its way
-
-
-def compile_context(ctx: FeatureContext) -> Context:
-    view = ctx.view()
-    return Context(router_mac=view.router_mac, macs=view.macs, tunnel_ports=view.tunnel_ports)
 
 
 class Switcher:
@@ -91,7 +60,7 @@ class Switcher:
         self.rng = rng or ctx.random
         self.records = Records(ctx.store, ctx.wallclock)
         self.runs: dict[str, Run] = {}
-        self.expiries: dict[str, float] = {}   # interface id -> wallclock deadline
+        self.expiries = Expiries(ctx.store, self.records, ctx.wallclock)
         self._scan_needed = True
 
     # ------------------------------------------------------------- loading
@@ -104,9 +73,7 @@ class Switcher:
             current, _ = bindings.load(self.store, doc.id, interface_of(iface))
             if current is not None:
                 self.table.current[doc.id] = current
-        for doc in self.store.list(interfaces.KIND):
-            if doc.body.get("expires_at"):
-                self.expiries[doc.id] = doc.body["expires_at"]
+        self.expiries.load()
 
     def wake(self) -> None:
         """Operations were created: look at the store at the next tick."""
@@ -119,15 +86,14 @@ class Switcher:
             self._scan()
         for run in list(self.runs.values()):
             self._guarded(run, self._advance, run)
-        self._expire()
+        if self.expiries.expire():
+            self._scan_needed = True
 
     def next_wakeup(self) -> float | None:
         """Seconds until something here needs the worker again (None: nothing)."""
         if self.runs:
             return POLL_SECONDS / 2
-        if self.expiries:
-            return max(0.0, min(self.expiries.values()) - self.ctx.wallclock())
-        return None
+        return self.expiries.next_wakeup()
 
     def _guarded(self, run: Run, step: Callable, *args: Any) -> None:
         try:
@@ -231,16 +197,10 @@ class Switcher:
 
     def _prepare_tunnel(self, binding: Binding) -> str | None:
         """Create the tunnel port `binding` needs now; None, or why it cannot be."""
-        port = binding.tunnel
-        if port is None:
+        if binding.tunnel is None:
             return None
-        for other in [*self.table.current.values(), *self.held_bindings()]:
-            if (other.tunnel is not None and other.interface.id != binding.interface.id
-                    and other.tunnel.endpoint == port.endpoint):
-                return (f"interface {other.interface.id} already has a {port.type} tunnel to "
-                        f"{port.remote_ip} with key {port.key or 0}; Open vSwitch could not tell "
-                        "their packets apart (use another key)")
-        return self.ctx.ensure_tunnel(port)
+        others = [*self.table.current.values(), *self.held_bindings()]
+        return bindings.tunnel_conflict(binding, others) or self.ctx.ensure_tunnel(binding.tunnel)
 
     def _transitioned(self, run: Run, current: Binding, ok: bool) -> None:
         if not ok:
@@ -403,7 +363,7 @@ class Switcher:
             back = iface.get("default_personality_id") or (
                 run.previous.personality_id if run.previous else None)
             fields.update(expires_at=self.ctx.wallclock() + _seconds(expires), expires_to=back)
-            self.expiries[run.iid] = fields["expires_at"]
+            self.expiries.deadlines[run.iid] = fields["expires_at"]
         with self.store.transaction():
             self.records.set_interface(run.iid, **fields)
             self._finish(run, "succeeded", None)
@@ -448,27 +408,6 @@ class Switcher:
         self.runs.pop(run.op_id, None)
         self.ctx.changed()   # what it held (its target, its rollback) is no longer wanted
 
-    # ----------------------------------------------------------------- expiry
-    def _expire(self) -> None:
-        """Temporary personalities past their time go back (one operation each)."""
-        now = self.ctx.wallclock()
-        for iid, at in list(self.expiries.items()):
-            if at > now:
-                continue
-            doc = self.store.find(interfaces.KIND, iid)
-            if doc is None or doc.body.get("expires_at") != at:
-                del self.expiries[iid]   # replaced or cancelled meanwhile
-                continue
-            try:
-                ops.create(self.store, iid, doc.body.get("expires_to"), kind="expiry", now=now,
-                           drain=ops.Drain(max_seconds=0, until="timeout"),
-                           reason=f"personality {doc.body.get('personality_id')!r} expired")
-            except ops.Busy:
-                continue   # tried again at the next tick, once that operation is done
-            del self.expiries[iid]
-            self.records.set_interface(iid, expires_at=None)
-            self._scan_needed = True
-
     # -------------------------------------------------------------- queries
     def held_bindings(self) -> list[Binding]:
         """Bindings an unfinished operation may still install (its target, its rollback)."""
@@ -481,10 +420,6 @@ class Switcher:
 
     def _log(self, run: Run, state: str, message: str) -> None:
         self.records.log(run.op_id, run.iid, state, message)
-
-
-def interface_of(doc: Document) -> Interface:
-    return Interface(int(doc.body["datapath"], 16), doc.body["port"], doc.body["mac"])
 
 
 def _seconds(value: Any) -> float:
