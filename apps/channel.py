@@ -9,10 +9,10 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
-from controller.core.channel import ChannelClosed
-from controller.pipeline import ofcodec, wire
+from controller.core.channel import Aggregate, ChannelClosed, FlowCounters
+from controller.pipeline import ofcodec, stream
 from controller.pipeline.actions import CONTROLLER, Action
 from controller.pipeline.flowspec import FlowSpec
 from controller.pipeline.meters import OFPM_MAX, MeterSpec
@@ -76,19 +76,43 @@ class OsKenChannel:
             w.closed = True
             w.done.set()
 
+    def _take_xids(self, n: int) -> list[int]:
+        """n xids, consecutive in send order."""
+        with self._lock:
+            return [next(self._xids) & 0xFFFFFFFF for _ in range(n)]
+
     def _send_all(self, msgs: list) -> None:
-        buf = bytearray()
         for msg in msgs:
             msg.serialize()
-            buf += msg.buf
-            if len(buf) >= SEND_CHUNK:
-                self._write(bytes(buf))
-                buf.clear()
-        if buf:
-            self._write(bytes(buf))
+        self._write_chunks(msg.buf for msg in msgs)
+
+    def _write_chunks(self, pieces: Iterable[bytes]) -> None:
+        for chunk in stream.chunked(pieces, SEND_CHUNK):
+            self._write(chunk)
 
     def _write(self, buf: bytes) -> None:
         if not self.dp.send(buf):
+            raise ChannelClosed(f"switch {self.dpid:016x} disconnected")
+
+    def _expect(self, xids: Sequence[int], multipart: bool = False) -> _Waiter:
+        """A waiter for the replies and errors to `xids`, done when the last one is answered."""
+        waiter = _Waiter(xids[-1], multipart)
+        with self._lock:
+            if self._closed:
+                raise ChannelClosed(f"switch {self.dpid:016x} disconnected")
+            self._waiters.update(dict.fromkeys(xids, waiter))
+        return waiter
+
+    def _forget(self, xids: Iterable[int]) -> None:
+        with self._lock:
+            pop = self._waiters.pop
+            for xid in xids:
+                pop(xid, None)
+
+    def _wait(self, waiter: _Waiter) -> None:
+        if not waiter.done.wait(self.timeout):
+            raise TimeoutError(f"switch {self.dpid:016x} did not answer in {self.timeout}s")
+        if waiter.closed:
             raise ChannelClosed(f"switch {self.dpid:016x} disconnected")
 
     def _exchange(self, msgs: list, multipart: bool = False) -> _Waiter:
@@ -96,23 +120,14 @@ class OsKenChannel:
         for msg in msgs:
             if msg.xid is None:
                 msg.set_xid(self._next_xid())
-        waiter = _Waiter(msgs[-1].xid, multipart)
-        with self._lock:
-            if self._closed:
-                raise ChannelClosed(f"switch {self.dpid:016x} disconnected")
-            for msg in msgs:
-                self._waiters[msg.xid] = waiter
+        xids = [msg.xid for msg in msgs]
+        waiter = self._expect(xids, multipart)
         try:
             self._send_all(msgs)
-            if not waiter.done.wait(self.timeout):
-                raise TimeoutError(f"switch {self.dpid:016x} did not answer in {self.timeout}s")
-            if waiter.closed:
-                raise ChannelClosed(f"switch {self.dpid:016x} disconnected")
+            self._wait(waiter)
             return waiter
         finally:
-            with self._lock:
-                for msg in msgs:
-                    self._waiters.pop(msg.xid, None)
+            self._forget(xids)
 
     # ------------------------------------------------------- SwitchChannel
     def ports(self) -> list[Port]:
@@ -134,69 +149,124 @@ class OsKenChannel:
             raise ApplyError(f"flow stats refused: {waiter.errors[0]}")
         return [ofcodec.decode_flow(self.dp, s) for reply in waiter.replies for s in reply.body]
 
-    def flow_counters(self, table_id: int, cookie: int,
-                      cookie_mask: int) -> list[tuple[FlowSpec, int, int]]:
-        """(flow, packet_count, byte_count) for one table's flows whose cookie matches."""
+    def flow_counters(self, table_id: int | None, cookie: int,
+                      cookie_mask: int) -> list[FlowCounters]:
+        """One table's (None: every table's) flows whose cookie matches, with their counters."""
         waiter = self._exchange([ofcodec.flow_stats_request(self.dp, cookie, cookie_mask,
                                                             table_id)], multipart=True)
         if waiter.errors:
             raise ApplyError(f"flow stats refused: {waiter.errors[0]}")
-        return [(ofcodec.decode_flow(self.dp, s), s.packet_count, s.byte_count)
+        return [FlowCounters(ofcodec.decode_flow(self.dp, s), s.packet_count, s.byte_count)
                 for reply in waiter.replies for s in reply.body]
 
     def flow_stats(self, table_id: int, cookie: int, cookie_mask: int) -> list[FlowSpec]:
         """One table's flows whose cookie matches."""
-        return [spec for spec, _, _ in self.flow_counters(table_id, cookie, cookie_mask)]
+        return [c.flow for c in self.flow_counters(table_id, cookie, cookie_mask)]
 
-    def aggregate(self, table_id: int, cookie: int, cookie_mask: int) -> tuple[int, int, int]:
-        """(flow_count, packet_count, byte_count) over one table's flows whose cookie matches."""
+    def aggregate(self, table_id: int, cookie: int, cookie_mask: int) -> Aggregate:
+        """Flow, packet and byte counts over one table's flows whose cookie matches."""
         waiter = self._exchange([ofcodec.aggregate_request(self.dp, table_id, cookie,
                                                            cookie_mask)], multipart=True)
         if waiter.errors:
             raise ApplyError(f"aggregate stats refused: {waiter.errors[0]}")
         body = waiter.replies[0].body
-        return body.flow_count, body.packet_count, body.byte_count
+        return Aggregate(body.flow_count, body.packet_count, body.byte_count)
 
     def apply(self, diff: FlowDiff) -> None:
-        """Deletes then adds, in one ORDERED|ATOMIC bundle (OpenFlow 1.4+), then a barrier.
+        """Deletes then adds, atomically on OpenFlow 1.4+; ApplyError if the switch refuses any.
 
-        Every FlowMod (in its BundleAdd) is written to wire bytes here, by
+        Every FlowMod (in its BundleAdd) is written to wire bytes by
         `controller.pipeline.wire` (straight from the FlowSpec; os-ken objects
-        only for what it does not cover), so an encoding error is raised before
-        anything is sent.
+        only for what it does not cover).  On OpenFlow 1.4+ the bundle is
+        streamed: see `_apply_bundle`.  On 1.3 (no bundles, so not atomic)
+        everything is encoded before anything is sent, so an encoding error
+        sends nothing; then the mods and a barrier.
+        """
+        if self.dp.ofproto.OFP_VERSION >= 0x05:
+            self._apply_bundle(diff)
+            return
+        dp = self.dp
+        xids = self._take_xids(len(diff) + 1)
+        mods = list(stream.mod_messages(dp, diff.delete, diff.add, xids[:-1]))
+        barrier = self._serialized(dp.ofproto_parser.OFPBarrierRequest(dp), xids[-1])
+        waiter = self._expect(xids)
+        try:
+            self._write_chunks(mods + [barrier])
+            self._wait(waiter)
+        finally:
+            self._forget(xids)
+        self._raise_refusal(waiter, "change")
+
+    def _apply_bundle(self, diff: FlowDiff) -> None:
+        """OPEN, the BundleAdds, a barrier; then COMMIT and a barrier, or DISCARD if any failed.
+
+        The BundleAdds are encoded and written in SEND_CHUNK pieces, so the
+        switch parses the first ones while the next are encoded.  The barrier
+        before the commit makes every add's answer arrive first: Open vSwitch
+        answers an add it cannot parse with an error but still commits the
+        rest of the bundle, so the commit is sent only when no add was refused
+        (otherwise the bundle is discarded: nothing of it is applied).  Once a
+        refusal has arrived, the remaining adds are not sent.  An encoding
+        error discards the bundle too, and is raised.
         """
         dp = self.dp
         parser, ofp = dp.ofproto_parser, dp.ofproto
-        pre = wire.WireMessage
-        n = len(diff.delete) + len(diff.add)
-        bundled = ofp.OFP_VERSION >= 0x05
-        with self._lock:  # xids in send order: [bundle id, OPEN,] mods..., [COMMIT,] barrier
-            xids = [next(self._xids) & 0xFFFFFFFF for _ in range(n + (4 if bundled else 1))]
-        if not bundled:
-            mod = wire.flow_mod_wire
-            msgs = [pre(x, mod(dp, f, x, True)) for f, x in zip(diff.delete, xids)]
-            msgs += [pre(x, mod(dp, f, x)) for f, x in zip(diff.add, xids[len(msgs):])]
+        # xids in send order: bundle id, OPEN, mods..., barrier, COMMIT or DISCARD, barrier
+        xids = self._take_xids(len(diff) + 5)
+        bundle = stream.Bundle(xids[0], ofp.OFPBF_ORDERED | ofp.OFPBF_ATOMIC)
+        sent = xids[1:-2]
+        opening = self._serialized(parser.OFPBundleCtrlMsg(
+            dp, bundle.bundle_id, ofp.OFPBCT_OPEN_REQUEST, bundle.flags, []), sent[0])
+        mods = stream.mod_messages(dp, diff.delete, diff.add, sent[1:-1], bundle)
+        waiter = self._expect(sent)
+        written = False
+        try:
+            for chunk in stream.chunked(itertools.chain((opening,), mods), SEND_CHUNK):
+                self._write(chunk)
+                written = True
+                if waiter.errors:
+                    break  # refused already: the bundle will be discarded
+            self._write(self._serialized(parser.OFPBarrierRequest(dp), sent[-1]))
+            self._wait(waiter)
+        except (ChannelClosed, TimeoutError):
+            raise
+        except Exception:
+            if written:  # an encoding error: the open bundle must not stay behind
+                try:
+                    self._end_bundle(bundle, ofp.OFPBCT_DISCARD_REQUEST, xids[-2:])
+                except Exception as exc:  # the encoding error is the one to report
+                    LOG.warning("switch %016x: discarding bundle %#x failed: %s",
+                                self.dpid, bundle.bundle_id, exc)
+            raise
+        finally:
+            self._forget(sent)
+        if waiter.errors:
+            self._end_bundle(bundle, ofp.OFPBCT_DISCARD_REQUEST, xids[-2:])
         else:
-            bundle_id, xids = xids[0], xids[1:]
-            flags = ofp.OFPBF_ORDERED | ofp.OFPBF_ATOMIC
-            add = wire.bundle_add_wire
-            msgs = [parser.OFPBundleCtrlMsg(dp, bundle_id, ofp.OFPBCT_OPEN_REQUEST, flags, [])]
-            msgs += [pre(x, add(dp, bundle_id, flags, f, x, True))
-                     for f, x in zip(diff.delete, xids[1:])]
-            msgs += [pre(x, add(dp, bundle_id, flags, f, x))
-                     for f, x in zip(diff.add, xids[len(msgs):])]
-            msgs.append(parser.OFPBundleCtrlMsg(dp, bundle_id, ofp.OFPBCT_COMMIT_REQUEST,
-                                                flags, []))
-        msgs.append(parser.OFPBarrierRequest(dp))
+            waiter = self._end_bundle(bundle, ofp.OFPBCT_COMMIT_REQUEST, xids[-2:])
+        self._raise_refusal(waiter, "change")
+
+    def _end_bundle(self, bundle: stream.Bundle, kind: int, xids: Sequence[int]) -> _Waiter:
+        """COMMIT or DISCARD the bundle, then a barrier; the waiter holds the answers."""
+        parser = self.dp.ofproto_parser
+        msgs = [parser.OFPBundleCtrlMsg(self.dp, bundle.bundle_id, kind, bundle.flags, []),
+                parser.OFPBarrierRequest(self.dp)]
         for msg, xid in zip(msgs, xids):
-            if msg.xid is None:
-                msg.set_xid(xid)
-        waiter = self._exchange(msgs)
+            msg.set_xid(xid)
+        return self._exchange(msgs)
+
+    def _raise_refusal(self, waiter: _Waiter, what: str) -> None:
         if waiter.errors:
             first = waiter.errors[0]
-            raise ApplyError(f"switch {self.dpid:016x} refused the change "
+            raise ApplyError(f"switch {self.dpid:016x} refused the {what} "
                              f"(type={first.type} code={first.code}); "
                              f"{len(waiter.errors)} error(s)")
+
+    @staticmethod
+    def _serialized(msg: Any, xid: int) -> bytes:
+        msg.set_xid(xid)
+        msg.serialize()
+        return bytes(msg.buf)
 
     def meters(self) -> list[MeterSpec]:
         """Every meter on the switch (its configuration), as MeterSpecs.
@@ -229,12 +299,7 @@ class OsKenChannel:
                 msg.set_xid(next(self._xids) & 0xFFFFFFFF)
         for msg in msgs[:-1]:  # so an encoding error is raised before anything is sent
             msg.serialize()
-        waiter = self._exchange(msgs)
-        if waiter.errors:
-            first = waiter.errors[0]
-            raise ApplyError(f"switch {self.dpid:016x} refused the meter change "
-                             f"(type={first.type} code={first.code}); "
-                             f"{len(waiter.errors)} error(s)")
+        self._raise_refusal(self._exchange(msgs), "meter change")
 
     def packet_out(self, data: bytes, actions: Sequence[Action], in_port: int = CONTROLLER) -> None:
         parser, ofp = self.dp.ofproto_parser, self.dp.ofproto

@@ -9,14 +9,18 @@ each, hub cookies) are installed into an empty netdev bridge:
             real OpenFlow 1.4 connection to the os-ken app of the hub
             (apps.hub_app.HubApp, in this process), timed from a worker thread.
 
-Every measurement is repeated, the bridge is emptied (`ovs-ofctl del-flows`)
-before each run and checked to hold exactly N flows after it.  The hub's time
-is broken down into phases by timing the channel's own steps.
+Every measurement is repeated in pairs (baseline, then hub, so that both run
+under the same load when other work shares the machine); the bridge is emptied
+(`ovs-ofctl del-flows`) before each run and checked to hold exactly N flows
+after it.  The ratio printed is baseline time / hub time, from the medians
+(and, below it, the ratio of each pair).  The hub's time is broken down into
+phases by timing the channel's own steps; the CPU time of ovs-vswitchd and of
+the hub's worker thread is printed beside it.
 
 Needs root and Open vSwitch (started with scripts/ovs start).  Usage:
 
     sudo .venv/bin/python benchmarks/flow_rate.py [--sizes 10000,100000]
-                                                  [--repeat-small 5] [--repeat-large 3]
+                                                  [--repeat-small 5] [--repeat-large 5]
                                                   [--profile]
 
 Everything it creates (one bridge named bn<pid>) is removed at the end, also on
@@ -54,6 +58,7 @@ from controller.pipeline.cookies import Feature  # noqa: E402
 from controller.pipeline.flowspec import FlowSpec, make_match  # noqa: E402
 from controller.pipeline.ofctl import render_flows  # noqa: E402
 from controller.reconcile.flows import Reconciler  # noqa: E402
+from benchmarks.labtools import sh  # noqa: E402
 
 OVS_SCRIPT = REPO / "scripts" / "ovs"
 TABLE_L2 = 50
@@ -62,14 +67,6 @@ pc = time.perf_counter
 
 
 # ------------------------------------------------------------------ helpers
-def sh(*cmd: str, timeout: float = 600) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): "
-                           f"{proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout
-
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -132,21 +129,28 @@ class Bridge:
 
 
 # ---------------------------------------------------------------- baseline
-def run_baseline(bridge: Bridge, flows: list[FlowSpec], repeat: int, tmpdir: str) -> dict:
+def write_flow_file(flows: list[FlowSpec], tmpdir: str) -> tuple[str, float]:
+    """The ovs-ofctl file of the flows, and how long rendering it took (not timed)."""
     t = pc()
     text = render_flows(flows)
     render_s = pc() - t
     path = os.path.join(tmpdir, f"flows-{len(flows)}.txt")
     with open(path, "w") as f:
         f.write(text)
-    times = []
-    for _ in range(repeat):
-        bridge.clear()
-        t = pc()
-        bridge.ofctl("--bundle", "add-flows", bridge.name, path)
-        times.append(pc() - t)
-        bridge.expect(len(flows), "baseline")
-    return {"times": times, "render_s": render_s}
+    return path, render_s
+
+
+def baseline_once(bridge: Bridge, path: str) -> float:
+    t = pc()
+    bridge.ofctl("--bundle", "add-flows", bridge.name, path)
+    return pc() - t
+
+
+def switch_cpu() -> float:
+    """CPU seconds ovs-vswitchd has used so far (all its threads)."""
+    pid = int(Path("/var/run/openvswitch/ovs-vswitchd.pid").read_text().strip())
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --------------------------------------------------------------------- hub
@@ -170,15 +174,22 @@ class _BenchHub:
 
 
 def _timed_channel_class():
-    """OsKenChannel whose steps add up their own wall time (behaviour unchanged)."""
+    """OsKenChannel whose steps add up their own wall time (behaviour unchanged).
+
+    The commit step (COMMIT + barrier) is timed as a whole: the writes and
+    the wait inside it are not counted again.
+    """
     from apps.channel import OsKenChannel
 
     class TimedChannel(OsKenChannel):
         def __init__(self, *args, **kwargs) -> None:
             super().__init__(*args, **kwargs)
             self.timing: Counter = Counter()
+            self._committing = False
 
         def _timed(self, key, fn, *args):
+            if self._committing:
+                return fn(*args)
             t = pc()
             try:
                 return fn(*args)
@@ -188,14 +199,21 @@ def _timed_channel_class():
         def apply(self, diff):
             return self._timed("apply", super().apply, diff)
 
-        def _exchange(self, msgs, multipart=False):
-            return self._timed("exchange", super()._exchange, msgs, multipart)
-
-        def _send_all(self, msgs):
-            return self._timed("send_all", super()._send_all, msgs)
-
         def _write(self, buf):
+            self.timing["writes"] += not self._committing
             return self._timed("write", super()._write, buf)
+
+        def _wait(self, waiter):
+            return self._timed("wait", super()._wait, waiter)
+
+        def _end_bundle(self, bundle, kind, xids):
+            t = pc()
+            self._committing = True
+            try:
+                return super()._end_bundle(bundle, kind, xids)
+            finally:
+                self._committing = False
+                self.timing["commit"] += pc() - t
 
     return TimedChannel
 
@@ -219,14 +237,14 @@ def start_openflow(of_port: int):
     return hub
 
 
-PHASES = ("readback", "diff", "encode", "serialize", "write", "wait")
+PHASES = ("readback", "diff", "encode", "write", "wait", "commit")
 PHASE_HELP = {
     "readback": "flow-stats readback of the (empty) switch",
     "diff": "desired vs realized diff in the reconciler",
-    "encode": "FlowSpec -> os-ken FlowMod + BundleAdd objects",
-    "serialize": "os-ken msg.serialize() into bytes",
-    "write": "handing bytes to os-ken's send queue (blocks while the switch reads)",
-    "wait": "after the last byte: switch commit + barrier reply",
+    "encode": "FlowSpec -> BundleAdd bytes, overlapped with the switch reading",
+    "write": "handing chunks to os-ken's send queue (blocks while the switch is behind)",
+    "wait": "after the last add: the switch parses what is still queued, barrier reply",
+    "commit": "COMMIT + barrier: the switch applies the bundle",
 }
 
 
@@ -238,47 +256,72 @@ def _hub_once(channel, flows: list[FlowSpec], profile: cProfile.Profile | None) 
     rec.readback()
     t1 = pc()
     channel.timing.clear()
+    c1 = time.thread_time()
     if profile is not None:
         result = profile.runcall(rec.sync, flows)
     else:
         result = rec.sync(flows)
     t2 = pc()
+    cpu = time.thread_time() - c1
     if len(result.diff.add) != len(flows) or result.diff.delete:
         raise RuntimeError(f"unexpected diff {result.diff.summary()}")
     tm = channel.timing
     phases = {
         "readback": t1 - t0,
         "diff": (t2 - t1) - tm["apply"],
-        "encode": tm["apply"] - tm["exchange"],
-        "serialize": tm["send_all"] - tm["write"],
+        "encode": tm["apply"] - tm["write"] - tm["wait"] - tm["commit"],
         "write": tm["write"],
-        "wait": tm["exchange"] - tm["send_all"],
+        "wait": tm["wait"],
+        "commit": tm["commit"],
     }
-    return {"total": t2 - t0, "phases": phases}
+    return {"total": t2 - t0, "phases": phases, "writes": tm["writes"], "cpu": cpu}
 
 
-def run_hub(bridge: Bridge, channel, flows: list[FlowSpec], repeat: int,
+def hub_once(channel, flows: list[FlowSpec], profile: cProfile.Profile | None) -> dict:
+    """`_hub_once` on a worker thread, as the hub's worker runs it."""
+    box: dict = {}
+
+    def work():
+        try:
+            box["run"] = _hub_once(channel, flows, profile)
+        except BaseException as exc:  # reported on the main thread
+            box["error"] = exc
+    worker = threading.Thread(target=work, name="bench-worker", daemon=True)
+    worker.start()
+    worker.join()
+    if "error" in box:
+        raise box["error"]
+    return box["run"]
+
+
+def measure(bridge: Bridge, channel, flows: list[FlowSpec], repeat: int, tmpdir: str,
             profile: bool) -> dict:
-    runs = []
+    """`repeat` pairs of runs, baseline then hub, each into an emptied bridge.
+
+    Alternating the two keeps them under the same load when other work
+    shares the machine.  The switch's CPU time is taken around each run.
+    """
+    path, render_s = write_flow_file(flows, tmpdir)
     prof = cProfile.Profile() if profile else None
+    base, runs, base_cpu = [], [], []
     for _ in range(repeat):
         bridge.clear()
-        box: dict = {}
-
-        def work():
-            try:
-                box["run"] = _hub_once(channel, flows, prof)
-            except BaseException as exc:  # reported on the main thread
-                box["error"] = exc
-        worker = threading.Thread(target=work, name="bench-worker", daemon=True)
-        worker.start()
-        worker.join()
-        if "error" in box:
-            raise box["error"]
-        runs.append(box["run"])
+        c = switch_cpu()
+        base.append(baseline_once(bridge, path))
+        base_cpu.append(switch_cpu() - c)
+        bridge.expect(len(flows), "baseline")
+        bridge.clear()
+        c = switch_cpu()
+        run = hub_once(channel, flows, prof)
+        run["switch_cpu"] = switch_cpu() - c
+        runs.append(run)
         bridge.expect(len(flows), "hub")
-    out = {"times": [r["total"] for r in runs],
-           "phases": {p: statistics.median(r["phases"][p] for r in runs) for p in PHASES}}
+    out = {"base": base, "base_cpu": base_cpu, "render_s": render_s,
+           "times": [r["total"] for r in runs],
+           "phases": {p: statistics.median(r["phases"][p] for r in runs) for p in PHASES},
+           "cpu": statistics.median(r["cpu"] for r in runs),
+           "switch_cpu": statistics.median(r["switch_cpu"] for r in runs),
+           "writes": runs[-1]["writes"]}
     if prof is not None:
         s = io.StringIO()
         pstats.Stats(prof, stream=s).sort_stats("cumulative").print_stats(25)
@@ -292,13 +335,14 @@ def fmt_rate(n: int, seconds: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import apps.channel
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="10000,100000",
                     help="comma-separated flow counts (default 10000,100000)")
     ap.add_argument("--repeat-small", type=int, default=5,
                     help="repetitions for sizes below 50000 (default 5)")
-    ap.add_argument("--repeat-large", type=int, default=3,
-                    help="repetitions for sizes of 50000 and more (default 3)")
+    ap.add_argument("--repeat-large", type=int, default=5,
+                    help="repetitions for sizes of 50000 and more (default 5)")
     ap.add_argument("--profile", action="store_true",
                     help="cProfile the hub's sync (worker thread) and print the top entries")
     args = ap.parse_args(argv)
@@ -330,15 +374,14 @@ def main(argv: list[str] | None = None) -> int:
             channel.timeout = 900.0
             print(f"ovs-vswitchd {sh('ovs-vsctl', 'get', 'open_vswitch', '.', 'ovs_version').strip()}"
                   f", bridge {bridge.name} (netdev, OpenFlow {channel.of_version}), "
-                  f"python {sys.version.split()[0]}", flush=True)
+                  f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
+                  f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
             for n in sizes:
                 repeat = args.repeat_small if n < 50_000 else args.repeat_large
                 flows = synthetic_flows(n)
-                base = run_baseline(bridge, flows, repeat, tmpdir)
-                print(f"N={n:,}: baseline done ({repeat} runs)", flush=True)
-                hubr = run_hub(bridge, channel, flows, repeat, args.profile)
-                print(f"N={n:,}: hub done ({repeat} runs)", flush=True)
-                results.append((n, repeat, base, hubr))
+                results.append((n, repeat, measure(bridge, channel, flows, repeat, tmpdir,
+                                                   args.profile)))
+                print(f"N={n:,}: done ({repeat} pairs of runs)", flush=True)
                 bridge.clear()
     except KeyboardInterrupt:
         print("flow_rate: interrupted", file=sys.stderr)
@@ -357,22 +400,28 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"{'N':>8} {'runs':>4} | {'baseline (median)':>18} {'rate':>13} | "
           f"{'hub (median)':>13} {'rate':>13} | {'hub/baseline':>12}")
-    for n, repeat, base, hubr in results:
-        b, h = statistics.median(base["times"]), statistics.median(hubr["times"])
+    for n, repeat, r in results:
+        b, h = statistics.median(r["base"]), statistics.median(r["times"])
         print(f"{n:>8,} {repeat:>4} | {b:>17.3f}s {fmt_rate(n, b)} | {h:>12.3f}s "
               f"{fmt_rate(n, h)} | {b / h:>11.2f}x")
-    for n, repeat, base, hubr in results:
-        h = statistics.median(hubr["times"])
+    for n, repeat, r in results:
+        h = statistics.median(r["times"])
+        pairs = [b / t for b, t in zip(r["base"], r["times"])]
         print(f"\nN={n:,}  all runs: baseline "
-              f"{', '.join(f'{t:.3f}' for t in base['times'])} s; hub "
-              f"{', '.join(f'{t:.3f}' for t in hubr['times'])} s"
-              f"\n  (rendering the ofctl file, not timed: {base['render_s']:.3f}s)")
-        print("  hub breakdown (median per phase):")
+              f"{', '.join(f'{t:.3f}' for t in r['base'])} s; hub "
+              f"{', '.join(f'{t:.3f}' for t in r['times'])} s"
+              f"\n  ratio of each pair: {', '.join(f'{x:.2f}' for x in pairs)} "
+              f"(median {statistics.median(pairs):.2f}x)"
+              f"\n  ovs-vswitchd CPU (median): baseline {statistics.median(r['base_cpu']):.3f}s,"
+              f" hub {r['switch_cpu']:.3f}s; the hub's worker thread CPU: {r['cpu']:.3f}s"
+              f"\n  (rendering the ofctl file, not timed: {r['render_s']:.3f}s)")
+        print(f"  hub breakdown (median per phase; {r['writes']} socket writes of about "
+              f"{apps.channel.SEND_CHUNK // 1024} KiB):")
         for p in PHASES:
-            s = hubr["phases"][p]
+            s = r["phases"][p]
             print(f"    {p:<10} {s:>8.3f}s {100 * s / h:>5.1f}%  {PHASE_HELP[p]}")
-        if "profile" in hubr:
-            print(hubr["profile"])
+        if "profile" in r:
+            print(r["profile"])
     return 0
 
 

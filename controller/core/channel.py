@@ -1,7 +1,7 @@
 """What the hub needs from a connected switch.  The os-ken app implements it."""
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import NamedTuple, Protocol, Sequence
 
 from controller.reconcile.meters import MeterChannel
 from controller.pipeline.actions import CONTROLLER, Action
@@ -15,6 +15,20 @@ class ChannelClosed(RuntimeError):
     """The switch disconnected while a request was outstanding."""
 
 
+class FlowCounters(NamedTuple):
+    """One flow read back from a switch, with its counters."""
+    flow: FlowSpec
+    packets: int
+    bytes: int
+
+
+class Aggregate(NamedTuple):
+    """Counts summed over the flows an aggregate stats request selected."""
+    flows: int
+    packets: int
+    bytes: int
+
+
 class SwitchChannel(FlowChannel, MeterChannel, Protocol):
     dpid: int
     of_version: str
@@ -24,12 +38,12 @@ class SwitchChannel(FlowChannel, MeterChannel, Protocol):
     def flow_stats(self, table_id: int, cookie: int, cookie_mask: int) -> list[FlowSpec]:
         """One table's flows whose cookie matches `cookie` under `cookie_mask`."""
 
-    def flow_counters(self, table_id: int, cookie: int,
-                      cookie_mask: int) -> list[tuple[FlowSpec, int, int]]:
-        """As flow_stats, each flow with its packet and byte counts."""
+    def flow_counters(self, table_id: int | None, cookie: int,
+                      cookie_mask: int) -> list[FlowCounters]:
+        """As flow_stats (`table_id` None: every table), each flow with its packet and byte counts."""
 
-    def aggregate(self, table_id: int, cookie: int, cookie_mask: int) -> tuple[int, int, int]:
-        """(flow_count, packet_count, byte_count) over those flows."""
+    def aggregate(self, table_id: int, cookie: int, cookie_mask: int) -> Aggregate:
+        """Flow, packet and byte counts summed over those flows."""
 
     def packet_out(self, data: bytes, actions: Sequence[Action], in_port: int = CONTROLLER) -> None: ...
 

@@ -552,23 +552,6 @@ def fast_flow_mod_body(dp: Any, spec: FlowSpec, delete: bool = False) -> bytes |
                                  _ANY, _ANY, _ANY, 0) + match + inst)
 
 
-class WireMessage:
-    """An OpenFlow message already in wire form; serializes as a no-op (like an os-ken msg)."""
-
-    __slots__ = ("xid", "buf")
-
-    def __init__(self, xid: int, buf: bytes) -> None:
-        self.xid = xid
-        self.buf = buf
-
-    def set_xid(self, xid: int) -> None:
-        assert self.xid is None
-        self.xid = xid
-
-    def serialize(self) -> None:
-        pass
-
-
 def flow_mod_wire(dp: Any, spec: FlowSpec, xid: int, delete: bool = False) -> bytes:
     """`flow_add(dp, spec)` (or `flow_delete`) with this xid, serialized."""
     body = fast_flow_mod_body(dp, spec, delete)

@@ -9,12 +9,10 @@ every flow the fabric and personality compilers emit takes the direct path.
 from __future__ import annotations
 
 import dataclasses
-import struct
 
 import pytest
 from os_ken.ofproto import ofproto_protocol, ofproto_v1_3, ofproto_v1_4, ofproto_v1_5
 
-from apps.channel import OsKenChannel
 from controller.features.fabric.compile import FabricInput, compile_fabric
 from controller.features.personality.compile import (Context, Interface, PersonalityPolicy,
                                             compile_personality, compile_transition)
@@ -24,7 +22,6 @@ from controller.pipeline.actions import (CONTROLLER, IN_PORT, LOCAL, TABLE, Conn
                                          Learn, LearnMatch, Move, Nat, Opaque, Output, SetField,
                                          ct_state)
 from controller.pipeline.flowspec import FlowSpec, flow
-from controller.reconcile.flows import ApplyError, FlowDiff
 from controller.core.topology import Host, Link, Subnet
 
 ROUTER = "02:b5:00:00:00:01"
@@ -578,136 +575,3 @@ def test_other_openflow_versions_use_os_ken():
     assert wire.fast_flow_mod_body(dp15, spec) is None
     assert wire.bundle_add_wire(dp15, BUNDLE_ID, BUNDLE_FLAGS, spec, XID) == \
         ref_bundle_add(dp15, BUNDLE_ID, BUNDLE_FLAGS, spec, XID)
-
-
-def test_wire_message_behaves_like_an_os_ken_message():
-    msg = wire.WireMessage(None, b"\x04\x00\x00\x08\x00\x00\x00\x00")
-    msg.set_xid(9)
-    msg.serialize()
-    assert (msg.xid, msg.buf) == (9, b"\x04\x00\x00\x08\x00\x00\x00\x00")
-    with pytest.raises(AssertionError):
-        msg.set_xid(10)
-
-
-# ------------------------------------------------- the channel's apply, end to end
-class FakeDatapath(ofproto_protocol.ProtocolDesc):
-    """Records what the channel sends; answers barriers (and errors, on request)."""
-
-    id = 0xB5
-
-    def __init__(self, version: int) -> None:
-        super().__init__(version)
-        self.channel: OsKenChannel | None = None
-        self.sent = bytearray()
-        self.refuse_xids: set[int] = set()
-
-    def send(self, buf: bytes) -> bool:
-        self.sent += buf
-        for msg_type, xid in headers(bytes(buf)):
-            if xid in self.refuse_xids:
-                self.channel.on_reply(Reply(xid, type=4, code=9), is_error=True)
-            if msg_type == self.ofproto.OFPT_BARRIER_REQUEST:
-                self.channel.on_reply(Reply(xid))
-        return True
-
-
-class Reply:
-    def __init__(self, xid: int, **attrs) -> None:
-        self.xid = xid
-        self.__dict__.update(attrs)
-
-
-def headers(stream: bytes) -> list[tuple[int, int]]:
-    out, offset = [], 0
-    while offset < len(stream):
-        _, msg_type, length, xid = struct.unpack_from("!BBHI", stream, offset)
-        out.append((msg_type, xid))
-        offset += length
-    assert offset == len(stream)
-    return out
-
-
-def connected(version: int) -> tuple[FakeDatapath, OsKenChannel]:
-    dp = FakeDatapath(version)
-    dp.channel = OsKenChannel(dp, timeout=5)
-    return dp, dp.channel
-
-
-def reference_stream(dp, diff: FlowDiff, xids: list[int]) -> bytes:
-    """What apply sent before the direct encoder: os-ken objects all the way."""
-    parser, ofp = dp.ofproto_parser, dp.ofproto
-    mods = [ofcodec.flow_delete(dp, f) for f in diff.delete] + \
-           [ofcodec.flow_add(dp, f) for f in diff.add]
-    if ofp.OFP_VERSION < ofproto_v1_4.OFP_VERSION:
-        msgs = mods + [parser.OFPBarrierRequest(dp)]
-    else:
-        bundle_id, flags = xids[0] - 1, ofp.OFPBF_ORDERED | ofp.OFPBF_ATOMIC
-        msgs = [parser.OFPBundleCtrlMsg(dp, bundle_id, ofp.OFPBCT_OPEN_REQUEST, flags, [])]
-        for mod, xid in zip(mods, xids[1:]):
-            mod.xid = xid  # a bundled message carries its BundleAdd's xid
-            msgs.append(parser.OFPBundleAddMsg(dp, bundle_id, flags, mod, []))
-        msgs.append(parser.OFPBundleCtrlMsg(dp, bundle_id, ofp.OFPBCT_COMMIT_REQUEST, flags, []))
-        msgs.append(parser.OFPBarrierRequest(dp))
-    assert len(msgs) == len(xids)
-    out = bytearray()
-    for msg, xid in zip(msgs, xids):
-        msg.set_xid(xid)
-        msg.serialize()
-        out += msg.buf
-    return bytes(out)
-
-
-def sample_diff() -> FlowDiff:
-    flows = fabric_flows() + personality_flows(REALISTIC)
-    odd = FlowSpec(30, 2, (("ipv6_src", "fe80::1"),), (Output(1),), cookie=COOKIE)  # os-ken path
-    return FlowDiff(add=tuple(flows[:60]) + (odd,) + tuple(flows[60:]),
-                    delete=tuple(flows[::7]) + (odd,))
-
-
-@pytest.mark.parametrize("version", VERSIONS, ids=["of13", "of14"])
-def test_apply_sends_what_os_ken_would(version):
-    dp, channel = connected(version)
-    diff = sample_diff()
-    channel.apply(diff)
-    got = bytes(dp.sent)
-    sent = headers(got)
-    bundled = version >= ofproto_v1_4.OFP_VERSION
-    assert len(sent) == len(diff) + (3 if bundled else 1)
-    xids = [xid for _, xid in sent]
-    assert xids == list(range(xids[0], xids[0] + len(xids)))  # consecutive, in send order
-    assert got == reference_stream(dp, diff, xids)
-    # the next apply continues the sequence (after the bundle id, on 1.4)
-    dp.sent.clear()
-    channel.apply(FlowDiff(add=diff.add[:1]))
-    assert headers(bytes(dp.sent))[0][1] == xids[-1] + (2 if bundled else 1)
-
-
-@pytest.mark.parametrize("version", VERSIONS, ids=["of13", "of14"])
-def test_apply_reports_refusals(version):
-    dp, channel = connected(version)
-    diff = sample_diff()
-    first = channel._next_xid() + 1
-    dp.refuse_xids = {first + (2 if version >= ofproto_v1_4.OFP_VERSION else 1) + 5}
-    with pytest.raises(ApplyError, match="type=4 code=9"):
-        channel.apply(diff)
-
-
-@pytest.mark.parametrize("version", VERSIONS, ids=["of13", "of14"])
-def test_apply_encodes_everything_before_sending(version):
-    dp, channel = connected(version)
-    bad = FlowSpec(10, 1, (("eth_dst", "not-a-mac"),), (Output(1),))
-    with pytest.raises(Exception):
-        channel.apply(FlowDiff(add=tuple(fabric_flows()) + (bad,)))
-    assert dp.sent == b""
-
-
-@pytest.mark.parametrize("version", VERSIONS, ids=["of13", "of14"])
-def test_empty_apply_is_just_a_barrier_or_an_empty_bundle(version):
-    dp, channel = connected(version)
-    channel.apply(FlowDiff())
-    types = [t for t, _ in headers(bytes(dp.sent))]
-    ofp = dp.ofproto
-    if version >= ofproto_v1_4.OFP_VERSION:
-        assert types == [ofp.OFPT_BUNDLE_CONTROL, ofp.OFPT_BUNDLE_CONTROL, ofp.OFPT_BARRIER_REQUEST]
-    else:
-        assert types == [ofp.OFPT_BARRIER_REQUEST]
