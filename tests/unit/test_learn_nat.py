@@ -8,6 +8,7 @@ import pytest
 from os_ken.ofproto import ofproto_protocol, ofproto_v1_3, ofproto_v1_4
 
 from apps.channel import OsKenChannel
+from controller.core.channel import Aggregate, FlowCounters
 from controller.pipeline import ofcodec, wire
 from controller.pipeline.actions import Conntrack, Learn, LearnMatch, Nat, Opaque, Output
 from controller.pipeline.flowspec import FlowSpec, flow
@@ -246,8 +247,14 @@ def test_flow_stats_and_aggregate(version):
     dp = StatsDatapath(version, learned)
     dp.channel = OsKenChannel(dp, timeout=5)
     assert dp.channel.flow_stats(63, 0xABC, (1 << 64) - 1) == [f for f, _, _ in learned]
-    assert dp.channel.flow_counters(63, 0xABC, (1 << 64) - 1) == learned
-    assert dp.channel.aggregate(63, 0xABC, (1 << 64) - 1) == (3, 3, 180)
+    counters = dp.channel.flow_counters(63, 0xABC, (1 << 64) - 1)
+    assert counters == learned
+    assert [(c.flow, c.packets, c.bytes) for c in counters] == learned
+    assert all(type(c) is FlowCounters for c in counters)
+    total = dp.channel.aggregate(63, 0xABC, (1 << 64) - 1)
+    assert total == Aggregate(flows=3, packets=3, bytes=180) and type(total) is Aggregate
+    flows, packets, _ = total  # a tuple still
+    assert (flows, packets) == (3, 3)
     any_port = dp.ofproto.OFPP_ANY
     assert dp.requests == [(1, 63, any_port, any_port, 0xABC, (1 << 64) - 1)] * 2 + \
         [(2, 63, any_port, any_port, 0xABC, (1 << 64) - 1)]
