@@ -17,6 +17,7 @@ from controller.features.persona.usage import (
     update,
 )
 from controller.core.metrics import Metrics
+from controller.features.persona.metrics import PersonaMetrics
 from controller.store import Store, open_store
 
 T0 = 1_900_000_000.0        # wall clock of the first poll
@@ -216,17 +217,18 @@ def test_polls_over_time_give_one_alert_per_crossing(store: Store, journal,
 
 def test_persona_gauges_and_forgetting_them(metrics: Metrics) -> None:
     get = metrics.registry.get_sample_value
-    metrics.observe_persona("p1", bytes_out=10, bytes_in=20, rate_out=80.0, rate_in=160.0, denied=3)
-    metrics.observe_persona("p2", bytes_out=1, bytes_in=2, rate_out=0.0, rate_in=0.0, denied=0)
-    metrics.personas.labels("active").set(2)
+    personas = PersonaMetrics(metrics.registry)
+    personas.observe("p1", bytes_out=10, bytes_in=20, rate_out=80.0, rate_in=160.0, denied=3)
+    personas.observe("p2", bytes_out=1, bytes_in=2, rate_out=0.0, rate_in=0.0, denied=0)
+    personas.personas.labels("active").set(2)
     assert get("hub_persona_bytes", {"persona": "p1", "direction": "outbound"}) == 10
     assert get("hub_persona_bytes", {"persona": "p1", "direction": "inbound"}) == 20
     assert get("hub_persona_rate_bps", {"persona": "p1", "direction": "inbound"}) == 160.0
     assert get("hub_persona_denied", {"persona": "p1"}) == 3
     assert get("hub_personas", {"state": "active"}) == 2
-    metrics.forget_persona("p1")
-    metrics.forget_persona("p1")                 # twice, or never observed: no error
-    metrics.forget_persona("never-seen")
+    personas.forget("p1")
+    personas.forget("p1")                 # twice, or never observed: no error
+    personas.forget("never-seen")
     for name, labels in [("hub_persona_bytes", {"persona": "p1", "direction": "outbound"}),
                          ("hub_persona_rate_bps", {"persona": "p1", "direction": "inbound"}),
                          ("hub_persona_denied", {"persona": "p1"})]:

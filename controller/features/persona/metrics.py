@@ -19,19 +19,24 @@ class PersonaMetrics:
                             "A persona's denied connection attempts (security events)",
                             ["persona"], registry=r)
         self.personas = Gauge("hub_personas", "Personas by state", ["state"], registry=r)
+        self._children: dict[str, tuple] = {}   # persona -> its five labelled gauges
 
     def observe(self, persona: str, *, bytes_out: int, bytes_in: int, rate_out: float,
                 rate_in: float, denied: int) -> None:
         """Publish one persona's usage (after each poll of its gateway counters)."""
-        self.bytes.labels(persona, "outbound").set(bytes_out)
-        self.bytes.labels(persona, "inbound").set(bytes_in)
-        self.rate_bps.labels(persona, "outbound").set(rate_out)
-        self.rate_bps.labels(persona, "inbound").set(rate_in)
-        self.denied.labels(persona).set(denied)
+        children = self._children.get(persona)
+        if children is None:   # a label lookup costs more than the set: once per persona
+            children = self._children[persona] = (
+                self.bytes.labels(persona, "outbound"), self.bytes.labels(persona, "inbound"),
+                self.rate_bps.labels(persona, "outbound"), self.rate_bps.labels(persona, "inbound"),
+                self.denied.labels(persona))
+        for gauge, value in zip(children, (bytes_out, bytes_in, rate_out, rate_in, denied)):
+            gauge.set(value)
 
     def forget(self, persona: str) -> None:
         """Drop a persona's label sets once it is gone, so scrapes stop reporting
         its last numbers forever."""
+        self._children.pop(persona, None)
         for direction in DIRECTIONS:
             for gauge in (self.bytes, self.rate_bps):
                 with suppress(KeyError):

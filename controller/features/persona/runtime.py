@@ -153,6 +153,8 @@ class Personas:
         self._next_poll = 0.0
         self._polling = False
         self._usage_view: dict[str, dict] = {}
+        self._alerts: dict[str, set[str]] | None = None   # id -> kinds of its active alerts
+        self._kinds: tuple[dict | None, dict[int, tuple[str, str]]] = (None, {})
 
     # ------------------------------------------------------------- records
     def load(self) -> None:
@@ -294,6 +296,8 @@ class Personas:
             else:
                 alerts.remove_persona(self.store, id)
             self.usages.pop(id, None)
+            if self._alerts is not None:
+                self._alerts.pop(id, None)
             self.latency.pop(id, None)
             self.probes.pop(id, None)
             self.metrics.forget(id)
@@ -316,15 +320,15 @@ class Personas:
         if answer.exception() is not None:
             LOG.warning("persona usage poll: %s", answer.exception())
             return
-        kinds = {compiler.usage_cookie(id, k): (id, k) for id in self.active
-                 for k in (compiler.OUT, compiler.IN, compiler.CONNECTION, compiler.DENIED)}
-        readings: dict[str, dict[str, Counters]] = {}
+        kinds = self._usage_kinds()
+        readings: dict[str, dict[tuple[int, int, int], Counters]] = {}
         for spec, packets, nbytes in answer.result():
             owner = kinds.get(spec.cookie)
             if owner is None:
                 continue
             id, kind = owner
-            key = f"{spec.table}/{spec.priority}/{spec.match}"
+            # A source is one flow: the same flow is read under the same key every poll.
+            key = (spec.table, spec.priority, hash(spec.match))
             readings.setdefault(id, {})[key] = _counters(kind, packets, nbytes)
         at, now = self.ctx.clock(), self.ctx.wallclock()
         for id, body in self.active.items():
@@ -332,6 +336,16 @@ class Personas:
             self._check(id, body, now)
         self._probe_latency()
         self._publish()
+
+    def _usage_kinds(self) -> dict[int, tuple[str, str]]:
+        """Counted flow cookie -> (persona id, what it counts), kept while the
+        personas stay the same."""
+        active = self.active
+        if self._kinds[0] is not active:
+            self._kinds = (active, {compiler.usage_cookie(id, k): (id, k) for id in active
+                                    for k in (compiler.OUT, compiler.IN, compiler.CONNECTION,
+                                              compiler.DENIED)})
+        return self._kinds[1]
 
     def _check(self, id: str, body: dict, now: float) -> None:
         doc = body["document"]
@@ -347,12 +361,29 @@ class Personas:
         crossings = check_thresholds(usage, thresholds, objective, measured, body["expires_at"],
                                      now, warning)
         checked = checked_kinds(thresholds, objective, measured, body["expires_at"], warning)
-        alerts.sync(self.store, self.ctx.journal, self.ctx.metrics, persona_id=id,
-                    crossings=crossings, checked=checked, now=now, subject=doc["name"])
+        # Only what changes reaches the store: a crossing not raised yet, a raised
+        # alert whose condition went (the runtime is the only writer of alerts).
+        raised = self._raised(id)
+        new = [c for c in crossings if c.kind not in raised]
+        crossed = {c.kind for c in crossings}
+        gone = [k for k in checked if k in raised and k not in crossed]
+        if new or gone:
+            alerts.sync(self.store, self.ctx.journal, self.ctx.metrics, persona_id=id,
+                        crossings=new, checked=gone, now=now, subject=doc["name"])
+            raised.difference_update(gone)
+            raised.update(c.kind for c in new)
         t = usage.totals
         self.metrics.observe(id, bytes_out=t.bytes_out, bytes_in=t.bytes_in,
-                                         rate_out=usage.rate_out_bps, rate_in=usage.rate_in_bps,
-                                         denied=t.denied)
+                             rate_out=usage.rate_out_bps, rate_in=usage.rate_in_bps,
+                             denied=t.denied)
+
+    def _raised(self, id: str) -> set[str]:
+        """The kinds of a persona's active alerts (read from the store once)."""
+        if self._alerts is None:
+            self._alerts = {}
+            for alert in alerts.alerts(self.store, active=True):
+                self._alerts.setdefault(alert.persona_id, set()).add(alert.kind)
+        return self._alerts.setdefault(id, set())
 
     def _probe_latency(self) -> None:
         """One echo from each persona's gateway address to its first member, per poll."""
