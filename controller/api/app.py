@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from controller.features.persona import api as routes_personas
-from controller.features.personality import api as routes_operations
+from controller.registry import FEATURES
 
-from . import routes_documents, routes_events, routes_hub, routes_interfaces, routes_metrics
+from . import routes_events, routes_hub, routes_interfaces, routes_metrics
 from .context import ApiContext
 from .problems import register_problem_handlers
 
 ROUTERS: list[APIRouter] = [routes_hub.router, routes_events.router, routes_metrics.router,
-                            *routes_documents.routers, routes_interfaces.router,
-                            routes_operations.router, routes_personas.router]
-"""Routers mounted by ``create_app``; new feature routers are added here."""
+                            routes_interfaces.router]
+"""The core's routers, mounted by ``create_app`` before each feature's (``Plugin.router``)."""
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
@@ -25,4 +23,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     register_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    for plugin in FEATURES:
+        router = plugin.router()
+        if router is not None:
+            app.include_router(router)
     return app

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
-import yaml
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from controller.core.claims import INTERFACE, ClaimConflict
+from controller.core.documents import DocumentInvalid
 from controller.store import AlreadyExists, NotFound, RevisionConflict
 
 from .models import ProblemDetails
@@ -22,8 +24,7 @@ from .models import ProblemDetails
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-JSON_MEDIA_TYPES = frozenset({"application/json"})
-YAML_MEDIA_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
+HTTP_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE"})
 
 
 def _phrase(status: int) -> str:
@@ -82,38 +83,12 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ProblemDetails, "description": _phrase(s)} for s in statuses}
 
 
-# -- request bodies ----------------------------------------------------------
-
-async def read_document_body(request: Request) -> dict[str, Any]:
-    """Parse a JSON or YAML request body that must hold one mapping.
-
-    Raises a 415 Problem for other content types and a 400 Problem for
-    empty, undecodable, unparseable or non-mapping bodies.
-    """
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type not in JSON_MEDIA_TYPES | YAML_MEDIA_TYPES:
-        raise Problem(415, detail=f"content type {media_type or '(none)'!r} is not supported; "
-                      "send application/json or application/yaml")
-    raw = await request.body()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise Problem(400, detail=f"request body is not UTF-8: {exc.reason}") from exc
-    if not text.strip():
-        raise Problem(400, detail="request body is empty")
-    if media_type in JSON_MEDIA_TYPES:
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise Problem(400, detail=f"malformed JSON body: {exc}") from exc
-    else:
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise Problem(400, detail=f"malformed YAML body: {' '.join(str(exc).split())}") from exc
-    if not isinstance(doc, dict):
-        raise Problem(400, detail=f"request body must be an object, not {type(doc).__name__}")
-    return doc
+def invalid(exc: DocumentInvalid, pre: Iterable[Mapping[str, str]] = ()) -> Problem:
+    """A 422 naming every bad field: ``pre`` (found before validation, e.g. a bad id) first."""
+    errors = [*pre, *exc.errors]
+    fields = ", ".join(dict.fromkeys(e["field"] for e in errors))
+    return Problem(422, detail=f"invalid {exc.what}: {fields}" if fields else f"invalid {exc.what}",
+                   errors=errors)
 
 
 # -- exception handlers ------------------------------------------------------
@@ -147,16 +122,47 @@ async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
     return exc.response()
 
 
+def _path_methods(app: Any) -> list[tuple[re.Pattern[str], frozenset[str]]]:
+    """Each documented path as a regex, with the methods documented for it (cached)."""
+    cached = getattr(app.state, "path_methods", None)
+    if cached is None:
+        cached = []
+        for template, item in app.openapi().get("paths", {}).items():
+            pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+            methods = frozenset(m.upper() for m in item if m.upper() in HTTP_METHODS)
+            cached.append((re.compile(pattern), methods))
+        app.state.path_methods = cached
+    return cached
+
+
+def allowed_methods(request: Request, refused_by: str = "") -> list[str]:
+    """Every method the app serves at the request's path: those documented for any
+    path that matches it, and those of the route that refused the request."""
+    methods = {m.strip() for m in refused_by.split(",") if m.strip()}
+    for pattern, documented in _path_methods(request.app):
+        if pattern.fullmatch(request.url.path):
+            methods |= documented
+    return sorted(methods)
+
+
 async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail: str | None = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+    headers = dict(exc.headers or {})
     if detail == _phrase(exc.status_code):
         detail = None
     if detail is None and exc.status_code == 404:
         detail = f"no route for {request.url.path}"
-    elif detail is None and exc.status_code == 405:
-        detail = f"{request.method} is not allowed on {request.url.path}"
-    return Problem(exc.status_code, detail=detail, headers=exc.headers).response()
+    elif exc.status_code == 405:
+        # One route per method: the route that refused knows only its own.
+        headers["Allow"] = ", ".join(allowed_methods(request, headers.get("Allow", "")))
+        detail = detail or f"{request.method} is not allowed on {request.url.path}"
+    return Problem(exc.status_code, detail=detail, headers=headers).response()
+
+
+async def _on_document_invalid(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DocumentInvalid)
+    return invalid(exc).response()
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -185,6 +191,15 @@ async def _on_revision_conflict(request: Request, exc: Exception) -> JSONRespons
         extra={"kind": exc.kind, "id": exc.id,
                "expected_revision": exc.expected, "actual_revision": exc.actual},
     ).response()
+
+
+async def _on_claim_conflict(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ClaimConflict)
+    extra = {"owner": exc.owner, f"{exc.owner_kind}_id": exc.owner_id}
+    if exc.claim is not None and exc.claim.space == INTERFACE:
+        extra["interface_id"] = exc.claim.key
+    return Problem(409, "Claimed", detail=exc.message,
+                   errors=[field_error(exc.field, exc.reason or exc.message)], extra=extra).response()
 
 
 class CatchAllMiddleware:
@@ -219,9 +234,11 @@ def register_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(DocumentInvalid, _on_document_invalid)
     app.add_exception_handler(NotFound, _on_not_found)
     app.add_exception_handler(AlreadyExists, _on_already_exists)
     app.add_exception_handler(RevisionConflict, _on_revision_conflict)
+    app.add_exception_handler(ClaimConflict, _on_claim_conflict)
     app.add_middleware(CatchAllMiddleware)
     generate_openapi = app.openapi
 

@@ -56,6 +56,11 @@ def fields(body: dict[str, Any]) -> list[str]:
     return [e["field"] for e in body["errors"]]
 
 
+def fields_of(doc: dict[str, Any]) -> dict[str, Any]:
+    """A document answer without the stored document's own members."""
+    return {k: v for k, v in doc.items() if k not in ("id", "revision", "created_at", "updated_at")}
+
+
 def events(store: Store, kind: str | None = None) -> list[tuple[str, str, str, dict[str, Any]]]:
     return [(e.kind, e.subject, e.message, e.data) for e in store.events(kind=kind)]
 
@@ -66,24 +71,24 @@ def test_subnet_crud(client: TestClient, store: Store, hub: FakeHub) -> None:
     resp = client.post("/v1/subnets", json={**SEG1, "description": "first"})
     assert resp.status_code == 201
     doc = resp.json()
-    assert set(doc) == {"id", "revision", "created_at", "updated_at", "body"}
+    assert set(doc) == {"id", "revision", "created_at", "updated_at", "cidr", "gateway", "description"}
     assert doc["id"] == "seg1" and doc["revision"] == 1
-    assert doc["body"] == {"cidr": "10.0.1.0/24", "gateway": "10.0.1.254", "description": "first"}
+    assert fields_of(doc) == {"cidr": "10.0.1.0/24", "gateway": "10.0.1.254", "description": "first"}
     assert resp.headers["location"] == "/v1/subnets/seg1" and resp.headers["etag"] == '"1"'
-    assert store.get("subnet", "seg1").body == doc["body"]
-    assert hub.reloads == 1
+    assert store.get("subnet", "seg1").body == fields_of(doc)
+    assert hub.changed_kinds == ["subnet"]
 
     assert client.get("/v1/subnets/seg1").json() == doc
     assert client.get("/v1/subnets").json() == [doc]
 
     resp = client.put("/v1/subnets/seg1", json={"cidr": "10.0.1.0/24", "gateway": "10.0.1.1", "revision": 1})
     assert resp.status_code == 200
-    assert resp.json()["revision"] == 2 and resp.json()["body"] == {"cidr": "10.0.1.0/24", "gateway": "10.0.1.1"}
-    assert hub.reloads == 2
+    assert resp.json()["revision"] == 2 and fields_of(resp.json()) == {"cidr": "10.0.1.0/24", "gateway": "10.0.1.1"}
+    assert hub.changed_kinds == ["subnet"] * 2
 
     resp = client.delete("/v1/subnets/seg1")
     assert resp.status_code == 200 and resp.json()["revision"] == 2
-    assert store.list("subnet") == [] and hub.reloads == 3
+    assert store.list("subnet") == [] and hub.changed_kinds == ["subnet"] * 3
     problem(client.get("/v1/subnets/seg1"), 404)
     assert events(store) == [("subnet", "seg1", "created", {"revision": 1}),
                              ("subnet", "seg1", "updated", {"revision": 2}),
@@ -139,7 +144,7 @@ def test_subnet_delete_in_use(client: TestClient, store: Store, hub: FakeHub, se
     assert client.post("/v1/personalities", json=WEB).status_code == 201
     body = problem(client.delete("/v1/subnets/seg1"), 409)
     assert body["used_by"] == ["personality/web-front"]
-    assert store.find("subnet", "seg1") is not None and hub.reloads == 1
+    assert store.find("subnet", "seg1") is not None and hub.changed_kinds == ["subnet", "personality"]
     assert client.delete("/v1/personalities/web-front").status_code == 200
     assert client.delete("/v1/subnets/seg1").status_code == 200
 
@@ -156,9 +161,10 @@ def test_personality_create_get_list(client: TestClient, store: Store, seg1: dic
     resp = client.post("/v1/personalities", json=WEB)
     assert resp.status_code == 201
     doc = resp.json()
-    assert set(doc) == {"id", "revision", "created_at", "updated_at", "body"}
+    assert set(doc) == {"id", "revision", "created_at", "updated_at", *WEB}
     assert doc["id"] == "web-front" and doc["revision"] == 1
-    assert doc["body"]["firewall_rules"] == WEB["firewall_rules"]
+    assert doc["firewall_rules"] == WEB["firewall_rules"]
+    assert store.get("personality", "web-front").body == fields_of(doc)
     assert resp.headers["location"] == "/v1/personalities/web-front"
     assert client.get("/v1/personalities/web-front").json() == doc
     assert client.get("/v1/personalities").json() == [doc]
@@ -168,7 +174,7 @@ def test_personality_create_get_list(client: TestClient, store: Store, seg1: dic
 def test_personality_given_id_and_duplicate(client: TestClient, store: Store, seg1: dict[str, Any]) -> None:
     resp = client.post("/v1/personalities", json={**WEB, "id": "web"})
     assert resp.status_code == 201 and resp.json()["id"] == "web"
-    assert "id" not in resp.json()["body"]
+    assert "id" not in store.get("personality", "web").body
     body = problem(client.post("/v1/personalities", json={**WEB, "id": "web"}), 409)
     assert body["id"] == "web"
     assert client.post("/v1/personalities", json=WEB).status_code == 201  # slug web-front
@@ -182,10 +188,10 @@ def test_personality_yaml_body(client: TestClient, store: Store, seg1: dict[str,
     assert resp.status_code == 201, resp.text
     doc = resp.json()
     assert doc["id"] == "lockdown"
-    assert doc["body"]["expires_after"] == 1800
-    assert doc["body"]["firewall_rules"] == [{"protocol": "tcp", "port": 443, "direction": "ingress",
-                                              "action": "allow"}]
-    assert store.get("personality", "lockdown").body == doc["body"]
+    assert doc["expires_after"] == 1800
+    assert doc["firewall_rules"] == [{"protocol": "tcp", "port": 443, "direction": "ingress",
+                                      "action": "allow"}]
+    assert store.get("personality", "lockdown").body == fields_of(doc)
 
 
 def test_personality_unsupported_and_broken_bodies(client: TestClient, store: Store) -> None:
@@ -201,8 +207,8 @@ def test_personality_put(client: TestClient, store: Store, seg1: dict[str, Any])
     resp = client.put("/v1/personalities/web-front", json=new)
     assert resp.status_code == 200
     doc = resp.json()
-    assert doc["revision"] == 2 and doc["body"]["ip_addresses"] == ["10.0.1.11"]
-    assert "revision" not in doc["body"] and resp.headers["etag"] == '"2"'
+    assert doc["revision"] == 2 and doc["ip_addresses"] == ["10.0.1.11"]
+    assert "revision" not in store.get("personality", "web-front").body and resp.headers["etag"] == '"2"'
     # Stale revision, in the body or in If-Match.
     body = problem(client.put("/v1/personalities/web-front", json=new), 409)
     assert body["expected_revision"] == 1 and body["actual_revision"] == 2
@@ -304,4 +310,6 @@ def test_openapi_documents_the_routes(client: TestClient) -> None:
     assert set(post["requestBody"]["content"]) == {"application/json", "application/yaml"}
     assert "firewall_rules" in post["requestBody"]["content"]["application/json"]["schema"]["properties"]
     assert list(post["responses"]["422"]["content"]) == [PROBLEM]
-    assert {"StoredPersonality", "Personality", "StoredSubnet", "Subnet"} <= set(doc["components"]["schemas"])
+    stored = doc["components"]["schemas"]["StoredPersonality"]["properties"]
+    assert {"id", "revision", "created_at", "updated_at", "name", "firewall_rules"} <= set(stored)
+    assert {"id", "revision", "cidr", "gateway"} <= set(doc["components"]["schemas"]["StoredSubnet"]["properties"])

@@ -371,7 +371,7 @@ def test_personality_put_starts_update_operations(client: TestClient, store: Sto
     resp = client.put("/v1/personalities/web", json={**WEB, "ip_addresses": ["10.0.1.11"], "revision": 1})
     assert resp.status_code == 200, resp.text
     doc = resp.json()
-    assert doc["revision"] == 2 and doc["body"]["ip_addresses"] == ["10.0.1.11"]
+    assert doc["revision"] == 2 and doc["ip_addresses"] == ["10.0.1.11"]
     assert resp.headers["etag"] == '"2"' and len(doc["operations"]) == 1
     op = store.get("operation", doc["operations"][0]).body
     assert (op["interface_id"], op["kind"], op["from_personality_id"], op["to_personality_id"]) == (
@@ -382,13 +382,13 @@ def test_personality_put_starts_update_operations(client: TestClient, store: Sto
     skipped = [e for e in store.events(kind="personality") if e.message.startswith("update skipped")]
     assert [(e.subject, e.data) for e in skipped] == [
         ("web", {"revision": 2, "interface_id": IF2, "operation_id": busy.id})]
-    assert hub.operation_notices == 1
+    assert hub.changed_kinds == ["personality", "operation"]
 
 
 def test_personality_put_without_users_starts_nothing(client: TestClient, store: Store, hub: FakeHub) -> None:
     resp = client.put("/v1/personalities/open", json={**OPEN, "revision": 1})
     assert resp.status_code == 200 and resp.json()["operations"] == []
-    assert store.list("operation") == [] and hub.operation_notices == 0
+    assert store.list("operation") == [] and hub.changed_kinds == ["personality"]
 
 
 def test_personality_put_invalid_starts_nothing(client: TestClient, store: Store, hub: FakeHub) -> None:

@@ -14,6 +14,7 @@ from controller.core import interfaces
 from controller.api.app import create_app
 from controller.api.context import ApiContext
 from controller.features.persona import store as persona_store
+from controller.features.persona.settings import PersonaSettings
 from controller.store import Store, open_store
 from controller.core.topology import Host
 from tests.unit.fakes import FakeHub, persona_preview_answer
@@ -140,7 +141,8 @@ def test_overlapping_personas_get_nat_and_the_answer_says_so(client: TestClient,
 
 
 def test_the_nat_pool_comes_from_the_context(store: Store, hub: FakeHub) -> None:
-    ctx = ApiContext(store, hub, CollectorRegistry(), "0", persona_nat_pool=IPv4Network("192.0.2.0/23"))
+    ctx = ApiContext(store, hub, CollectorRegistry(), "0",
+                     settings={"persona": PersonaSettings(nat_pool=IPv4Network("192.0.2.0/23"))})
     with TestClient(create_app(ctx)) as client:
         created(client, name="a")
         body = problem(client.post("/v1/personas", json={**SEED, "name": "b", "ip_range": "10.100.0.0/23"}), 409)

@@ -8,7 +8,8 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
-from controller.api.problems import Problem, read_document_body, register_problem_handlers
+from controller.api.bodies import read_document_body
+from controller.api.problems import Problem, register_problem_handlers
 
 
 @pytest.fixture(scope="module")

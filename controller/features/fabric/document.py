@@ -69,8 +69,13 @@ def validate_subnet(doc: Any, store: Store | None = None, *, id: str | None = No
     belongs to.
     """
     subnet = parse_subnet(doc)
-    if store is None:
-        return subnet
+    if store is not None:
+        check_subnet(subnet, store, id=id)
+    return subnet
+
+
+def check_subnet(subnet: Subnet, store: Store, *, id: str | None = None) -> None:
+    """The store rules of a parsed subnet: it overlaps no other one (``id`` is the one replaced)."""
     errors: list[tuple[str, str]] = []
     for other in store.list(KIND):
         if other.id == id:
@@ -84,4 +89,3 @@ def validate_subnet(doc: Any, store: Store | None = None, *, id: str | None = No
                            f"{subnet.cidr} overlaps subnet {other.id!r} ({other_cidr})"))
     if errors:
         raise DocumentInvalid(errors, "subnet")
-    return subnet

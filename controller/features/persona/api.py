@@ -1,59 +1,44 @@
 """Personas over REST: the records, their attachments, usage, and alerts.
 
-The routes validate and persist through ``controller.features.persona.store``
-(one transaction per write, journaled there) and then call
-``hub.personas_changed()`` so the runtime re-reads the records; a refused
-request (4xx) stores nothing. ``POST /v1/personas?dry_run=true`` plans the
-persona exactly as a create would and asks the hub what it would install.
+``/v1/personas`` is served by the CRUD layer (``controller.api.crud``); its
+writes go through ``controller.features.persona.store`` (which allocates the
+index, gateway and NAT blocks, and journals), and a merge patch applies to
+the document as the user wrote it. ``POST /v1/personas?dry_run=true`` runs the
+create, rolls it back, and asks the hub (query ``("persona", "preview")``)
+what it would install.
 
-A persona is answered flat: ``{id, revision, created_at, updated_at}`` plus
-the record body (``document``, ``index``, ``gateway``, ``nat``,
-``attachments``, ``expires_at``, ``state``, ``expired_at``).
+A persona is answered flat like every stored document:
+``{id, revision, created_at, updated_at}`` plus the record body (``document``,
+``index``, ``gateway``, ``nat``, ``attachments``, ``expires_at``, ``state``,
+``expired_at``).
 """
 
 from __future__ import annotations
 
-import json
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from ipaddress import IPv4Network
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
-from controller.core.documents import DocumentInvalid, DocumentModel, errors_of
-from controller.features.persona.document import Persona, parse_expiration, parse_persona
-from controller.features.persona import store as personas
-from controller.features.persona.store import PersonaConflict
-from controller.store import Document, NotFound, Store
-from controller.core.topology import Subnet
-
+from controller.api.bodies import Body, model_body
 from controller.api.context import ApiContext, Ctx
-from controller.api.problems import Problem, field_error, problem_responses, read_document_body
-from controller.api.routes_documents import IfMatch, _expected_revision, _inline, _path_id, _take_id
+from controller.api.crud import Change, DocumentKind, Filter, StoredMeta, Written, crud_router
+from controller.api.problems import Problem, problem_responses
+from controller.api.queries import ask
+from controller.api.revisions import DocId
+from controller.api.routes_interfaces import INTERFACE_ID
+from controller.core.documents import DocumentInvalid, DocumentModel, errors_of
+from controller.core.topology import Subnet
+from controller.features.persona import store as personas
+from controller.features.persona.document import Persona, parse_expiration, parse_persona, user_fields
+from controller.features.persona.store import DEFAULT_NAT_POOL, PersonaConflict
+from controller.store import Document, NotFound, Store
 
 ALERT = "alert"
-MERGE_PATCH = "application/merge-patch+json"
-
-router = APIRouter(prefix="/v1", tags=["personas"], responses=problem_responses(404, 422, 500))
-
-
-async def read_patch_body(request: Request) -> dict[str, Any]:
-    """A merge patch: ``application/merge-patch+json``, or JSON/YAML like any document."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != MERGE_PATCH:
-        return await read_document_body(request)
-    try:
-        doc = json.loads((await request.body()).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Problem(400, detail=f"malformed merge patch: {exc}") from None
-    if not isinstance(doc, dict):
-        raise Problem(400, detail=f"a merge patch must be an object, not {type(doc).__name__}")
-    return doc
-
-
-Body = Annotated[dict[str, Any], Depends(read_document_body)]
-PatchBody = Annotated[dict[str, Any], Depends(read_patch_body)]
 
 
 # -- documentation models (answers are built from the store) ----------------------------
@@ -68,18 +53,14 @@ class AttachmentBody(BaseModel):
     mac: str | None
 
 
-class StoredPersona(BaseModel):
-    id: str = Field(examples=["tempdevnetwork"])
-    revision: int
-    created_at: float
-    updated_at: float
+class StoredPersona(StoredMeta):
     document: Persona = Field(description="The normalized document (with computed values)")
     index: int | None = Field(description="1..32767 while active: conntrack zone 32768+index, meters")
     gateway: str = Field(examples=["10.100.0.1"])
     nat: NatMapping | None
     attachments: list[AttachmentBody]
     expires_at: float
-    state: Literal[personas.STATES]
+    state: Literal[personas.STATES]  # type: ignore[valid-type]
     expired_at: float | None
 
 
@@ -96,13 +77,13 @@ class PersonaPreview(BaseModel):
     id: str
     record: dict[str, Any] = Field(description="The record body a create would store")
     remapped: list[Remapped]
-    flows: dict[str, list[str]] = Field(description="Rendered flows per datapath")
+    flows: dict[str, list[str]] = Field(description="Rendered flows per datapath, one flow per item")
     meters: list[Any]
 
 
 class AttachRequest(DocumentModel):
     """Body of ``POST /v1/personas/{id}/attachments``."""
-    interface_id: Annotated[str, Field(min_length=1)] = Field(examples=["0000000000000a01:3"])
+    interface_id: Annotated[str, Field(pattern=INTERFACE_ID)] = Field(examples=["0000000000000a01:3"])
     ip: str | None = Field(default=None, description="Address in the range; the lowest free one if left out")
 
 
@@ -124,7 +105,7 @@ class InOut(BaseModel):
 
 class Usage(BaseModel):
     persona_id: str
-    state: Literal[personas.STATES]
+    state: Literal[personas.STATES]  # type: ignore[valid-type]
     bytes: InOut
     packets: InOut
     connections: int
@@ -147,61 +128,20 @@ class Alert(BaseModel):
     cleared_at: float | str | None = Field(default=None, description="When the condition went away")
 
 
-def _body_schema(model: type[BaseModel], extra: dict[str, Any] | None = None,
-                 patch: bool = False) -> dict[str, Any]:
-    schema = _inline(model.model_json_schema())
-    schema.setdefault("properties", {}).update(extra or {})
-    if patch:
-        schema.pop("required", None)
-    types = ["application/json", "application/yaml"] + ([MERGE_PATCH] if patch else [])
-    return {"requestBody": {"required": True, "content": {t: {"schema": schema} for t in types}}}
-
-
-_ID_FIELD = {"id": {"type": "string", "description": "Persona id (from the name when left out)"}}
-_REVISION_FIELD = {"revision": {"type": "integer", "description": "Revision last read (or If-Match)"}}
-
-
 # -- helpers ------------------------------------------------------------------------------
 
-def view(doc: Document) -> dict[str, Any]:
-    return {"id": doc.id, "revision": doc.revision, "created_at": doc.created_at,
-            "updated_at": doc.updated_at, **doc.body}
-
-
-def _answer(doc: Document, status: int = 200, location: str | None = None,
-            **extra: Any) -> JSONResponse:
-    headers = {"ETag": f'"{doc.revision}"'}
-    if location:
-        headers["Location"] = location
-    return JSONResponse({**view(doc), **extra}, status_code=status, headers=headers)
-
-
-def _invalid(exc: DocumentInvalid, pre: list[dict[str, str]] | None = None) -> Problem:
-    errors = [*(pre or []), *exc.errors]
-    fields = ", ".join(dict.fromkeys(e["field"] for e in errors))
-    return Problem(422, detail=f"invalid {exc.what}: {fields}", errors=errors)
-
-
-def _refuse(pre: list[dict[str, str]], document: Any = None) -> None:
-    """422 for errors found before the write (a bad id), with the document's own errors."""
-    if not pre:
-        return
-    if document is not None:
-        try:
-            parse_persona(document, time.time())
-        except DocumentInvalid as exc:
-            raise _invalid(exc, pre) from None
-    raise _invalid(DocumentInvalid([], "persona"), pre)
-
-
-def _run(fn: Any, *args: Any) -> Any:
-    """Call a persona_store function; its refusals become problems."""
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """The persona store's refusals of a valid request (PersonaConflict) as 409 problems."""
     try:
-        return fn(*args)
-    except DocumentInvalid as exc:
-        raise _invalid(exc) from None
+        yield
     except PersonaConflict as exc:
         raise Problem(409, exc.title, detail=exc.detail, errors=exc.errors, extra=exc.extra) from None
+
+
+def nat_pool(ctx: ApiContext) -> IPv4Network:
+    settings = ctx.settings.get("persona")
+    return settings.nat_pool if settings is not None else DEFAULT_NAT_POOL
 
 
 def hub_subnets(store: Store) -> list[Subnet]:
@@ -230,131 +170,100 @@ def _attachment_view(doc: Document, interface_id: str) -> dict[str, Any]:
             "prefix_length": record.ip_range.prefixlen, "hub_ip": str(hub_ip)}
 
 
-def _preview(ctx: ApiContext, plan: personas.Plan) -> dict[str, Any]:
-    try:
-        answer = ctx.hub.persona_preview({"id": plan.id, **plan.body})
-    except TimeoutError:
-        raise Problem(503, detail="the hub did not answer the dry run in time",
-                      headers={"Retry-After": "1"}) from None
-    except ValueError as exc:
-        raise Problem(422, "Cannot compile", detail=f"persona {plan.id!r} cannot be compiled: {exc}",
-                      errors=[field_error("body", str(exc) or "cannot be compiled")]) from None
-    return {"id": plan.id, "record": plan.body, "remapped": _remapped(plan.remapped),
-            "flows": answer.get("flows", {}), "meters": answer.get("meters", [])}
+# -- the records ----------------------------------------------------------------------------
 
+class PersonaKind(DocumentKind):
+    kind = personas.KIND
+    path = "/v1/personas"
+    model = Persona
+    tag = "personas"
+    plural = "personas"
+    merge_patch = True
+    filters = (Filter("state", personas.STATES, "only in this state"),)
+    stored = StoredPersona
+    created = CreatedPersona
+    previewed = PersonaPreview
+    descriptions = {
+        "create": "201 with the stored persona (its `gateway`, `nat`, and the live personas "
+                  "`remapped` to NAT blocks because their range overlaps it). With "
+                  "`dry_run=true`: 200 with the flows and meters it would install "
+                  "(`PersonaPreview`); nothing is stored.",
+        "replace": "The whole document again, with the same `ip_range`.",
+        "patch": "Policies, protocols, QoS, thresholds, description, owner, or a new "
+                 "`expiration` (moves the deadline). `null` removes a field. The revision "
+                 "(body `revision` or If-Match) is checked when given.",
+        "delete": "The runtime tears it down in order.",
+    }
 
-# -- personas -------------------------------------------------------------------------------
+    def parse(self, change: Change) -> Persona:
+        return parse_persona(change.body, change.now)
 
-@router.get("/personas", summary="All personas", responses={200: {"model": list[StoredPersona]}})
-def list_personas(
-    ctx: Ctx,
-    state: Annotated[Literal[personas.STATES] | None, Query(description="only in this state")] = None,
-) -> JSONResponse:
-    docs = [d for d in ctx.store.list(personas.KIND) if state is None or d.body.get("state") == state]
-    return JSONResponse([view(d) for d in docs])
+    def patch_target(self, prior: Document) -> dict[str, Any]:
+        return user_fields(prior.body["document"])
 
+    def create(self, change: Change) -> Written:
+        with _refusals():
+            created = personas.create(change.store, change.body, change.now, hub_subnets(change.store),
+                                      nat_pool(change.ctx), change.id)
+        return Written(created.document, {"remapped": _remapped(created.remapped)})
 
-@router.get("/personas/{id}", summary="One persona", responses={200: {"model": StoredPersona}})
-def get_persona(id: str, ctx: Ctx) -> JSONResponse:
-    return _answer(ctx.store.get(personas.KIND, id))
+    def replace(self, change: Change, revision: int | None) -> Written:
+        assert change.id is not None
+        with _refusals():
+            return Written(personas.update(change.store, change.id, change.body, change.now,
+                                           False, revision))
 
+    def delete(self, change: Change, revision: int | None) -> Written:
+        assert change.id is not None
+        return Written(personas.delete(change.store, change.id, revision))
 
-@router.post("/personas", status_code=201, summary="Create a persona (JSON or YAML), or dry-run it",
-             description="201 with the stored persona (its `gateway`, `nat`, and the live personas "
-                         "`remapped` to NAT blocks because their range overlaps it). With "
-                         "`dry_run=true`: 200 with the flows and meters it would install; nothing "
-                         "is stored.",
-             responses={201: {"model": CreatedPersona, "description": "Created"},
-                        200: {"model": PersonaPreview, "description": "Dry run"},
-                        **problem_responses(400, 409, 415, 503)},
-             openapi_extra=_body_schema(Persona, _ID_FIELD))
-def create_persona(
-    body: Body, ctx: Ctx,
-    dry_run: Annotated[bool, Query(description="show what would be installed; store nothing")] = False,
-) -> JSONResponse:
-    id, pre = _take_id(body)
-    _refuse(pre, body)
-    now = time.time()
-    subnets = hub_subnets(ctx.store)
-    if dry_run:
-        plan: personas.Plan = _run(personas.plan, ctx.store, body, now, subnets,
-                                   ctx.persona_nat_pool, id)
-        return JSONResponse(_preview(ctx, plan))
-    created: personas.Created = _run(personas.create, ctx.store, body, now, subnets,
-                                     ctx.persona_nat_pool, id)
-    ctx.hub.personas_changed()
-    doc = created.document
-    return _answer(doc, 201, f"/v1/personas/{doc.id}", remapped=_remapped(created.remapped))
-
-
-@router.put("/personas/{id}", summary="Replace a persona's document (same ip_range)",
-            responses={200: {"model": StoredPersona}, **problem_responses(400, 409, 415, 428)},
-            openapi_extra=_body_schema(Persona, _REVISION_FIELD))
-def replace_persona(id: str, body: Body, ctx: Ctx, if_match: IfMatch = None) -> JSONResponse:
-    ctx.store.get(personas.KIND, id)
-    revision = _expected_revision(body, if_match, required=True)
-    _refuse(_path_id(body, id), body)
-    doc = _run(personas.update, ctx.store, id, body, time.time(), False, revision)
-    ctx.hub.personas_changed()
-    return _answer(doc)
-
-
-@router.patch("/personas/{id}", summary="Change a persona (JSON merge patch)",
-              description="Policies, protocols, QoS, thresholds, description, owner, or a new "
-                          "`expiration` (moves the deadline). `null` removes a field. The revision "
-                          "(body `revision` or If-Match) is checked when given.",
-              responses={200: {"model": StoredPersona}, **problem_responses(400, 409, 415)},
-              openapi_extra=_body_schema(Persona, _REVISION_FIELD, patch=True))
-def patch_persona(id: str, body: PatchBody, ctx: Ctx, if_match: IfMatch = None) -> JSONResponse:
-    ctx.store.get(personas.KIND, id)
-    revision = _expected_revision(body, if_match, required=False)
-    _refuse(_path_id(body, id))
-    doc = _run(personas.update, ctx.store, id, body, time.time(), True, revision)
-    ctx.hub.personas_changed()
-    return _answer(doc)
-
-
-@router.delete("/personas/{id}", summary="Delete a persona (the runtime tears it down in order)",
-               responses={200: {"model": StoredPersona, "description": "The deleted persona"},
-                          **problem_responses(409)})
-def delete_persona(id: str, ctx: Ctx, if_match: IfMatch = None) -> JSONResponse:
-    revision = _expected_revision(None, if_match, required=False)
-    doc = personas.delete(ctx.store, id, revision)
-    ctx.hub.personas_changed()
-    return _answer(doc)
+    def dry_run_answer(self, ctx: ApiContext, written: Written, created: bool) -> JSONResponse:
+        if not created:  # a replace or patch: what would be stored
+            return super().dry_run_answer(ctx, written, created)
+        doc = written.document
+        preview = ask(ctx, "persona", "preview", body={"id": doc.id, **doc.body}, what="dry run",
+                      subject=f"persona {doc.id!r}", field="body")
+        return JSONResponse({"id": doc.id, "record": doc.body, "remapped": written.extra["remapped"],
+                             "flows": preview.get("flows", {}), "meters": preview.get("meters", [])})
 
 
 # -- attachments ---------------------------------------------------------------------------
 
-@router.post("/personas/{id}/attachments", status_code=201,
+extras = APIRouter(prefix="/v1", tags=["personas"], responses=problem_responses(500))
+InterfaceId = Annotated[str, Path(json_schema_extra={"pattern": INTERFACE_ID})]
+
+
+@extras.post("/personas/{id}/attachments", status_code=201,
              summary="Attach an interface to a persona (address given or allocated)",
              responses={201: {"model": AttachmentView, "description": "Attached"},
-                        **problem_responses(400, 409, 415)},
-             openapi_extra=_body_schema(AttachRequest))
-def attach(id: str, body: Body, ctx: Ctx) -> JSONResponse:
+                        **problem_responses(400, 404, 409, 415, 422)},
+             openapi_extra=model_body(AttachRequest))
+def attach(id: DocId, body: Body, ctx: Ctx) -> JSONResponse:
     ctx.store.get(personas.KIND, id)
     try:
         request = AttachRequest.model_validate(body)
     except ValidationError as exc:
-        raise _invalid(DocumentInvalid(errors_of(exc), "attachment")) from None
-    doc = _run(personas.attach, ctx.store, id, request.interface_id, request.ip)
-    ctx.hub.personas_changed()
+        raise DocumentInvalid(errors_of(exc), "attachment") from None
+    with _refusals():
+        doc = personas.attach(ctx.store, id, request.interface_id, request.ip)
+    ctx.hub.documents_changed(personas.KIND)
     return JSONResponse(_attachment_view(doc, request.interface_id), status_code=201,
                         headers={"Location": f"/v1/personas/{id}/attachments/{request.interface_id}"})
 
 
-@router.get("/personas/{id}/attachments/{interface_id}", summary="One attachment",
-            responses={200: {"model": AttachmentView}})
-def get_attachment(id: str, interface_id: str, ctx: Ctx) -> JSONResponse:
+@extras.get("/personas/{id}/attachments/{interface_id}", summary="One attachment",
+            responses={200: {"model": AttachmentView}, **problem_responses(404)})
+def get_attachment(id: DocId, interface_id: InterfaceId, ctx: Ctx) -> JSONResponse:
     return JSONResponse(_attachment_view(ctx.store.get(personas.KIND, id), interface_id))
 
 
-@router.delete("/personas/{id}/attachments/{interface_id}", summary="Detach an interface",
-               responses={200: {"model": AttachmentView, "description": "The removed attachment"}})
-def detach(id: str, interface_id: str, ctx: Ctx) -> JSONResponse:
+@extras.delete("/personas/{id}/attachments/{interface_id}", summary="Detach an interface",
+               responses={200: {"model": AttachmentView, "description": "The removed attachment"},
+                          **problem_responses(404)})
+def detach(id: DocId, interface_id: InterfaceId, ctx: Ctx) -> JSONResponse:
     before = _attachment_view(ctx.store.get(personas.KIND, id), interface_id)
     personas.detach(ctx.store, id, interface_id)
-    ctx.hub.personas_changed()
+    ctx.hub.documents_changed(personas.KIND)
     return JSONResponse(before)
 
 
@@ -365,11 +274,12 @@ ZERO_USAGE: dict[str, Any] = {"bytes": {"in": 0, "out": 0}, "packets": {"in": 0,
                               "updated_at": None, "latency_ms": None}
 
 
-@router.get("/personas/{id}/usage", summary="Bytes, packets, connections, denied attempts, rate",
-            responses={200: {"model": Usage}})
-def usage(id: str, ctx: Ctx) -> JSONResponse:
+@extras.get("/personas/{id}/usage", summary="Bytes, packets, connections, denied attempts, rate",
+            responses={200: {"model": Usage}, **problem_responses(404, 503)})
+def usage(id: DocId, ctx: Ctx) -> JSONResponse:
     doc = ctx.store.get(personas.KIND, id)
-    counted = ctx.hub.persona_usage(id) or {}
+    counted = ask(ctx, "persona", "usage", id=id, what="usage query", subject=f"persona {id!r}",
+                  field="path.id") or {}
     return JSONResponse({"persona_id": id, "state": doc.body.get("state"),
                          **ZERO_USAGE, **{k: v for k, v in counted.items() if k in ZERO_USAGE}})
 
@@ -384,8 +294,8 @@ def _when(at: Any) -> float:
         return 0.0
 
 
-@router.get("/alerts", summary="Alerts, newest first", tags=["alerts"],
-            responses={200: {"model": list[Alert]}})
+@extras.get("/alerts", summary="Alerts, newest first", tags=["alerts"],
+            responses={200: {"model": list[Alert]}, **problem_responses(422)})
 def list_alerts(
     ctx: Ctx,
     persona_id: Annotated[str | None, Query(description="only this persona's")] = None,
@@ -398,3 +308,7 @@ def list_alerts(
     docs.sort(key=lambda d: (_when(d.body.get("at")), d.created_at, d.id), reverse=True)
     return JSONResponse([{"id": d.id, **d.body} for d in docs[:limit]])
 
+
+router = APIRouter()
+router.include_router(crud_router(PersonaKind()))
+router.include_router(extras)

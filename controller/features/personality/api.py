@@ -1,51 +1,122 @@
-"""Personality operations: switch, revert, A/B apply, and the operation records.
+"""Personalities over REST: the documents, and the changes that put them on interfaces.
 
-The API only validates, persists and notifies: an accepted request becomes a
-``pending`` operation document (``controller.features.personality.operations``), locks its
-interface, and ``hub.operations_changed()`` tells the coordinator on the hub's
-worker thread to walk it through its states.  A refused request (4xx) stores
-nothing.  Dry runs are answered by the hub and store nothing either.
+``/v1/personalities`` is served by the CRUD layer (``controller.api.crud``); a
+replace also starts an ``update`` operation on every interface running the
+personality. A switch, revert or A/B apply only validates and persists: an
+accepted request becomes a ``pending`` operation document
+(``controller.features.personality.operations``) that locks (claims) its
+interface, and
+``documents_changed("operation")`` tells the coordinator on the hub's worker
+to walk it through its states. A refused request (4xx) stores nothing. Dry
+runs are the hub's query ``("personality", "dry_run")`` and store nothing.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError
 
-from controller.core.documents import DocumentInvalid
-from controller.core.documents import DocumentModel, errors_of, fail
+from controller.api.bodies import Body, OptionalBody, model_body, model_schema, request_body
+from controller.api.context import ApiContext, Ctx
+from controller.api.crud import Change, DocumentKind, StoredMeta, Written, crud_router, stored_model, view
+from controller.api.problems import Problem, field_error, problem_responses
+from controller.api.queries import ask
+from controller.api.revisions import REVISION_SCHEMA, DocId, expected_revision
+from controller.api.routes_interfaces import InterfaceId
+from controller.core import claims, interfaces
+from controller.core.documents import DocumentInvalid, DocumentModel, errors_of, slugify
 from controller.features.personality import operations
-from controller.features.persona import store as persona_store
+from controller.features.personality.document import KIND, Personality, check_personality
 from controller.features.personality.operations import Drain, HealthCheck, SwitchRequest
 from controller.store import Document, Store
 
-from controller.api.context import ApiContext, Ctx
-from controller.api.problems import Problem, field_error, problem_responses, read_document_body
-from controller.api.routes_documents import _inline
-
-INTERFACE, PERSONALITY = "interface", "personality"
+INTERFACE = interfaces.KIND
+OPERATION = operations.KIND
 
 
-async def read_optional_body(request: Request) -> dict[str, Any]:
-    """Like ``read_document_body``, but an empty body is an empty object."""
-    if not (await request.body()).strip():
-        return {}
-    return await read_document_body(request)
+# -- the documents ----------------------------------------------------------------------------
+
+StoredPersonality = stored_model(Personality)
 
 
-Body = Annotated[dict[str, Any], Depends(read_document_body)]
-OptionalBody = Annotated[dict[str, Any], Depends(read_optional_body)]
-
-router = APIRouter(prefix="/v1", tags=["operations"],
-                   responses=problem_responses(400, 404, 409, 415, 422, 500))
+class UpdatedPersonality(StoredPersonality):  # type: ignore[misc, valid-type]
+    operations: list[str] = Field(description="ids of the update operations started by this version")
 
 
-# -- request and response models (documentation; bodies are parsed by hand) ---------
+def _update_operations(store: Store, id: str, revision: int) -> list[str]:
+    """One ``update`` operation per interface running personality ``id`` (busy ones are skipped
+    and noted in the journal: their unfinished operation keeps the interface)."""
+    created = []
+    for iface in store.list(INTERFACE):
+        if iface.body.get("personality_id") != id:
+            continue
+        try:
+            op = operations.create(store, iface.id, id, kind="update", now=time.time(),
+                                   reason=f"personality {id} revision {revision}")
+        except operations.Busy as exc:
+            store.append_event(KIND, id, "update skipped: interface busy",
+                               {"revision": revision, "interface_id": iface.id,
+                                "operation_id": exc.operation_id})
+            continue
+        created.append(op.id)
+    return created
+
+
+class PersonalityKind(DocumentKind):
+    kind = KIND
+    path = "/v1/personalities"
+    model = Personality
+    tag = "personalities"
+    plural = "personalities"
+    stored = StoredPersonality
+    replaced = UpdatedPersonality
+    descriptions = {
+        "create": "The id is the body's `id`, or the slug of `name` (\"Web Front\" -> `web-front`).",
+        "replace": "Every interface running the personality gets an `update` operation applying "
+                   "the new version; their ids are listed in the answer's `operations` (busy "
+                   "interfaces are skipped and noted in the journal).",
+        "delete": "409 while an interface uses it, or an unfinished operation may apply it or "
+                  "roll back to it.",
+    }
+
+    def derive_id(self, document: Any) -> str:
+        id = slugify(document.name)
+        if not id:
+            raise Problem(422, detail="cannot derive an id from the name", errors=[field_error(
+                "body.name", "has no letters or digits to make an id from; give an id")])
+        return id
+
+    def check(self, change: Change, document: Any) -> None:
+        check_personality(document, change.store)
+
+    def replace(self, change: Change, revision: int | None) -> Written:
+        written = super().replace(change, revision)
+        doc = written.document
+        ops = _update_operations(change.store, doc.id, doc.revision)
+        return Written(doc, {"operations": ops}, (OPERATION,) if ops else ())
+
+    def check_delete(self, change: Change) -> None:
+        id, store = change.id, change.store
+        users = [d.id for d in store.list(INTERFACE)
+                 if id in (d.body.get("personality_id"), d.body.get("default_personality_id"))]
+        # An unfinished operation may still apply it, or roll back to it.
+        ops = [d.id for d in store.list(OPERATION)
+               if d.body.get("state") not in operations.FINAL
+               and id in (d.body.get("to_personality_id"), d.body.get("from_personality_id"))]
+        if users or ops:
+            by = [f"{what} {', '.join(ids)}" for what, ids in
+                  (("interface", users), ("unfinished operation", ops)) if ids]
+            raise Problem(409, detail=f"{KIND} {id!r} is in use by {' and '.join(by)}",
+                          extra={"kind": KIND, "id": id,
+                                 "used_by": [f"{INTERFACE}/{u}" for u in users]
+                                 + [f"{OPERATION}/{o}" for o in ops]})
+
+
+# -- request and answer models --------------------------------------------------------------
 
 class RevertRequest(DocumentModel):
     """Optional body of ``POST /v1/interfaces/{id}/revert``."""
@@ -53,20 +124,11 @@ class RevertRequest(DocumentModel):
     health_checks: list[HealthCheck] = Field(default_factory=list)
 
 
-_DPID = re.compile(r"[0-9a-f]{16}")
-
-
 class Selector(DocumentModel):
     """Interfaces chosen by what they are: every field given must match."""
-    datapath: str | None = Field(default=None, description="16 hex digits, e.g. 0000000000000a01")
+    datapath: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{16}$")] | None = Field(
+        default=None, description="16 hex digits, e.g. 0000000000000a01")
     personality_id: str | None = Field(default=None, description="current personality; null: none")
-
-    @field_validator("datapath")
-    @classmethod
-    def _dpid(cls, value: str | None) -> str | None:
-        if value is not None and not _DPID.fullmatch(value.lower()):
-            fail(f"{value!r} is not a datapath id (16 hex digits, such as 0000000000000a01)")
-        return None if value is None else value.lower()
 
 
 class ApplyRequest(DocumentModel):
@@ -77,22 +139,19 @@ class ApplyRequest(DocumentModel):
     health_checks: list[HealthCheck] = Field(default_factory=list)
 
 
-class Operation(BaseModel):
+class Operation(StoredMeta):
     """An operation record (``controller.features.personality.operations``)."""
-    id: str = Field(examples=["op-3f2a9c0d1b7e"])
-    revision: int
     interface_id: str
-    kind: Literal[operations.KINDS]
+    kind: Literal[operations.KINDS]  # type: ignore[valid-type]
     from_personality_id: str | None
     to_personality_id: str
     drain: Drain
     health_checks: list[HealthCheck]
-    state: Literal[operations.STATES]
+    state: Literal[operations.STATES]  # type: ignore[valid-type]
     connections: Any = None
     result: str | None = None
     reason: str | None = None
     log: list[dict[str, Any]]
-    created_at: float
     finished_at: float | None = None
 
 
@@ -122,42 +181,29 @@ class ApplyAnswer(BaseModel):
     unchanged: list[str] = Field(description="selected interfaces already on the personality")
 
 
-def _body_schema(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
-    schema = _inline(model.model_json_schema())
-    return {"requestBody": {"required": required, "content": {
-        "application/json": {"schema": schema}, "application/yaml": {"schema": schema}}}}
+class InterfaceUpdate(DocumentModel):
+    """The fields an operator may set on an interface record (and the revision last read)."""
+    default_personality_id: str | None = None
 
 
-# -- helpers ------------------------------------------------------------------------
+def _with_revision(model: type[DocumentModel]) -> dict[str, Any]:
+    schema = model_schema(model)
+    schema["properties"]["revision"] = REVISION_SCHEMA
+    schema["required"] = [*schema.get("required", []), "revision"]
+    return schema
 
-def _invalid(exc: DocumentInvalid, what: str) -> Problem:
-    fields = ", ".join(dict.fromkeys(e["field"] for e in exc.errors))
-    return Problem(422, detail=f"invalid {what}: {fields}", errors=exc.errors)
 
-
-def _parse_switch(body: dict[str, Any]) -> SwitchRequest:
-    try:
-        return operations.parse_switch_request(body)
-    except DocumentInvalid as exc:
-        raise _invalid(exc, "switch request") from None
-
+# -- helpers ------------------------------------------------------------------------------------
 
 def _parse(model: type[DocumentModel], body: dict[str, Any], what: str) -> Any:
-    """Validate ``body`` as ``model``, then its drain and health checks as a switch's."""
     try:
-        parsed = model.model_validate(body)
+        return model.model_validate(body)
     except ValidationError as exc:
-        raise _invalid(DocumentInvalid(errors_of(exc), what), what) from None
-    options = {k: body[k] for k in ("drain", "health_checks") if k in body}
-    try:  # the same per-check rules as a switch request (targets, ports)
-        operations.parse_switch_request({"personality_id": "-", **options})
-    except DocumentInvalid as exc:
-        raise _invalid(exc, what) from None
-    return parsed
+        raise DocumentInvalid(errors_of(exc), what) from None
 
 
 def _personality(store: Store, pid: str, field: str) -> Document:
-    doc = store.find(PERSONALITY, pid)
+    doc = store.find(KIND, pid)
     if doc is None:
         raise Problem(422, "Unknown personality", detail=f"no personality with id {pid!r}",
                       errors=[field_error(field, f"no personality with id {pid!r}")])
@@ -193,7 +239,7 @@ def busy_with(store: Store, iface: Document) -> str | None:
     op_id = iface.body.get("operation_id")
     if not op_id:
         return None
-    op = store.find(operations.KIND, op_id)
+    op = store.find(OPERATION, op_id)
     return op_id if op is not None and op.body.get("state") not in operations.FINAL else None
 
 
@@ -207,29 +253,18 @@ def _busy(busy: list[tuple[str, str]]) -> Problem:
                           "wait for it to finish (GET /v1/operations/{id})", extra=extra)
 
 
-def _not_in_persona(store: Store, interface_ids: list[str]) -> None:
-    """An interface attached to a persona takes its behavior from the persona."""
-    for iid in interface_ids:
-        persona = persona_store.attached_to(store, iid)
-        if persona is not None:
-            raise Problem(409, "Interface in a persona",
-                          detail=f"interface {iid} is attached to persona {persona!r}; detach "
-                                 f"it first (DELETE /v1/personas/{persona}/attachments/{iid})",
-                          extra={"interface_id": iid, "persona_id": persona})
-
-
 def _create(ctx: ApiContext, interface_id: str, to: str, kind: str, drain: Drain,
-            checks: list[HealthCheck], reason: str | None = None) -> Document:
+            checks: list[HealthCheck]) -> Document:
     try:
         return operations.create(ctx.store, interface_id, to, kind=kind, now=time.time(),
-                                 drain=drain, health_checks=checks, reason=reason)
+                                 drain=drain, health_checks=checks)
     except operations.Busy as exc:
         raise _busy([(exc.interface_id, exc.operation_id)]) from None
 
 
-def _accepted(doc: Document) -> JSONResponse:
-    return JSONResponse(operations.view(doc), status_code=202,
-                        headers={"Location": f"/v1/operations/{doc.id}"})
+def _accepted(ctx: ApiContext, doc: Document) -> JSONResponse:
+    ctx.hub.documents_changed(OPERATION)
+    return JSONResponse(view(doc), status_code=202, headers={"Location": f"/v1/operations/{doc.id}"})
 
 
 def _on_active(iface: Document, pid: str) -> bool:
@@ -237,48 +272,37 @@ def _on_active(iface: Document, pid: str) -> bool:
     return b.get("personality_id") == pid and b.get("personality_state", "active") == "active"
 
 
-def _dry_run(ctx: ApiContext, interface_id: str, personality_id: str) -> dict[str, Any]:
-    try:
-        return ctx.hub.dry_run_switch(interface_id, personality_id)
-    except TimeoutError:
-        raise Problem(503, detail="the hub did not answer the dry run in time",
-                      headers={"Retry-After": "1"}) from None
-    except LookupError as exc:
-        raise Problem(404, detail=str(exc).strip("'\"") or "unknown interface or personality") from None
-    except ValueError as exc:
-        raise Problem(422, "Cannot compile",
-                      detail=f"personality {personality_id!r} cannot be compiled for "
-                             f"interface {interface_id!r}: {exc}",
-                      errors=[field_error("body.personality_id", str(exc) or "cannot be compiled")]
-                      ) from None
+# -- interfaces -----------------------------------------------------------------------------------
+
+changes = APIRouter(prefix="/v1", tags=["operations"], responses=problem_responses(500))
+ACCEPTED = {202: {"model": Operation, "description": "Accepted: the operation, see Location"}}
+BODY_PROBLEMS = problem_responses(400, 404, 409, 415, 422)
 
 
-# -- interfaces -------------------------------------------------------------------------
-
-@router.post("/interfaces/{id}/switch", status_code=202,
-             summary="Switch an interface to a personality (or dry-run it)",
-             responses={202: {"model": Operation, "description": "Accepted: the operation, see Location"},
-                        200: {"model": DryRun, "description": "Dry run: what the switch would do"},
-                        **problem_responses(503)},
-             openapi_extra=_body_schema(SwitchRequest))
-def switch(id: str, body: Body, ctx: Ctx) -> JSONResponse:
+@changes.post("/interfaces/{id}/switch", status_code=202,
+              summary="Switch an interface to a personality (or dry-run it)",
+              responses={**ACCEPTED, 200: {"model": DryRun, "description": "Dry run: what the switch would do"},
+                         **BODY_PROBLEMS, **problem_responses(503)},
+              openapi_extra=model_body(SwitchRequest))
+def switch(id: InterfaceId, body: Body, ctx: Ctx) -> JSONResponse:
     ctx.store.get(INTERFACE, id)
-    _not_in_persona(ctx.store, [id])
-    request = _parse_switch(body)
+    request: SwitchRequest = _parse(SwitchRequest, body, "switch request")
     personality = _personality(ctx.store, request.personality_id, "body.personality_id")
     check_targets(ctx.store, request.health_checks, personality)
     if request.dry_run:
-        return JSONResponse(_dry_run(ctx, id, request.personality_id))
-    doc = _create(ctx, id, request.personality_id, "switch", request.drain, request.health_checks)
-    ctx.hub.operations_changed()
-    return _accepted(doc)
+        return JSONResponse(ask(ctx, "personality", "dry_run", interface_id=id,
+                                personality_id=request.personality_id, what="dry run",
+                                subject=f"personality {request.personality_id!r} for interface {id!r}",
+                                field="body.personality_id"))
+    return _accepted(ctx, _create(ctx, id, request.personality_id, "switch", request.drain,
+                                  request.health_checks))
 
 
-@router.post("/interfaces/{id}/revert", status_code=202,
-             summary="Switch an interface back to its default (last-known-good) personality",
-             responses={202: {"model": Operation, "description": "Accepted: the operation, see Location"}},
-             openapi_extra=_body_schema(RevertRequest, required=False))
-def revert(id: str, body: OptionalBody, ctx: Ctx) -> JSONResponse:
+@changes.post("/interfaces/{id}/revert", status_code=202,
+              summary="Switch an interface back to its default (last-known-good) personality",
+              responses={**ACCEPTED, **BODY_PROBLEMS},
+              openapi_extra=model_body(RevertRequest, required=False))
+def revert(id: InterfaceId, body: OptionalBody, ctx: Ctx) -> JSONResponse:
     iface = ctx.store.get(INTERFACE, id)
     request: RevertRequest = _parse(RevertRequest, body, "revert request")
     target = iface.body.get("default_personality_id")
@@ -290,70 +314,90 @@ def revert(id: str, body: OptionalBody, ctx: Ctx) -> JSONResponse:
         raise Problem(409, "Already on the default personality",
                       detail=f"interface {id!r} already runs its default personality {target!r}",
                       extra={"interface_id": id, "personality_id": target})
-    personality = ctx.store.find(PERSONALITY, target)
+    personality = ctx.store.find(KIND, target)
     if personality is None:
         raise Problem(409, "Default personality missing",
                       detail=f"the default personality {target!r} of interface {id!r} does not exist",
                       extra={"interface_id": id, "personality_id": target})
     check_targets(ctx.store, request.health_checks, personality)
-    doc = _create(ctx, id, target, "revert", request.drain, request.health_checks)
-    ctx.hub.operations_changed()
-    return _accepted(doc)
+    return _accepted(ctx, _create(ctx, id, target, "revert", request.drain, request.health_checks))
 
 
-@router.get("/interfaces/{id}/history", summary="Every operation of an interface, oldest first",
-            responses={200: {"model": list[HistoryEntry]}})
-def history(id: str, ctx: Ctx) -> list[dict[str, Any]]:
+@changes.put("/interfaces/{id}", summary="Set an interface's default (last-known-good) personality",
+             tags=["interfaces"], responses={200: {"description": "The interface record"},
+                                             **BODY_PROBLEMS, **problem_responses(428)},
+             openapi_extra=request_body(_with_revision(InterfaceUpdate)))
+def put_interface(id: InterfaceId, body: Body, ctx: Ctx) -> JSONResponse:
+    doc = ctx.store.get(INTERFACE, id)
+    revision = expected_revision(body, None, required=True)
+    update: InterfaceUpdate = _parse(InterfaceUpdate, body, "interface")
+    pid = update.default_personality_id
+    if pid is not None:
+        _personality(ctx.store, pid, "body.default_personality_id")
+    with ctx.store.transaction():
+        body = {**doc.body, "default_personality_id": pid}
+        claims.check_write(ctx.store, INTERFACE, id, body)
+        new = ctx.store.update(INTERFACE, id, body, revision)
+        ctx.store.append_event(INTERFACE, id, "updated",
+                               {"revision": new.revision, "default_personality_id": pid})
+    return JSONResponse(view(new), headers={"ETag": f'"{new.revision}"'})
+
+
+@changes.get("/interfaces/{id}/history", summary="Every operation of an interface, oldest first",
+             responses={200: {"model": list[HistoryEntry]}, **problem_responses(404)})
+def history(id: InterfaceId, ctx: Ctx) -> list[dict[str, Any]]:
     ctx.store.get(INTERFACE, id)
     return operations.history(ctx.store, id)
 
 
-# -- operations ---------------------------------------------------------------------------
+# -- operations -------------------------------------------------------------------------------------
 
-@router.get("/operations", summary="Operations, newest first",
-            responses={200: {"model": list[Operation]}})
+@changes.get("/operations", summary="Operations, newest first",
+             responses={200: {"model": list[Operation]}, **problem_responses(422)})
 def list_operations(
     ctx: Ctx,
     interface_id: Annotated[str | None, Query(description="only this interface's")] = None,
-    state: Annotated[Literal[operations.STATES] | None, Query(description="only in this state")] = None,
+    state: Annotated[Literal[operations.STATES] | None,  # type: ignore[valid-type]
+                     Query(description="only in this state")] = None,
 ) -> JSONResponse:
-    docs = [d for d in ctx.store.list(operations.KIND)
+    docs = [d for d in ctx.store.list(OPERATION)
             if (interface_id is None or d.body.get("interface_id") == interface_id)
             and (state is None or d.body.get("state") == state)]
     docs.sort(key=lambda d: (d.body.get("created_at", 0), d.created_at), reverse=True)
-    return JSONResponse([operations.view(d) for d in docs])
+    return JSONResponse([view(d) for d in docs])
 
 
-@router.get("/operations/{id}", summary="One operation", responses={200: {"model": Operation}})
-def get_operation(id: str, ctx: Ctx) -> JSONResponse:
-    return JSONResponse(operations.view(ctx.store.get(operations.KIND, id)))
+@changes.get("/operations/{id}", summary="One operation",
+             responses={200: {"model": Operation}, **problem_responses(404)})
+def get_operation(id: DocId, ctx: Ctx) -> JSONResponse:
+    return JSONResponse(view(ctx.store.get(OPERATION, id)))
 
 
-# -- A/B deployment -------------------------------------------------------------------------
+# -- A/B deployment ------------------------------------------------------------------------------------
 
-def _selected(store: Store, request: ApplyRequest) -> list[Document]:
-    """The interfaces an apply request names (422 for unknown or repeated ones)."""
-    if request.interfaces is not None:
-        errors, docs, seen = [], [], set()
-        for i, iid in enumerate(request.interfaces):
-            doc = store.find(INTERFACE, iid)
-            if iid in seen:
-                errors.append(field_error(f"body.interfaces[{i}]", f"{iid!r} is listed twice"))
-            elif doc is None:
-                errors.append(field_error(f"body.interfaces[{i}]", f"no interface with id {iid!r}"))
-            else:
-                docs.append(doc)
-            seen.add(iid)
-        if errors:
-            raise Problem(422, "Unknown interfaces",
-                          detail="invalid apply request: " + ", ".join(e["field"] for e in errors),
-                          errors=errors)
-        return docs
-    sel = request.selector
-    assert sel is not None
+def _listed(store: Store, ids: list[str]) -> list[Document]:
+    errors, docs, seen = [], [], set()
+    for i, iid in enumerate(ids):
+        doc = store.find(INTERFACE, iid)
+        if iid in seen:
+            errors.append(field_error(f"body.interfaces[{i}]", f"{iid!r} is listed twice"))
+        elif doc is None:
+            errors.append(field_error(f"body.interfaces[{i}]", f"no interface with id {iid!r}"))
+        else:
+            docs.append(doc)
+        seen.add(iid)
+    if errors:
+        raise Problem(422, "Unknown interfaces",
+                      detail="invalid apply request: " + ", ".join(e["field"] for e in errors),
+                      errors=errors)
+    return docs
+
+
+def _selected(store: Store, sel: Selector) -> list[Document]:
     by_personality = "personality_id" in sel.model_fields_set
+    datapath = sel.datapath.lower() if sel.datapath else None
     docs = [d for d in store.list(INTERFACE)
-            if (sel.datapath is None or d.body.get("datapath") == sel.datapath)
+            if (datapath is None or d.body.get("datapath") == datapath)
             and (not by_personality or d.body.get("personality_id") == sel.personality_id)]
     if not docs:
         raise Problem(422, "No interface selected", detail="the selector matches no interface",
@@ -361,12 +405,7 @@ def _selected(store: Store, request: ApplyRequest) -> list[Document]:
     return docs
 
 
-@router.post("/personalities/{id}/apply", status_code=202,
-             summary="Switch several interfaces to a personality (A/B deployment), all or nothing",
-             responses={202: {"model": ApplyAnswer, "description": "Accepted: one operation per interface"}},
-             openapi_extra=_body_schema(ApplyRequest))
-def apply(id: str, body: Body, ctx: Ctx) -> JSONResponse:
-    ctx.store.get(PERSONALITY, id)
+def _apply_request(body: dict[str, Any]) -> ApplyRequest:
     request: ApplyRequest = _parse(ApplyRequest, body, "apply request")
     if (request.interfaces is None) == (request.selector is None):
         reason = "give either interfaces or a selector, not both" if request.interfaces \
@@ -376,11 +415,22 @@ def apply(id: str, body: Body, ctx: Ctx) -> JSONResponse:
     if request.selector is not None and not request.selector.model_fields_set:
         raise Problem(422, detail="invalid apply request: body.selector",
                       errors=[field_error("body.selector", "needs datapath or personality_id")])
+    return request
+
+
+@changes.post("/personalities/{id}/apply", status_code=202,
+              summary="Switch several interfaces to a personality (A/B deployment), all or nothing",
+              responses={202: {"model": ApplyAnswer, "description": "Accepted: one operation per interface"},
+                         **BODY_PROBLEMS},
+              openapi_extra=model_body(ApplyRequest))
+def apply(id: DocId, body: Body, ctx: Ctx) -> JSONResponse:
+    ctx.store.get(KIND, id)
+    request = _apply_request(body)
     with ctx.store.transaction():  # the store lock: nothing can take an interface in between
-        personality = ctx.store.get(PERSONALITY, id)
+        personality = ctx.store.get(KIND, id)
         check_targets(ctx.store, request.health_checks, personality)
-        targets = _selected(ctx.store, request)
-        _not_in_persona(ctx.store, [d.id for d in targets])
+        targets = (_listed(ctx.store, request.interfaces) if request.interfaces is not None
+                   else _selected(ctx.store, request.selector))  # type: ignore[arg-type]
         busy = [(d.id, op) for d in targets if (op := busy_with(ctx.store, d))]
         if busy:
             raise _busy(busy)
@@ -388,6 +438,10 @@ def apply(id: str, body: Body, ctx: Ctx) -> JSONResponse:
         docs = [_create(ctx, d.id, id, "apply", request.drain, request.health_checks)
                 for d in targets if d.id not in unchanged]
     if docs:
-        ctx.hub.operations_changed()
-    return JSONResponse({"operations": [operations.view(d) for d in docs], "unchanged": unchanged},
-                        status_code=202)
+        ctx.hub.documents_changed(OPERATION)
+    return JSONResponse({"operations": [view(d) for d in docs], "unchanged": unchanged}, status_code=202)
+
+
+router = APIRouter()
+router.include_router(crud_router(PersonalityKind()))
+router.include_router(changes)

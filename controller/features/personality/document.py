@@ -225,8 +225,14 @@ def validate_personality(doc: Any, store: Store) -> Personality:
     there is nothing to check addresses against.
     """
     personality = parse_personality(doc)
+    check_personality(personality, store)
+    return personality
+
+
+def check_personality(personality: Personality, store: Store) -> None:
+    """The store rules of a parsed personality (see ``validate_personality``)."""
     if personality.subnet_id is None:
-        return personality
+        return
     field = field_path(("subnet_id",))
     stored = store.find("subnet", personality.subnet_id)
     if stored is None:
@@ -240,4 +246,3 @@ def validate_personality(doc: Any, store: Store) -> Personality:
     errors = subnet_errors(personality, subnet)
     if errors:
         raise DocumentInvalid(errors, "personality")
-    return personality

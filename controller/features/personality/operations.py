@@ -22,9 +22,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
-from controller.core.documents import DocumentInvalid, DocumentModel, IPv4, errors_of
+from controller.core.documents import DocumentInvalid, DocumentModel, IPv4, errors_of, fail
 from controller.store import Document, Store
 
 KIND = "operation"
@@ -51,9 +51,25 @@ class HealthCheck(DocumentModel):
     answered with a SYN-ACK.  Each must pass within ``timeout_seconds``.
     """
     type: Literal["gateway", "ping", "dns", "tcp"]
-    target: IPv4 | None = None
-    port: Annotated[int, Field(strict=True, ge=1, le=65535)] | None = None
+    target: IPv4 | None = Field(default=None, validate_default=True)
+    port: Annotated[int, Field(strict=True, ge=1, le=65535)] | None = Field(default=None, validate_default=True)
     timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 3.0
+
+    @field_validator("target")
+    @classmethod
+    def _target_needed(cls, target: Any, info: ValidationInfo) -> Any:
+        kind = info.data.get("type")
+        if target is None and kind in ("ping", "tcp"):
+            fail(f"a {kind} check needs a target address")
+        return target
+
+    @field_validator("port")
+    @classmethod
+    def _port_for_tcp(cls, port: int | None, info: ValidationInfo) -> int | None:
+        kind = info.data.get("type")
+        if kind is not None and (kind == "tcp") != (port is not None):
+            fail("a tcp check needs a port; other checks take none")
+        return port
 
 
 class SwitchRequest(DocumentModel):
@@ -68,19 +84,9 @@ def parse_switch_request(body: Any) -> SwitchRequest:
     if not isinstance(body, dict):
         raise DocumentInvalid([("body", "must be an object")], "switch request")
     try:
-        request = SwitchRequest.model_validate(body)
+        return SwitchRequest.model_validate(body)
     except ValidationError as exc:
         raise DocumentInvalid(errors_of(exc), "switch request") from None
-    for i, check in enumerate(request.health_checks):
-        if check.type in ("ping", "tcp") and check.target is None:
-            raise DocumentInvalid([(f"body.health_checks[{i}].target",
-                                    f"a {check.type} check needs a target address")],
-                                  "switch request")
-        if (check.type == "tcp") != (check.port is not None):
-            raise DocumentInvalid([(f"body.health_checks[{i}].port",
-                                    "a tcp check needs a port; other checks take none")],
-                                  "switch request")
-    return request
 
 
 class Busy(RuntimeError):
