@@ -1,15 +1,17 @@
-"""Embedded document store: versioned records and an event journal."""
+"""Embedded document store: versioned records, an event journal, and claim rows."""
 
 from __future__ import annotations
 
 import os
 import time
 
-from .base import AlreadyExists, Document, Event, NotFound, RevisionConflict, Store, StoreError
+from .base import (AlreadyExists, ClaimRow, Document, Event, NotFound, RevisionConflict, Store,
+                   StoreError, WriteHook, add_write_hook, remove_write_hook)
 from .sqlite import Clock, SQLiteStore
 
 __all__ = [
     "AlreadyExists",
+    "ClaimRow",
     "Clock",
     "Document",
     "Event",
@@ -18,7 +20,10 @@ __all__ = [
     "SQLiteStore",
     "Store",
     "StoreError",
+    "WriteHook",
+    "add_write_hook",
     "open_store",
+    "remove_write_hook",
 ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -52,6 +53,48 @@ class Event:
             "message": self.message,
             "data": self.data,
         }
+
+
+@dataclass(frozen=True)
+class ClaimRow:
+    """One stored claim: document (holder_kind, holder_id) holds ``key`` of ``space``.
+
+    What claims mean, and who may hold what, is ``controller.core.claims``'s
+    business; the store keeps the rows, in the transactions of the writes
+    that make them, and answers the few lookups claims need. ``first`` and
+    ``last`` are the integer bounds of a range (or a numeric key's value,
+    else 0) so that overlap and "lowest free number" are index lookups.
+    """
+
+    space: str
+    key: str
+    first: int
+    last: int
+    holder_kind: str
+    holder_id: str
+    feature: str
+    owner: str   # "<kind> <id>" of whom the claim is held for, e.g. "personality web"
+    reason: str  # what holding it means, e.g. "runs personality 'web'"
+    field: str   # where the holder's body makes the claim, e.g. "body.ip_range"
+
+
+WriteHook = Callable[["Store", str, str, "dict[str, Any] | None"], None]
+"""``hook(store, kind, id, body)``: called inside the transaction of every
+document write, before the row changes (``body`` None on delete). An
+exception undoes the write."""
+
+_WRITE_HOOKS: list[WriteHook] = []
+
+
+def add_write_hook(hook: WriteHook) -> None:
+    """Run ``hook`` on every document write of every store (once, however often added)."""
+    if hook not in _WRITE_HOOKS:
+        _WRITE_HOOKS.append(hook)
+
+
+def remove_write_hook(hook: WriteHook) -> None:
+    if hook in _WRITE_HOOKS:
+        _WRITE_HOOKS.remove(hook)
 
 
 class StoreError(Exception):
@@ -124,6 +167,47 @@ class Store(ABC):
     @abstractmethod
     def delete(self, kind: str, id: str, revision: int | None = None) -> None:
         """Remove a document; NotFound if absent, RevisionConflict if stale."""
+
+    # -- claims (see controller.core.claims) -------------------------------
+
+    @abstractmethod
+    def claims_of(self, holder_kind: str, holder_id: str) -> builtins.list[ClaimRow]:
+        """Every claim one document holds."""
+
+    @abstractmethod
+    def set_claims(self, holder_kind: str, holder_id: str, rows: Sequence[ClaimRow]) -> None:
+        """Replace the claims one document holds with ``rows`` (theirs)."""
+
+    @abstractmethod
+    def claims_on(self, space: str, key: str) -> builtins.list[ClaimRow]:
+        """The claims on one key of a space."""
+
+    @abstractmethod
+    def claims_overlapping(self, space: str, first: int, last: int) -> builtins.list[ClaimRow]:
+        """The claims of a space whose [first, last] overlaps the given bounds."""
+
+    @abstractmethod
+    def lowest_free_number(self, space: str, lo: int, hi: int) -> int | None:
+        """The lowest number in lo..hi no claim of ``space`` holds (``first``), or None."""
+
+    @abstractmethod
+    def clear_claims(self) -> None:
+        """Drop every claim row (before they are rebuilt from the documents)."""
+
+    @abstractmethod
+    def get_meta(self, key: str) -> str | None:
+        """A value of the store's own bookkeeping, None when unset."""
+
+    @abstractmethod
+    def set_meta(self, key: str, value: str) -> None:
+        """Set a bookkeeping value (part of the current transaction)."""
+
+    def _written(self, kind: str, id: str, body: dict[str, Any] | None) -> None:
+        """Run the write hooks; implementations call it inside the write's transaction."""
+        for hook in tuple(_WRITE_HOOKS):
+            hook(self, kind, id, body)
+
+    # -- journal ----------------------------------------------------------
 
     @abstractmethod
     def append_event(

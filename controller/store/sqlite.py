@@ -7,15 +7,16 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from .base import AlreadyExists, Document, Event, NotFound, RevisionConflict, Store, StoreError
+from .base import (AlreadyExists, ClaimRow, Document, Event, NotFound, RevisionConflict, Store,
+                   StoreError)
 
 Clock = Callable[[], float]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # MIGRATIONS[n] upgrades the schema from version n to version n + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -44,10 +45,31 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX journal_kind_seq ON journal (kind, seq)",
         "CREATE INDEX journal_subject_seq ON journal (subject, seq)",
     ),
+    (
+        """
+        CREATE TABLE claims (
+            space       TEXT    NOT NULL,
+            key         TEXT    NOT NULL,
+            first       INTEGER NOT NULL,
+            last        INTEGER NOT NULL,
+            holder_kind TEXT    NOT NULL,
+            holder_id   TEXT    NOT NULL,
+            feature     TEXT    NOT NULL,
+            owner       TEXT    NOT NULL,
+            reason      TEXT    NOT NULL,
+            field       TEXT    NOT NULL
+        )
+        """,
+        "CREATE INDEX claims_key ON claims (space, key)",
+        "CREATE INDEX claims_first ON claims (space, first)",
+        "CREATE INDEX claims_holder ON claims (holder_kind, holder_id)",
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ),
 )
 
 _DOC_COLUMNS = "kind, id, revision, body, created_at, updated_at"
 _EVENT_COLUMNS = "seq, ts, kind, subject, message, data"
+_CLAIM_COLUMNS = "space, key, first, last, holder_kind, holder_id, feature, owner, reason, field"
 
 
 def _dump(value: dict[str, Any]) -> str:
@@ -166,6 +188,7 @@ class SQLiteStore(Store):
         with self.transaction():
             if self._fetch(kind, id) is not None:
                 raise AlreadyExists(kind, id)
+            self._written(kind, id, body)
             return self._write(kind, id, text, 1)
 
     def update(
@@ -175,16 +198,18 @@ class SQLiteStore(Store):
         with self.transaction():
             current = self.get(kind, id)
             self._check(current, revision)
+            self._written(kind, id, body)
             return self._write(kind, id, text, current.revision + 1, current.created_at)
 
     def put(self, kind: str, id: str, body: dict[str, Any]) -> Document:
         text = _dump(body)
         with self.transaction():
             current = self._fetch(kind, id)
+            if current is not None and _dump(current.body) == text:
+                return current
+            self._written(kind, id, body)
             if current is None:
                 return self._write(kind, id, text, 1)
-            if _dump(current.body) == text:
-                return current
             return self._write(kind, id, text, current.revision + 1, current.created_at)
 
     def get(self, kind: str, id: str) -> Document:
@@ -207,7 +232,60 @@ class SQLiteStore(Store):
     def delete(self, kind: str, id: str, revision: int | None = None) -> None:
         with self.transaction():
             self._check(self.get(kind, id), revision)
+            self._written(kind, id, None)
             self._db().execute("DELETE FROM documents WHERE kind = ? AND id = ?", (kind, id))
+
+    # -- claims -----------------------------------------------------------
+
+    def _claims(self, where: str, params: tuple[Any, ...]) -> builtins.list[ClaimRow]:
+        with self._lock:
+            rows = self._db().execute(
+                f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE {where} ORDER BY first, key, holder_kind,"
+                " holder_id", params).fetchall()
+        return [ClaimRow(*row) for row in rows]
+
+    def claims_of(self, holder_kind: str, holder_id: str) -> builtins.list[ClaimRow]:
+        return self._claims("holder_kind = ? AND holder_id = ?", (holder_kind, holder_id))
+
+    def set_claims(self, holder_kind: str, holder_id: str, rows: Sequence[ClaimRow]) -> None:
+        assert all((r.holder_kind, r.holder_id) == (holder_kind, holder_id) for r in rows), rows
+        with self.transaction():
+            db = self._db()
+            db.execute("DELETE FROM claims WHERE holder_kind = ? AND holder_id = ?",
+                       (holder_kind, holder_id))
+            db.executemany(f"INSERT INTO claims ({_CLAIM_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           [tuple(vars(r).values()) for r in rows])
+
+    def claims_on(self, space: str, key: str) -> builtins.list[ClaimRow]:
+        return self._claims("space = ? AND key = ?", (space, key))
+
+    def claims_overlapping(self, space: str, first: int, last: int) -> builtins.list[ClaimRow]:
+        return self._claims("space = ? AND first <= ? AND last >= ?", (space, last, first))
+
+    def lowest_free_number(self, space: str, lo: int, hi: int) -> int | None:
+        with self._lock:
+            row = self._db().execute(
+                """
+                SELECT MIN(n) FROM (
+                    SELECT ? AS n
+                    UNION ALL
+                    SELECT first + 1 FROM claims WHERE space = ? AND first >= ? AND first < ?
+                ) WHERE NOT EXISTS (SELECT 1 FROM claims WHERE space = ? AND first = n)
+                """, (lo, space, lo, hi, space)).fetchone()
+        return None if row[0] is None or row[0] > hi else int(row[0])
+
+    def clear_claims(self) -> None:
+        with self.transaction():
+            self._db().execute("DELETE FROM claims")
+
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction():
+            self._db().execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     # -- journal ----------------------------------------------------------
 

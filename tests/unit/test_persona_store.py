@@ -10,10 +10,14 @@ from typing import Any
 
 import pytest
 
+import controller.registry  # noqa: F401  (every feature declares its claims)
 from controller.core import interfaces
 from controller.core.documents import DocumentInvalid
+from controller.features.persona import allocation
 from controller.features.persona import store as ps
+from controller.features.personality import operations
 from controller.features.persona.store import PersonaConflict, PersonaRecord
+from controller.core.claims import ClaimConflict
 from controller.store import AlreadyExists, NotFound, RevisionConflict, Store, open_store
 from controller.core.topology import Host, Subnet
 
@@ -133,11 +137,10 @@ def test_index_is_the_lowest_free_among_live_personas(store: Store) -> None:
     ps.mark_expired(store, "p0", NOW)
     assert record(store, "p0").index is None
     assert create(store, doc("p4", "10.104.0.0/24")).document.body["index"] == 1
-    assert ps.lowest_free_index(range(1, ps.MAX_INDEX + 1)) is None
 
 
 def test_all_indexes_in_use_is_a_conflict(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ps, "MAX_INDEX", 2)
+    monkeypatch.setattr(allocation, "MAX_INDEX", 2)
     create(store, doc("a", "10.100.0.0/24"))
     create(store, doc("b", "10.101.0.0/24"))
     with pytest.raises(PersonaConflict, match="all 2 persona indexes are in use"):
@@ -347,7 +350,7 @@ def test_attach_refusals(store: Store) -> None:
     cases = [
         (lambda: ps.attach(store, "tempdevnetwork", IF2, "10.100.0.9"), "body.ip", "taken by interface"),
         (lambda: ps.attach(store, "tempdevnetwork", IF1), "body.interface_id", "already attached to this persona"),
-        (lambda: ps.attach(store, "other", IF1), "body.interface_id", "already attached to persona 'tempdevnetwork'"),
+        (lambda: ps.attach(store, "other", IF1), "body.interface_id", "is attached to persona 'tempdevnetwork'"),
     ]
     for call, field, words in cases:
         with pytest.raises(PersonaConflict) as exc:
@@ -366,14 +369,68 @@ def test_an_interface_with_a_personality_cannot_attach(store: Store) -> None:
     store.put("interface", IF2, {**store.get("interface", IF2).body, "personality_id": "web"})
     with pytest.raises(PersonaConflict) as exc:
         ps.attach(store, "tempdevnetwork", IF2)
-    assert exc.value.title == "Interface has a personality"
+    assert exc.value.title == "Interface in use" and exc.value.extra["personality_id"] == "web"
     assert exc.value.errors == [{"field": "body.interface_id", "reason": "runs personality 'web'"}]
-    store.put("operation", "op-1", {"state": "draining"})
-    store.put("interface", IF3, {**store.get("interface", IF3).body, "operation_id": "op-1"})
-    with pytest.raises(PersonaConflict, match="unfinished personality operation op-1"):
+    op = operations.create(store, IF3, "web", kind="switch", now=NOW)
+    with pytest.raises(PersonaConflict, match=f"unfinished personality operation '{op.id}'"):
         ps.attach(store, "tempdevnetwork", IF3)
-    store.put("operation", "op-1", {"state": "succeeded"})
+    # the coordinator ends the operation: state and interface lock in one transaction
+    with store.transaction():
+        store.put("operation", op.id, {**op.body, "state": "rolled_back"})
+        store.put("interface", IF3, {**store.get("interface", IF3).body, "operation_id": None})
     assert ps.attach(store, "tempdevnetwork", IF3).revision == 2
+    assert store.get("persona", "tempdevnetwork").body["attachments"][0]["interface_id"] == IF3
+
+
+def test_a_persona_member_takes_no_personality_operation(store: Store) -> None:
+    create(store, doc())
+    ps.attach(store, "tempdevnetwork", IF1)
+    with pytest.raises(ClaimConflict) as exc:
+        operations.create(store, IF1, "web", kind="switch", now=NOW)
+    assert (exc.value.owner, exc.value.field) == ("persona tempdevnetwork", "body.personality_id")
+    assert store.list("operation") == [] and store.get("interface", IF1).body.get("operation_id") is None
+    ps.detach(store, "tempdevnetwork", IF1)
+    assert operations.create(store, IF1, "web", kind="switch", now=NOW).body["state"] == "pending"
+
+
+def test_a_subnet_in_the_store_is_a_range_claim(store: Store) -> None:
+    """Beyond the subnets the caller passes, every stored claim of another feature counts."""
+    store.create("subnet", "lab", {"cidr": "10.100.0.0/16", "gateway": "10.100.255.254"})
+    with pytest.raises(PersonaConflict) as exc:
+        create(store, doc())
+    assert exc.value.title == "Addresses in use" and exc.value.extra == {"subnet_id": "lab"}
+    assert exc.value.errors == [{"field": "body.ip_range", "reason": "is subnet 'lab'"}]
+    assert "10.100.0.0/24 overlaps 10.100.0.0/16" in exc.value.detail
+    assert store.list(ps.KIND) == []
+
+
+def test_create_reads_claims_not_records(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Allocation at any number of personas reads a few claim rows, never every record."""
+    for i in range(20):
+        create(store, doc(f"p{i}", f"10.{100 + i}.0.0/24"))
+    ps.attach(store, "p0", IF1)
+    monkeypatch.setattr(store, "list", lambda kind: pytest.fail(f"create listed every {kind}"))
+    made = create(store, doc("again", "10.100.0.0/24"))  # overlaps p0: NAT for both
+    assert made.document.body["index"] == 21 and made.remapped == {"p0": "100.64.0.0/24"}
+    with pytest.raises(PersonaConflict, match="'p3' is the name of live persona 'p3'"):
+        create(store, doc("p3", "10.200.0.0/24"))
+    with pytest.raises(PersonaConflict, match="is attached to persona 'p0'"):
+        ps.attach(store, "p1", IF1)
+
+
+def test_claims_follow_the_record(store: Store) -> None:
+    create(store, doc("a"))
+    create(store, doc("b"))
+    ps.attach(store, "a", IF1)
+    held = {(r.space, r.key) for r in store.claims_of(ps.KIND, "a")}
+    assert held == {("persona.name", "a"), ("persona.index", "1"), ("ipv4", "10.100.0.0/24"),
+                    ("ipv4", "100.64.0.0/24"), ("interface", IF1)}
+    ps.mark_expired(store, "a", NOW)
+    assert store.claims_of(ps.KIND, "a") == []
+    assert ps.attached_to(store, IF1) is None and ps.claimed_by(store, IPv4Network("100.64.0.0/24")) is None
+    assert ps.claimed_by(store, IPv4Network("10.100.0.0/16")) == "b"
+    ps.delete(store, "b")
+    assert store.claims_of(ps.KIND, "b") == [] and ps.claimed_by(store, IPv4Network("10.0.0.0/8")) is None
 
 
 def test_a_full_range_refuses_one_more(store: Store) -> None:

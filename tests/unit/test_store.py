@@ -12,13 +12,16 @@ import pytest
 
 from controller.store import (
     AlreadyExists,
+    ClaimRow,
     Document,
     NotFound,
     RevisionConflict,
     SQLiteStore,
     Store,
     StoreError,
+    add_write_hook,
     open_store,
+    remove_write_hook,
 )
 
 
@@ -257,6 +260,67 @@ def test_failed_write_outside_transaction_leaves_store_usable(store: Store) -> N
     assert [d.id for d in store.list("hub")] == ["h1", "h2"]
 
 
+# -- write hooks and claim rows ---------------------------------------------------
+
+
+def test_write_hooks_see_every_write_inside_its_transaction(store: Store) -> None:
+    seen: list[tuple[str, str, dict | None, bool]] = []
+
+    def hook(s: Store, kind: str, id: str, body: dict | None) -> None:
+        seen.append((kind, id, body, s.find(kind, id) is not None))
+        if body is not None and body.get("refuse"):
+            raise ValueError("refused")
+
+    add_write_hook(hook)
+    add_write_hook(hook)  # once only
+    try:
+        store.create("hub", "h1", {"v": 1})
+        store.update("hub", "h1", {"v": 2})
+        store.put("hub", "h1", {"v": 2})  # unchanged: no write, no call
+        store.put("hub", "h2", {"v": 3})
+        store.delete("hub", "h1")
+        with pytest.raises(ValueError):
+            store.put("hub", "h2", {"refuse": True})
+    finally:
+        remove_write_hook(hook)
+    store.create("hub", "h3", {})
+    assert seen == [("hub", "h1", {"v": 1}, False), ("hub", "h1", {"v": 2}, True),
+                    ("hub", "h2", {"v": 3}, False), ("hub", "h1", None, True),
+                    ("hub", "h2", {"refuse": True}, True)]
+    assert store.get("hub", "h2").body == {"v": 3}  # the refused write changed nothing
+
+
+def row(space: str, key: str, holder: str, first: int = 0, last: int | None = None) -> ClaimRow:
+    return ClaimRow(space, key, first, first if last is None else last, "doc", holder, "f",
+                    f"doc {holder}", "", "body")
+
+
+def test_claim_rows(store: Store) -> None:
+    store.set_claims("doc", "a", [row("ipv4", "10.0.0.0/24", "a", 100, 355), row("port", "p1", "a")])
+    store.set_claims("doc", "b", [row("ipv4", "10.0.1.0/24", "b", 356, 611), row("n", "2", "b", 2)])
+    assert store.claims_of("doc", "a") == [row("port", "p1", "a"), row("ipv4", "10.0.0.0/24", "a", 100, 355)]
+    assert store.claims_on("port", "p1") == [row("port", "p1", "a")] and store.claims_on("port", "p2") == []
+    assert [r.holder_id for r in store.claims_overlapping("ipv4", 355, 356)] == ["a", "b"]
+    assert [r.holder_id for r in store.claims_overlapping("ipv4", 0, 100)] == ["a"]
+    assert store.claims_overlapping("ipv4", 612, 700) == [] and store.claims_overlapping("n", 0, 1) == []
+    assert store.lowest_free_number("n", 1, 3) == 1
+    store.set_claims("doc", "c", [row("n", "1", "c", 1)])
+    assert store.lowest_free_number("n", 1, 3) == 3 and store.lowest_free_number("n", 1, 2) is None
+    store.set_claims("doc", "a", [])
+    assert store.claims_of("doc", "a") == [] and store.claims_on("port", "p1") == []
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.set_claims("doc", "b", [])
+            raise RuntimeError("boom")
+    assert len(store.claims_of("doc", "b")) == 2  # claim rows are part of the transaction
+    store.clear_claims()
+    assert store.claims_of("doc", "b") == []
+    assert store.get_meta("k") is None
+    store.set_meta("k", "v")
+    store.set_meta("k", "w")
+    assert store.get_meta("k") == "w"
+
+
 # -- persistence ----------------------------------------------------------------
 
 
@@ -285,7 +349,22 @@ def test_schema_version_is_recorded(tmp_path: Path) -> None:
     path = tmp_path / "store.db"
     open_store(str(path)).close()
     with closing(sqlite3.connect(path)) as db:
-        assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+
+
+def test_a_version_1_database_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    open_store(str(path)).close()
+    with closing(sqlite3.connect(path)) as db, db:  # back to version 1: no claims, no meta
+        db.execute("DROP TABLE claims")
+        db.execute("DROP TABLE meta")
+        db.execute("UPDATE schema_version SET version = 1")
+        db.execute("INSERT INTO documents VALUES ('hub', 'h1', 1, '{}', 1.0, 1.0)")
+    with open_store(str(path)) as s:
+        assert s.get("hub", "h1").revision == 1 and s.claims_of("hub", "h1") == []
+        assert s.get_meta("claims") is None
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:

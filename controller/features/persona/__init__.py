@@ -1,5 +1,6 @@
 """The persona feature (see docs/architecture.md for the parts of a feature)."""
 from controller.core.plugin import Plugin
+from controller.features.persona import claims as _claims  # noqa: F401  (declares its claims)
 
 PLUGIN = Plugin(name="persona",
                 feature="controller.features.persona.feature:PersonaFeature",

@@ -15,7 +15,11 @@ Body of a store document of kind ``operation``::
      "created_at", "finished_at"}
 
 The interface record's ``operation_id`` names its unfinished operation: one at
-a time per interface.
+a time per interface.  Setting it claims the interface for the personality
+feature (``controller.features.personality.claims``), checked in the
+transaction that creates the operation: an interface attached to a persona
+takes no operation (``ClaimConflict``), and none joins a persona while one is
+in flight.  ``FINAL`` are the states an operation ends in.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
+from controller.core import claims
 from controller.core.documents import DocumentInvalid, DocumentModel, IPv4, errors_of, fail
 from controller.store import Document, Store
 
@@ -104,7 +109,11 @@ def new_id() -> str:
 def create(store: Store, interface_id: str, to_personality_id: str, *, kind: str,
            now: float, drain: Drain | None = None,
            health_checks: list[HealthCheck] | None = None, reason: str | None = None) -> Document:
-    """Persist a pending operation and lock the interface to it (raises Busy, NotFound)."""
+    """Persist a pending operation and lock the interface to it.
+
+    Raises Busy (an unfinished operation holds the interface), NotFound, and
+    ClaimConflict (another feature holds the interface: a persona).
+    """
     assert kind in KINDS, kind
     with store.transaction():
         iface = store.get("interface", interface_id)
@@ -114,6 +123,8 @@ def create(store: Store, interface_id: str, to_personality_id: str, *, kind: str
             if op is not None and op.body["state"] not in FINAL:
                 raise Busy(interface_id, busy)
         op_id = new_id()
+        locked = {**iface.body, "operation_id": op_id}
+        claims.check_write(store, "interface", interface_id, locked)
         body = {
             "interface_id": interface_id, "kind": kind,
             "from_personality_id": iface.body.get("personality_id"),
@@ -127,7 +138,7 @@ def create(store: Store, interface_id: str, to_personality_id: str, *, kind: str
             "created_at": now, "finished_at": None,
         }
         doc = store.create(KIND, op_id, body)
-        store.put("interface", interface_id, {**iface.body, "operation_id": op_id})
+        store.put("interface", interface_id, locked)
         store.append_event("operation", op_id, "created",
                            {"interface_id": interface_id, "kind": kind,
                             "to_personality_id": to_personality_id})
