@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from controller.pipeline import cookies, tables
+from controller.pipeline.actions import Conntrack, Learn, Move, SetField
 from controller.pipeline.cookies import Feature
+from controller.pipeline.flowspec import FlowSpec
 
 
 class BudgetError(ValueError):
@@ -107,6 +109,7 @@ class Budget:
     ct_label: tuple[Span, ...] = ()       # bits of the 128-bit ct_label
     registers: tuple[Register, ...] = ()  # packet registers it sets or matches
     hooks: tuple[Priorities, ...] = ()    # priority bands in shared tables
+    interface_zones: bool = False         # firewalls interfaces in their own zone pairs
     reserved: bool = False                # held for a feature still to come
 
 
@@ -127,6 +130,7 @@ FABRIC = Budget(
 PERSONALITY = Budget(
     "personality", Feature.PERSONALITY,
     tables=(Span(2, 5), Span(60, 69)),
+    interface_zones=True,
     meters=(Span(2, 0xFFFF),),               # 2 * port + direction, per switch
     ct_mark=(Span(0, 5),),                   # controller.pipeline.ctmark
     hooks=(Priorities(T.CLASSIFY.id, Span(201, 214)),        # the interface's hook
@@ -166,7 +170,7 @@ SHARD = Budget(
     hooks=(Priorities(T.CLASSIFY.id, Span(225, 239)), Priorities(T.ROUTE.id, Span(301, 349)),
            Priorities(T.L2.id, Span(135, 149))))
 POLICY = Budget(
-    "policy", Feature.POLICY, reserved=True,
+    "policy", Feature.POLICY, reserved=True, interface_zones=True,
     tables=(Span(20, 29), Span(100, 109)),
     zones=(Span(0xD000, 0xDFFF),),
     meters=(Span(0x22000, 0x22FFF),),
@@ -203,6 +207,14 @@ def _claims(budget: Budget) -> Iterable[tuple[str, Span]]:
 def check(budgets: Iterable[Budget] = BUDGETS) -> None:
     """Raise BudgetError unless no two budgets share anything and the layout agrees."""
     budgets = tuple(budgets)
+    check_overlaps(budgets)
+    _check_cookies(budgets)
+    _check_layout(budgets)
+
+
+def check_overlaps(budgets: Iterable[Budget]) -> None:
+    """Raise BudgetError if two budgets share a name, or anything of any namespace."""
+    budgets = tuple(budgets)
     names = [b.feature for b in budgets]
     if len(set(names)) != len(names):
         raise BudgetError(f"a feature with two budgets: {names}")
@@ -214,12 +226,18 @@ def check(budgets: Iterable[Budget] = BUDGETS) -> None:
                     raise BudgetError(f"{space} {span} of {budget.feature} overlaps "
                                       f"{space} {other} of {owner}")
             taken.setdefault(space, []).append((span, budget.feature))
+
+
+def _check_cookies(budgets: tuple[Budget, ...]) -> None:
     bytes_ = [b.cookie for b in budgets if b.cookie is not None]
     if len(set(bytes_)) != len(bytes_):
         raise BudgetError(f"two budgets with one cookie feature byte: {bytes_}")
     unclaimed = set(Feature) - set(bytes_)
     if unclaimed:
         raise BudgetError(f"cookie feature bytes without a budget: {sorted(unclaimed)}")
+
+
+def _check_layout(budgets: tuple[Budget, ...]) -> None:
     by_name = {b.feature: b for b in budgets}
     for table in tables.LAYOUT:
         owner = by_name.get(table.owner)
@@ -246,11 +264,13 @@ def _union(kind: str) -> tuple[Span, ...]:
 
 METERS, GROUPS = _union("meters"), _union("groups")
 COOKIE_FEATURES = frozenset(b.cookie for b in BUDGETS if b.cookie is not None)
+# The top 16 bits of a cookie: the magic byte and the feature byte.
+COOKIE_PREFIXES = frozenset(cookies.make(f) >> 48 for f in COOKIE_FEATURES)
 
 
 def owns_cookie(cookie: int) -> bool:
     """A flow the hub owns: the magic byte and a declared feature byte."""
-    return cookies.parse(cookie).feature in COOKIE_FEATURES
+    return cookie >> 48 in COOKIE_PREFIXES
 
 
 def owns_meter(meter_id: int) -> bool:
@@ -261,3 +281,102 @@ def owns_meter(meter_id: int) -> bool:
 def owns_group(group_id: int) -> bool:
     """A group id inside some budget's group ranges (the group reconciler's to delete)."""
     return any(group_id in span for span in GROUPS)
+
+
+# ------------------------------------------------------------------ audit
+SHARED_TABLES = frozenset(h.table for b in BUDGETS for h in b.hooks)
+_BY_COOKIE = {b.cookie: b for b in BUDGETS if b.cookie is not None}
+
+
+def _register(name: str) -> int | None:
+    return int(name[3:]) if name.startswith("reg") and name[3:].isdigit() else None
+
+
+def _bits(value: object, full: int = 0xFFFFFFFF) -> int:
+    """The bits a match on (value, mask) or on a plain value looks at."""
+    return value[1] if isinstance(value, tuple) else full
+
+
+def _in(bits: int, spans: Iterable[Span]) -> bool:
+    allowed = 0
+    for span in spans:
+        allowed |= span.mask
+    return bits & ~allowed == 0
+
+
+def _register_bits(budget: Budget, reg: int, bits: int) -> bool:
+    return _in(bits, [r.bits for r in budget.registers if r.reg == reg])
+
+
+def _zones(budget: Budget) -> tuple[Span, ...]:
+    return budget.zones + ((INTERFACE_ZONES,) if budget.interface_zones else ())
+
+
+def _table_ok(budget: Budget, f: FlowSpec) -> bool:
+    table = tables.BY_ID.get(f.table)
+    if table is None:
+        return False
+    if f.table in SHARED_TABLES:   # owner and guests alike keep to their bands there
+        return any(h.table == f.table and f.priority in h.band for h in budget.hooks)
+    if table.owner == budget.feature:
+        return True
+    # a table's miss flow, as the layout describes it, is the fabric's to install
+    return budget is FABRIC and f.priority == 0 and table.miss.startswith("goto:")
+
+
+def audit(flows: Iterable[FlowSpec]) -> list[str]:
+    """What in these flows lies outside the budget of the feature their cookie names.
+
+    Checked: the cookie's feature byte is declared; the table is the
+    feature's, or a shared table at a priority of its band; conntrack zones,
+    meters, ct_mark bits (matched or committed), registers (matched, set or
+    written by a move; reading another feature's is allowed only of the
+    fabric's, which stays zero) and learn targets are the feature's.
+    """
+    problems = []
+    for f in flows:
+        info = cookies.parse(f.cookie)
+        budget = _BY_COOKIE.get(info.feature) if info.feature is not None else None
+        if budget is None:
+            problems.append(f"cookie {f.cookie:#x} names no budget: {f}")
+            continue
+        why = _flow_problems(budget, f)
+        problems += [f"{budget.feature}: {w}: {f}" for w in why]
+    return problems
+
+
+def _flow_problems(budget: Budget, f: FlowSpec) -> list[str]:
+    why = []
+    if not _table_ok(budget, f):
+        why.append(f"table {f.table} at priority {f.priority} is not its own")
+    if f.meter is not None and not any(f.meter in s for s in budget.meters):
+        why.append(f"meter {f.meter}")
+    for name, value in f.match:
+        reg = _register(name)
+        if reg is not None and not _register_bits(budget, reg, _bits(value)):
+            why.append(f"matches {name}")
+        if name == "ct_mark" and not _in(_bits(value), budget.ct_mark):
+            why.append(f"matches ct_mark {value}")
+    for a in f.actions:
+        if isinstance(a, Conntrack):
+            if not any(a.zone in s for s in _zones(budget)):
+                why.append(f"conntrack zone {a.zone}")
+            if a.mark is not None and not _in(a.mark_mask, budget.ct_mark):
+                why.append(f"commits ct_mark bits {a.mark_mask:#x}")
+        elif isinstance(a, SetField) and _register(a.field) is not None:
+            if not _register_bits(budget, _register(a.field), 0xFFFFFFFF):
+                why.append(f"sets {a.field}")
+        elif isinstance(a, Move):
+            mask = (1 << a.n_bits) - 1
+            for name, writes in ((a.src, False), (a.dst, True)):
+                reg = _register(name)
+                if reg is None or _register_bits(budget, reg, mask):
+                    continue
+                if writes or not _register_bits(FABRIC, reg, mask):
+                    why.append(f"{'writes' if writes else 'reads'} {name}")
+        elif isinstance(a, Learn):
+            learned = tables.BY_ID.get(a.table)
+            if learned is None or learned.owner != budget.feature or \
+                    cookies.parse(a.cookie).feature != budget.cookie:
+                why.append(f"learns into table {a.table} with cookie {a.cookie:#x}")
+    return why

@@ -1,17 +1,35 @@
-"""Interface records: one per discovered host-facing port, the handle personalities bind to.
+"""Interface records: one per discovered host-facing port, the handle features bind to.
 
-Body: {datapath, port, mac, ips, personality_id, default_personality_id,
+Body: {datapath, port, mac, ips, zone, personality_id, default_personality_id,
 personality_state}.  The hub creates and refreshes the discovery fields; the
 personality fields belong to the personality coordinator and are kept as they
 are when discovery refreshes a record.
+
+`zone` is the first of the interface's two conntrack zones (epoch 0 and 1;
+`controller.features.personality.interface.interface_zone`), taken from the
+interface zones of `controller.core.budgets` when the record is made (or
+first refreshed, for a record from before zones) and kept for as long as the
+record lives.  Zones are allocated per store, so they are unique across every
+bridge the hub runs: all bridges of one Open vSwitch share one connection
+table, and two interfaces there must never share a zone (and so TCP state).
+A counter hands out pairs in order, so a pair is not reused soon after a
+record goes; once the counter has run through the range, the lowest pair no
+record holds is taken.
 """
 from __future__ import annotations
 
-from controller.store import Store
+from controller.core import budgets
 from controller.core.topology import Host, dpid_str
+from controller.store import Store
 
 KIND = "interface"
 STATES = ("active", "transition", "fallback")
+ZONES = budgets.INTERFACE_ZONES
+ALLOCATION_KIND, ZONE_COUNTER = "allocation", "interface-zone"  # body: {"next": <zone>}
+
+
+class ZonesExhausted(RuntimeError):
+    """Every pair of interface zones is held by an interface record."""
 
 
 def interface_id(dpid: int, port: int) -> str:
@@ -21,11 +39,30 @@ def interface_id(dpid: int, port: int) -> str:
 def record_host(store: Store, host: Host) -> bool:
     """Create or refresh the interface record of the port a host was seen on."""
     iid = interface_id(host.dpid, host.port)
-    doc = store.find(KIND, iid)
-    body = dict(doc.body) if doc else {"personality_id": None, "default_personality_id": None,
-                                       "personality_state": "active"}
-    body.update(datapath=dpid_str(host.dpid), port=host.port, mac=host.mac, ips=list(host.ips))
-    if doc and doc.body == body:
-        return False
-    store.put(KIND, iid, body)
-    return True
+    with store.transaction():
+        doc = store.find(KIND, iid)
+        body = dict(doc.body) if doc else {"personality_id": None, "default_personality_id": None,
+                                           "personality_state": "active"}
+        body.update(datapath=dpid_str(host.dpid), port=host.port, mac=host.mac,
+                    ips=list(host.ips))
+        if body.get("zone") is None:
+            body["zone"] = allocate_zone(store)
+        if doc and doc.body == body:
+            return False
+        store.put(KIND, iid, body)
+        return True
+
+
+def allocate_zone(store: Store) -> int:
+    """The first zone of a pair no interface record holds (call inside a transaction)."""
+    counter = store.find(ALLOCATION_KIND, ZONE_COUNTER)
+    zone = counter.body["next"] if counter else ZONES.first
+    if zone + 1 > ZONES.last:   # the counter ran through the range once: reuse a free pair
+        held = {d.body.get("zone") for d in store.list(KIND)}
+        zone = next((z for z in range(ZONES.first, ZONES.last, 2) if z not in held), None)
+        if zone is None:
+            raise ZonesExhausted(f"all {len(ZONES) // 2} interface zone pairs ({ZONES}) are "
+                                 "held by interface records")
+        return zone
+    store.put(ALLOCATION_KIND, ZONE_COUNTER, {"next": zone + 2})
+    return zone

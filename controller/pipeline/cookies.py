@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import zlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 MAGIC = 0xB5
 _MAGIC_SHIFT = 56
@@ -62,14 +63,22 @@ def parse(cookie: int) -> CookieInfo:
     return CookieInfo(feature, (cookie >> _DOC_SHIFT) & 0xFFFFFFFF, cookie & 0xFFFF)
 
 
-def hub_mask() -> tuple[int, int]:
-    """(cookie, mask) matching every flow of the hub."""
-    return MAGIC << _MAGIC_SHIFT, 0xFF << _MAGIC_SHIFT
+class CookieMask(NamedTuple):
+    """A cookie and the mask of its bits that matter (flow stats, strict deletes)."""
+    cookie: int
+    mask: int
 
 
-def feature_mask(feature: Feature) -> tuple[int, int]:
-    return make(feature), 0xFFFF << _FEATURE_SHIFT
+def hub_mask() -> CookieMask:
+    """Every flow of the hub."""
+    return CookieMask(MAGIC << _MAGIC_SHIFT, 0xFF << _MAGIC_SHIFT)
 
 
-def document_mask(feature: Feature, doc_id: str) -> tuple[int, int]:
-    return make(feature, doc_id), _FULL ^ 0xFFFF
+def feature_mask(feature: Feature) -> CookieMask:
+    """Every flow of one feature."""
+    return CookieMask(make(feature), 0xFFFF << _FEATURE_SHIFT)
+
+
+def document_mask(feature: Feature, doc_id: str) -> CookieMask:
+    """Every flow of one document, whatever its version."""
+    return CookieMask(make(feature, doc_id), _FULL ^ 0xFFFF)

@@ -8,12 +8,12 @@ flags KBPS only; with a burst it carries KBPS|BURST and the band's burst_size.
 back from a switch into a MeterSpec); a flow applies a meter with
 `FlowSpec.meter` (the OpenFlow 1.3/1.4 meter instruction).
 
-Meter ids are per switch.  The hub computes them from the interface (switch
-port) and direction it rate-limits, with `meter_id_for`, so they are unique on
-a switch and stable across restarts: egress of port p is meter 2p, ingress
-2p+1.  Every id the hub computes lies in HUB_METER_IDS (2..65535), which is
-also the range in which `controller.reconcile.meters` treats a meter found on
-a switch as the hub's own (and deletes it when it is no longer desired).
+Meter ids are per switch.  Each feature computes its own inside the meter
+ranges of its budget (`controller.core.budgets`); `controller.reconcile.meters`
+treats a meter found on a switch as the hub's own exactly when its id lies in
+one of those ranges (and deletes it when it is no longer desired).  A
+per-port limit uses `meter_id_for`, unique on a switch and stable across
+restarts: egress of port p is meter 2p, ingress 2p+1 (ids 2..65535).
 """
 from __future__ import annotations
 
@@ -22,8 +22,7 @@ from dataclasses import dataclass
 EGRESS = "egress"    # traffic leaving the switch through the port (towards the interface)
 INGRESS = "ingress"  # traffic entering the switch through the port
 DIRECTIONS = {EGRESS: 0, INGRESS: 1}
-MAX_PORT = 32767
-HUB_METER_IDS = range(2, 2 * MAX_PORT + 2)   # 2..65535: what meter_id_for can return
+MAX_PORT = 32767           # meter_id_for: ports 1..MAX_PORT, ids 2..2 * MAX_PORT + 1
 OFPM_MAX = 0xFFFF0000  # the last meter id a switch may use (OpenFlow 1.3+)
 _U32 = 1 << 32
 
@@ -65,7 +64,3 @@ def meter_id_for(port: int, direction: str) -> int:
         raise ValueError(f"direction {direction!r} is not one of {sorted(DIRECTIONS)}")
     return 2 * port + DIRECTIONS[direction]
 
-
-def is_hub_meter(meter_id: int) -> bool:
-    """Whether a meter id found on a switch is one the hub may have computed (2..65535)."""
-    return meter_id in HUB_METER_IDS

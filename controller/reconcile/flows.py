@@ -6,8 +6,15 @@ A change is the diff of desired against realized: strict deletes of flows the
 hub owns that are no longer wanted, and adds of flows that are missing or
 whose actions/cookie changed.  The channel applies it as one ordered, atomic
 bundle followed by a barrier.  Nothing ever deletes by wildcard, so a table
-carrying traffic is never emptied, and flows without the hub's cookie are
-never touched.
+carrying traffic is never emptied.
+
+Ownership.  The hub owns exactly the flows whose cookie carries its magic
+and a feature byte some budget declares (`controller.core.budgets.owns_cookie`):
+those are read back, and deleted when no longer desired.  Every other flow
+(an operator's, one of a feature byte nobody declares) is never touched, and
+a desired flow the hub would not own is refused: it could never be deleted.
+Flows of learned tables (`ignore_tables`: the switch writes them) are not
+read back.
 """
 from __future__ import annotations
 
@@ -16,7 +23,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Protocol
 
-from controller.pipeline import cookies
+from controller.core.budgets import COOKIE_PREFIXES, owns_cookie
+from controller.pipeline import cookies, tables
 from controller.pipeline.flowspec import FlowKey, FlowSpec
 
 LOG = logging.getLogger("hubshift.reconcile")
@@ -44,6 +52,16 @@ class ApplyError(RuntimeError):
 class FlowChannel(Protocol):
     def dump_flows(self, cookie: int, cookie_mask: int) -> list[FlowSpec]: ...
     def apply(self, diff: FlowDiff) -> None: ...
+
+
+def owned(flows: Iterable[FlowSpec]) -> list[FlowSpec]:
+    """The flows, refusing any the hub would not own (and so never delete)."""
+    flows = list(flows)
+    if {f.cookie >> 48 for f in flows} <= COOKIE_PREFIXES:
+        return flows
+    bad = next(f for f in flows if not owns_cookie(f.cookie))
+    raise ValueError(f"cookie {bad.cookie:#x} is not the hub's (no budget declares its "
+                     f"feature byte): the flow could never be deleted: {bad}")
 
 
 def index(flows: Iterable[FlowSpec]) -> dict[FlowKey, FlowSpec]:
@@ -77,7 +95,7 @@ class Reconciler:
     """One switch's realized flows, and the only path by which they change."""
 
     def __init__(self, channel: FlowChannel, clock: Callable[[], float] = time.monotonic,
-                 ignore_tables: frozenset[int] = frozenset()):
+                 ignore_tables: frozenset[int] = tables.LEARNED):
         self.channel = channel
         self.clock = clock
         self.ignore_tables = ignore_tables  # filled by the switch itself (learned flows)
@@ -88,7 +106,7 @@ class Reconciler:
     def readback(self) -> int:
         cookie, mask = cookies.hub_mask()
         self.realized = index(f for f in self.channel.dump_flows(cookie, mask)
-                              if f.table not in self.ignore_tables)
+                              if f.table not in self.ignore_tables and owns_cookie(f.cookie))
         self.needs_readback = False
         return len(self.realized)
 
@@ -107,6 +125,7 @@ class Reconciler:
 
     def ensure(self, flows: Iterable[FlowSpec]) -> FlowDiff:
         """Add these flows where missing or different; delete nothing."""
+        flows = owned(flows)
         if self.needs_readback:
             self.readback()
         change = FlowDiff(add=tuple(f for f in flows if self.realized.get(f.key) != f))
@@ -117,7 +136,7 @@ class Reconciler:
 
     def sync(self, desired: Iterable[FlowSpec]) -> SyncResult:
         start = self.clock()
-        desired = list(desired)
+        desired = owned(desired)
         if self.needs_readback:
             self.readback()
         want = index(desired)  # once: realized is already indexed, and becomes `want`

@@ -6,11 +6,12 @@ adds the desired meters that are missing, modifies those whose rate or burst
 differ (an OFPMC_MODIFY: the flows using the meter keep it), and deletes the
 hub's meters that are no longer desired.
 
-Ownership.  The hub owns every meter id it desires; of the meters found on a
-switch and not desired, it owns (and deletes) only those whose id lies in
-`meters.HUB_METER_IDS`, 2..65535: every id `meters.meter_id_for` can compute.
-Meters with other ids (an operator's, OVS's virtual controller/slowpath
-meters) are never touched.
+Ownership.  The hub owns exactly the meter ids inside the meter ranges its
+features declare (`controller.core.budgets.owns_meter`): of the meters found
+on a switch, those are deleted when no longer desired (a persona's, a
+personality's, whoever's), and a desired meter outside them is refused (it
+could never be deleted again).  Meters with other ids (an operator's, OVS's
+virtual controller/slowpath meters) are never touched.
 
 Order with flows.  A switch refuses a flow that names a meter it does not
 have (OVS: OFPMMFC_INVALID_METER), and deleting a meter makes it remove every
@@ -32,7 +33,8 @@ import logging
 from dataclasses import dataclass
 from typing import Iterable, Protocol, Sequence
 
-from controller.pipeline.meters import MeterSpec, is_hub_meter
+from controller.core.budgets import owns_meter
+from controller.pipeline.meters import MeterSpec
 
 LOG = logging.getLogger("hubshift.meters")
 
@@ -72,11 +74,15 @@ def index(meters: Iterable[MeterSpec]) -> dict[int, MeterSpec]:
 
 
 def desired_index(desired: Iterable[MeterSpec]) -> dict[int, MeterSpec]:
-    """Desired meters by id; a rate of 0 (the mark of a meter in a foreign shape) is refused."""
+    """Desired meters by id.  Refused: a rate of 0 (the mark of a meter in a foreign
+    shape), and an id outside every budget (the hub would never delete it)."""
     want = index(desired)
     for m in want.values():
         if m.rate_kbps <= 0:
             raise ValueError(f"meter {m.meter_id}: a desired meter needs a rate above 0 kbps")
+        if not owns_meter(m.meter_id):
+            raise ValueError(f"meter {m.meter_id} is outside the meter ranges of every "
+                             "budget (controller.core.budgets): it would never be deleted")
     return want
 
 
@@ -86,7 +92,7 @@ def diff(desired: Iterable[MeterSpec], installed: Iterable[MeterSpec]) -> MeterD
     return MeterDiff(
         add=tuple(m for i, m in sorted(want.items()) if i not in have),
         modify=tuple(m for i, m in sorted(want.items()) if i in have and have[i] != m),
-        delete=tuple(i for i in sorted(have) if i not in want and is_hub_meter(i)))
+        delete=tuple(i for i in sorted(have) if i not in want and owns_meter(i)))
 
 
 class MeterReconciler:
@@ -104,8 +110,8 @@ class MeterReconciler:
         return len(self.installed)
 
     def owned(self) -> dict[int, MeterSpec]:
-        """The installed meters whose ids are in the hub's range."""
-        return {i: m for i, m in self.installed.items() if is_hub_meter(i)}
+        """The installed meters whose ids are in the hub's ranges."""
+        return {i: m for i, m in self.installed.items() if owns_meter(i)}
 
     def _apply(self, change: MeterDiff) -> None:
         if not change:

@@ -1,7 +1,13 @@
 """The meter reconciler against a fake switch that keeps meters as OVS does."""
 from __future__ import annotations
 
+from dataclasses import replace
+from ipaddress import IPv4Address, IPv4Network
+
 import pytest
+
+from controller.core import budgets
+from controller.features.persona.net import PersonaNet, meter_ids, persona_meters
 
 from controller.reconcile.meters import MeterDiff, MeterReconciler, diff
 from controller.pipeline import cookies
@@ -75,19 +81,25 @@ class FakeSwitch:
         self.flows = table
 
 
+FREE = 0x30000   # a meter id no budget declares (an operator may use it)
+
+
 def test_diff_adds_modifies_and_deletes_only_hub_meters():
     installed = [MeterSpec(E1, 1000), MeterSpec(I1, 2000), MeterSpec(E2, 3000, 100),
-                 MeterSpec(1, 5), MeterSpec(65536, 5), MeterSpec(0xFFFF0000, 5), MeterSpec(9, 0)]
+                 MeterSpec(1, 5), MeterSpec(FREE, 5), MeterSpec(0xFFFF0000, 5), MeterSpec(9, 0),
+                 MeterSpec(65538, 5)]
     desired = [MeterSpec(E1, 1000), MeterSpec(I1, 2500), MeterSpec(E2, 3000),
-               MeterSpec(20, 10), MeterSpec(9, 100)]
+               MeterSpec(20, 10), MeterSpec(9, 100), MeterSpec(65538, 5)]
     assert diff(desired, installed) == MeterDiff(
         add=(MeterSpec(20, 10),),
         modify=(MeterSpec(I1, 2500), MeterSpec(E2, 3000),   # E2: burst 100 -> the default
                 MeterSpec(9, 100)),
         delete=())
-    # ids outside 2..65535 are never deleted; those inside are, when not desired
-    assert diff([], installed).delete == (E1, I1, E2, 9)
-    assert diff([MeterSpec(1, 5)], installed).delete == (E1, I1, E2, 9)
+    # ids outside every budget's meter ranges are never deleted; those inside are, when not
+    # desired (65538: a persona's, 2..65535: a personality's)
+    assert diff([], installed).delete == (E1, I1, E2, 9, 65538)
+    assert all(budgets.owns_meter(i) for i in diff([], installed).delete)
+    assert not any(budgets.owns_meter(i) for i in (1, FREE, 0xFFFF0000))
 
 
 def test_diff_refuses_bad_desired_meters():
@@ -96,6 +108,36 @@ def test_diff_refuses_bad_desired_meters():
     assert diff([MeterSpec(E1, 1), MeterSpec(E1, 1)], []) == MeterDiff(add=(MeterSpec(E1, 1),))
     with pytest.raises(ValueError, match="above 0"):
         diff([MeterSpec(E1, 0)], [])
+    for foreign in (1, FREE, 0xFFFF0000):   # the hub could never delete it again
+        with pytest.raises(ValueError, match="outside the meter ranges"):
+            diff([MeterSpec(foreign, 10)], [])
+
+
+def _persona(index: int, kbps: int | None) -> PersonaNet:
+    return PersonaNet(id=f"p{index}", index=index, ip_range=IPv4Network(f"10.{index}.0.0/24"),
+                      gateway_ip=IPv4Address(f"10.{index}.0.1"), protocols=frozenset({6}),
+                      bandwidth_kbps=kbps)
+
+
+def test_a_persona_meter_is_deleted_once_the_persona_no_longer_wants_it():
+    """Persona meters lie beyond 65535: they are the hub's too, and go with their persona."""
+    a, b = _persona(1, 10_000), _persona(2, 5_000)
+    sw = FakeSwitch()
+    rec = MeterReconciler(sw)
+    rec.sync(persona_meters(a) + persona_meters(b))
+    assert set(sw.meter_table) == set(meter_ids(a)) | set(meter_ids(b))
+    assert min(sw.meter_table) > 65535
+    # b deleted (or expired): its two meters leave the gateway, a's stay
+    change = rec.sync_after_flows(persona_meters(a))
+    assert change == MeterDiff(delete=tuple(meter_ids(b)))
+    assert set(sw.meter_table) == set(meter_ids(a))
+    # a loses its bandwidth limit: nothing of the personas is left
+    rec.sync(persona_meters(replace(a, bandwidth_kbps=None)))
+    assert sw.meter_table == {}
+    # and a restarted hub (reading the switch back) finds and removes leftovers too
+    left = FakeSwitch(meters=persona_meters(b) + (MeterSpec(FREE, 7),))
+    MeterReconciler(left).sync([])
+    assert left.meter_table == {FREE: MeterSpec(FREE, 7)}
 
 
 def test_diff_summary_and_truth():

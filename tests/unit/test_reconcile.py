@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from controller.core import budgets
 from controller.pipeline import cookies
 from controller.pipeline.actions import Output
 from controller.pipeline.cookies import Feature
@@ -135,6 +136,33 @@ def test_foreign_flows_are_never_read_back_nor_deleted():
     assert not rec.sync(base_flows()).diff
     rec.sync([])
     assert list(sw.flows.values()) == [mine]
+
+
+def test_the_hub_owns_exactly_the_cookie_feature_bytes_its_budgets_declare():
+    """Magic plus an undeclared feature byte (a newer hub's, a typo) is not ours either."""
+    undeclared = cookies.MAGIC << 56 | 0x77 << 48 | 5
+    theirs = flow(0, 9, {"in_port": 7}, [Output(1)], cookie=undeclared)
+    persona = flow(50, 120, {"eth_dst": "02:00:00:00:00:0b"}, [Output(2)],
+                   cookie=cookies.make(Feature.PERSONA, "p"))
+    sw = FakeSwitch([theirs, persona])
+    rec = Reconciler(sw, Clock())
+    result = rec.sync(base_flows())
+    assert result.diff.delete == (persona,)          # every declared feature's, when undesired
+    assert theirs.key not in rec.realized and sw.flows[theirs.key] == theirs
+    assert all(budgets.owns_cookie(f.cookie) for f in base_flows() + [persona])
+    assert not budgets.owns_cookie(undeclared) and not budgets.owns_cookie(OPERATOR)
+
+
+@pytest.mark.parametrize("cookie", [0, OPERATOR, cookies.MAGIC << 56 | 0x77 << 48],
+                         ids=["zero", "operator", "undeclared-feature"])
+def test_a_desired_flow_the_hub_would_not_own_is_refused(cookie):
+    """It would be installed and then never deleted: refused before anything is sent."""
+    sw = FakeSwitch()
+    rec = Reconciler(sw, Clock())
+    for call in (rec.sync, rec.ensure):
+        with pytest.raises(ValueError, match="not the hub's"):
+            call(base_flows() + [flow(0, 3, {"in_port": 3}, cookie=cookie)])
+    assert sw.applies == []
 
 
 def test_fake_switch_honours_cookie_mask():

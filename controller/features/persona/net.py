@@ -5,15 +5,19 @@ it (the runtime builds it from the stored record); `GatewayInput` is every
 persona plus the fabric facts the gateway's flows depend on.
 
 Resources (`controller.core.budgets.PERSONA`): the persona of index i has
-conntrack zone `zone_for(i)` and, with a bandwidth, meters `meter_ids(p)`
-(outbound, inbound) on the gateway; its flows carry the PERSONA cookie byte.
+conntrack zone `PersonaNet.zone` (the i-th of the persona zones) and, with
+a bandwidth, the meters `meter_ids(p)` (outbound, inbound) on the gateway;
+its flows carry the PERSONA cookie byte and its connections the REAL_MARK
+bit of ct_mark.  The store (`controller.features.persona.store`) hands out
+indexes 1..MAX_INDEX, one per live persona.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
+from controller.core import budgets
 from controller.core.topology import Host
 from controller.pipeline import cookies
 from controller.pipeline.cookies import Feature
@@ -21,12 +25,14 @@ from controller.pipeline.meters import MeterSpec
 from controller.pipeline.ports import PortRange
 
 IP_PROTOCOLS = {"icmp": 1, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "ah": 51, "sctp": 132}
-ZONE_BASE = 32768           # persona zones: ZONE_BASE + index (personalities stay below)
-METER_BASE = 65536          # persona meters: METER_BASE + 2 * index (+1 inbound)
-MAX_INDEX = 32767
+ZONES = budgets.PERSONA.zones[0]     # persona i: ZONES.first + i - 1
+METERS = budgets.PERSONA.meters[0]   # persona i: METERS.first + 2 * i (+1 inbound)
+MAX_INDEX = len(ZONES)
 REG_PERSONA = "reg6"        # which persona a packet belongs to, across recirculation
 REG_REAL = "reg4"           # 1: an inbound packet addressed to a real (unmapped) address
-REAL_MARK = 0x40            # ct_mark bit 6 (controller.pipeline.ctmark: bits 6.. are free)
+REAL_MARK = budgets.PERSONA.ct_mark[0].mask  # a connection opened to the real range
+if METERS.first + 2 * MAX_INDEX + 1 not in METERS:
+    raise budgets.BudgetError(f"persona meters {METERS} cannot hold two per index 1..{MAX_INDEX}")
 
 # usage_cookie kinds
 OUT, IN, CONNECTION, DENIED = "out", "in", "conn", "denied"
@@ -91,7 +97,7 @@ class PersonaNet:
 
     @property
     def zone(self) -> int:
-        return ZONE_BASE + self.index
+        return ZONES.first + self.index - 1
 
     @property
     def hub_range(self) -> IPv4Network:
@@ -125,19 +131,24 @@ def usage_cookie(persona_id: str, kind: str) -> int:
     return cookies.make(Feature.PERSONA, f"{persona_id}#{kind}", 1)
 
 
-def usage_mask() -> tuple[int, int]:
+def usage_mask() -> cookies.CookieMask:
     """(cookie, mask) selecting every persona flow whose counters are read."""
     cookie, mask = cookies.feature_mask(Feature.PERSONA)
-    return cookie | 1, mask | 0xFFFF
+    return cookies.CookieMask(cookie | 1, mask | 0xFFFF)
 
 
 GATEWAY_COOKIE = cookies.make(Feature.PERSONA, "#gateway")
 
 
-def meter_ids(persona: PersonaNet) -> tuple[int, int]:
+class MeterPair(NamedTuple):
+    outbound: int
+    inbound: int
+
+
+def meter_ids(persona: PersonaNet) -> MeterPair:
     """(outbound, inbound) meter ids of a persona on the gateway."""
-    base = METER_BASE + 2 * persona.index
-    return base, base + 1
+    base = METERS.first + 2 * persona.index
+    return MeterPair(base, base + 1)
 
 
 def persona_meters(persona: PersonaNet) -> tuple[MeterSpec, ...]:
@@ -157,19 +168,24 @@ def usage_cookie(persona_id: str, kind: str) -> int:
     return cookies.make(Feature.PERSONA, f"{persona_id}#{kind}", 1)
 
 
-def usage_mask() -> tuple[int, int]:
+def usage_mask() -> cookies.CookieMask:
     """(cookie, mask) selecting every persona flow whose counters are read."""
     cookie, mask = cookies.feature_mask(Feature.PERSONA)
-    return cookie | 1, mask | 0xFFFF
+    return cookies.CookieMask(cookie | 1, mask | 0xFFFF)
 
 
 GATEWAY_COOKIE = cookies.make(Feature.PERSONA, "#gateway")
 
 
-def meter_ids(persona: PersonaNet) -> tuple[int, int]:
+class MeterPair(NamedTuple):
+    outbound: int
+    inbound: int
+
+
+def meter_ids(persona: PersonaNet) -> MeterPair:
     """(outbound, inbound) meter ids of a persona on the gateway."""
-    base = METER_BASE + 2 * persona.index
-    return base, base + 1
+    base = METERS.first + 2 * persona.index
+    return MeterPair(base, base + 1)
 
 
 def persona_meters(persona: PersonaNet) -> tuple[MeterSpec, ...]:
