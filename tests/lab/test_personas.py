@@ -21,6 +21,10 @@ LAB_PREFIX = "pz"
 NETCHECK = f"python3 {ROOT}/tests/lab/netcheck.py"
 DNSD = f"python3 {ROOT}/topologies/dnsd.py"
 EXT = "198.51.100.1"
+# Expiry correctness, not speed (benchmarks/expiry.py measures that): a persona is
+# torn down within this many seconds of its deadline, never before it.
+EXPIRY_BOUND = 5.0
+CLOCK_SLACK = 0.01      # the journal's wall-clock ts less a duration timed on the monotonic clock
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +210,10 @@ def test_overlapping_personas_work_through_nat_and_stay_apart(lab):
 
 
 def test_expiry_removes_reachability_on_time_after_a_warning(lab):
+    """Judged by the controller's own timestamps, never the test's clock: the warning
+    inside its window before the deadline, the teardown started no earlier than the
+    deadline and done within EXPIRY_BOUND of it.  How soon after is a benchmark
+    (benchmarks/expiry.py)."""
     p = create(lab, seed("short", expires_in=8.0,
                          alert_thresholds={"expiry_warning": "5s"}))
     join(lab, p, "h1_1", "10.100.0.5")
@@ -214,17 +222,20 @@ def test_expiry_removes_reachability_on_time_after_a_warning(lab):
         assert wait_for("tcp/80 to ext", lambda: connects(lab, "h1_1", EXT, 80), 5)
         deadline = p["expires_at"]
         warning = wait_for("expiry warning", lambda: alerts(lab, p, "expiry_warning"), 10)
-        assert time.time() < deadline
-        wait_for("expired", lambda: api(lab, "GET", f"/v1/personas/{p['id']}")["state"]
-                 == "expired", deadline - time.time() + 5)
-        assert time.time() - deadline <= 1.5
+        expired = wait_for("expired", lambda: (lambda r: r if r["state"] == "expired" else None)(
+            api(lab, "GET", f"/v1/personas/{p['id']}")),
+            max(0.0, deadline - time.time()) + EXPIRY_BOUND + 10)
         assert not connects(lab, "h1_1", EXT, 80)
         raised = datetime.fromisoformat(warning[0]["at"].replace("Z", "+00:00")).timestamp()
-        assert raised < deadline
+        assert deadline - 5 - 0.001 <= raised < deadline, (raised, deadline)   # ms precision
         events = [e for e in lab.controller.events("persona") if e["subject"] == p["id"]
                   and "torn down" in e["message"]]
-        assert events and 0 <= events[-1]["ts"] - deadline <= 1.0, (events, deadline)
-        print(f"torn down {1000 * (events[-1]['ts'] - deadline):.0f} ms after the deadline")
+        assert len(events) == 1, events
+        done = events[0]["ts"]
+        started = done - events[0]["data"].get("ms", 0) / 1000
+        assert deadline <= started + CLOCK_SLACK and done <= deadline + EXPIRY_BOUND, \
+            (events, deadline)
+        assert deadline <= expired["expired_at"] <= deadline + EXPIRY_BOUND, (expired, deadline)
     finally:
         lab.homes.pop("h1_1", None)
         h = lab.host("h1_1")
