@@ -52,7 +52,7 @@ def test_subnet_commands(capsys: pytest.CaptureFixture[str], http: TestClient, s
     code, out, _ = run(capsys, http, "-o", "json", "subnet", "get", "seg1")
     assert code == 0
     doc = json.loads(out)
-    assert doc["id"] == "seg1" and doc["body"]["cidr"] == "10.0.1.0/24"
+    assert doc["id"] == "seg1" and doc["cidr"] == "10.0.1.0/24" and "body" not in doc
 
     code, out, _ = run(capsys, http, "subnet", "delete", "seg1")
     assert code == 0 and out.strip() == "deleted subnet seg1 (revision 1)"
@@ -92,7 +92,7 @@ def test_personality_list_get_delete(capsys: pytest.CaptureFixture[str], http: T
 
     code, out, _ = run(capsys, http, "personality", "get", "open", "-o", "yaml")
     doc = yaml.safe_load(out)
-    assert code == 0 and doc["body"]["default_action"] == "allow" and doc["revision"] == 1
+    assert code == 0 and doc["default_action"] == "allow" and doc["revision"] == 1
 
     code, out, _ = run(capsys, http, "personality", "get", "open")
     assert code == 0
