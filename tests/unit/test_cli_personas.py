@@ -7,11 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from controller.cli import main as cli
 from controller.features.persona import cli as cli_personas
 from controller.core import interfaces
 from controller.cli.output import format_time
@@ -137,44 +135,43 @@ GATEWAY_FLOWS = [
     "table=72,priority=60000,cookie=0xb503a89db1a20001,eth_type=0x0800,ct_state=+new+trk,"
     "ip_src=10.100.0.0/255.255.255.0,actions=drop",
 ]
-PREVIEW = {"id": "tempdevnetwork",
-           "record": {"index": 1, "gateway": "10.100.0.1", "nat": None, "document": {"name": "TempDevNetwork"}},
-           "remapped": [],
-           "flows": {"0000000000000b01": GATEWAY_FLOWS, "0000000000000a01": GATEWAY_FLOWS[:1]},
-           "meters": [{"meter_id": 65538, "rate_kbps": 100000, "burst_kbits": 20000},
-                      {"meter_id": 65539, "rate_kbps": 100000, "burst_kbits": 20000}]}
+METERS = [{"meter_id": 65538, "rate_kbps": 100000, "burst_kbits": 20000},
+          {"meter_id": 65539, "rate_kbps": 100000, "burst_kbits": 20000}]
 
 
-def dry_run_hub(answer: dict[str, Any], seen: list[httpx.Request]) -> httpx.MockTransport:
-    """A hub that answers ``POST /v1/personas?dry_run=true`` with ``answer``."""
-    def handle(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, json=answer)
-    return httpx.MockTransport(handle)
+class PreviewHub(FakeHub):
+    """A fake hub whose persona preview answers ``flows`` (and METERS)."""
+
+    def __init__(self, flows: dict[str, Any]) -> None:
+        super().__init__()
+        self.flows = flows
+
+    def query(self, feature: str, name: str, **args: Any) -> Any:
+        answer = super().query(feature, name, **args)
+        return {"flows": self.flows, "meters": METERS} if (feature, name) == ("persona", "preview") else answer
 
 
-def test_dry_run_prints_every_flow_once_per_line(capsys: pytest.CaptureFixture[str], seed_file: Path) -> None:
-    seen: list[httpx.Request] = []
-    code = cli.main(["persona", "create", "-f", str(seed_file), "--dry-run"], transport=dry_run_hub(PREVIEW, seen))
-    out, err = capsys.readouterr()
+@pytest.mark.parametrize("hub", [PreviewHub({"0000000000000b01": GATEWAY_FLOWS,
+                                             "0000000000000a01": GATEWAY_FLOWS[:1]})])
+def test_dry_run_prints_every_flow_once_per_line(capsys: pytest.CaptureFixture[str], http: TestClient,
+                                                 store: Store, hub: PreviewHub, seed_file: Path) -> None:
+    code, out, err = run(capsys, http, "persona", "create", "-f", str(seed_file), "--dry-run")
     assert code == 0 and err == ""
-    [request] = seen
-    assert request.method == "POST" and request.url.path == "/v1/personas"
-    assert request.url.params["dry_run"] == "true" and request.content == seed_file.read_bytes()
+    assert [b["document"]["name"] for b in hub.persona_previews] == ["TempDevNetwork"]
     sections = out.rstrip("\n").split("\n\n")
     assert sections[0] == ("dry run: persona tempdevnetwork would get index 1, gateway 10.100.0.1, NAT none "
                            "(nothing was stored)")
     assert sections[1].splitlines() == ["0000000000000a01: 1 flow", f"  {GATEWAY_FLOWS[0]}"]
     assert sections[2].splitlines() == ["0000000000000b01: 19 flows", *(f"  {f}" for f in GATEWAY_FLOWS)]
     assert sections[3].splitlines()[0] == "meters: 2" and len(sections) == 4
+    assert store.list("persona") == []
 
 
-def test_dry_run_refuses_flows_not_given_as_lists(capsys: pytest.CaptureFixture[str], seed_file: Path) -> None:
+@pytest.mark.parametrize("hub", [PreviewHub({"0000000000000b01": "".join(f + "\n" for f in GATEWAY_FLOWS)})])
+def test_dry_run_refuses_flows_not_given_as_lists(capsys: pytest.CaptureFixture[str], http: TestClient,
+                                                  hub: PreviewHub, seed_file: Path) -> None:
     """The shape of the old bug: one rendered string per datapath is not read as flows."""
-    text = "".join(f + "\n" for f in GATEWAY_FLOWS)
-    answer = {**PREVIEW, "flows": {"0000000000000b01": text}}
-    code = cli.main(["persona", "create", "-f", str(seed_file), "--dry-run"], transport=dry_run_hub(answer, []))
-    out, err = capsys.readouterr()
+    code, out, err = run(capsys, http, "persona", "create", "-f", str(seed_file), "--dry-run")
     assert code == 1 and out == ""
     assert err.splitlines() == ["hubctl: Invalid response (HTTP 200)",
                                 "  the dry run's flows are not a list of flows per datapath"]
