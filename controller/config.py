@@ -36,7 +36,8 @@ class Config:
     settle_seconds: float = 1.0
     subnets: tuple[Subnet, ...] = field(default_factory=tuple)
     ovsdb: str = DEFAULT_ENDPOINT      # where switch ports (VPN tunnels) are configured
-    features: Mapping[str, Any] = field(default_factory=dict)   # feature name -> its settings
+    # Feature name -> its validated settings (absent sections: the feature's defaults).
+    features: Mapping[str, Any] = field(default_factory=lambda: _feature_settings({}))
 
     @property
     def api(self) -> str:

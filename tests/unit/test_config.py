@@ -212,3 +212,15 @@ def test_main_reports_config_error(tmp_path, capsys):
 def test_main_reports_bad_value(capsys):
     assert manager.main(["--of-port", "8080", "--api", "127.0.0.1:8080"]) == 2
     assert capsys.readouterr().err == "hub-controller: api and of_port both use port 8080\n"
+
+
+def test_feature_sections_are_validated_by_their_feature(tmp_path):
+    cfg = load(["--config", write(tmp_path, "personas: {gateway: '0000000000000b01', "
+                                            "poll_seconds: 2}\n")])
+    persona = cfg.features["persona"]
+    assert (persona.gateway, persona.poll_seconds) == (0xB01, 2.0)
+    assert str(persona.nat_pool) == "100.64.0.0/10"
+    with pytest.raises(ConfigError, match=r"personas\.gateway: 'zz' is not a datapath id"):
+        load(["--config", write(tmp_path, "personas: {gateway: zz}\n")])
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) persona\b.*personas"):
+        load(["--config", write(tmp_path, "persona: {}\n")])
