@@ -6,15 +6,13 @@ later packet of the connection after `ct(table=...)`, even a packet
 conntrack still calls `+new` (a one-way UDP stream is never `+est`).
 
 Two fields of three bits, one per personality firewall table, i.e. per role
-an interface plays in the connection:
+an interface plays in the connection (the personality's ct_mark bits in
+`controller.core.budgets`; other features' bits lie beyond them):
 
     bits 0..2   OUT  set by personality_egress_fw: a connection the interface
                      opened
     bits 3..5   IN   set by personality_ingress_fw: a connection opened toward
                      the interface
-    bit  6      REAL persona zones only (controller.features.persona.compile.REAL_MARK):
-                     the connection uses the persona's real range
-    bits 7..31  free
 
 and in each field:
 
@@ -28,15 +26,20 @@ and in each field:
                   3 APP_DENIED   inspected and denied, or its port denied
                                  outright: dropped
 
-Why two fields: a conntrack zone is per interface, but all bridges of one
-Open vSwitch datapath share one connection table, so two interfaces with the
-same zone number on two bridges of one host (same port number and epoch)
-see the same connection when one talks to the other.  The opener's
-interface commits it from its egress table, the other end's from its
-ingress table: with one field each, and commits written with a mask, neither
-overwrites nor trusts the other's verdict.  A connection has one opener, so
-OUT is only ever written by the interface that opened it, IN by the one it
-was opened toward.
+Why two fields: all bridges of one Open vSwitch datapath share one
+connection table.  When zones were numbered from the port (2 * port +
+epoch), two interfaces with the same port number on two bridges shared a
+zone, and so saw the same connection when one talked to the other: the
+opener's interface commits it from its egress table, the other end's from
+its ingress table, and with one field each, written with a mask, neither
+overwrites nor trusts the other's verdict.  Interface records now hold zone
+pairs unique across all bridges (`controller.core.interfaces`), so a zone
+belongs to one interface and a connection in it is committed by one of its
+tables only: the second field is no longer needed for that.  It stays while
+an interface without an allocated zone can still fall back to the port's
+numbering (`controller.features.personality.interface`), and because one
+field would change the flows of every firewall table for three bits the
+budget does not need.
 
 Which field a firewall table reads: its own for the opener's packets
 (`-rpl`: egress table OUT, ingress table IN), the other for replies (`+rpl`:
@@ -44,6 +47,8 @@ the egress table sees replies of connections opened toward the interface,
 IN; the ingress table replies of connections it opened, OUT).
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 EGRESS, INGRESS = "egress", "ingress"
 SHIFT = {EGRESS: 0, INGRESS: 3}
@@ -57,6 +62,12 @@ APP_ALLOWED = 0x4
 APP_DENIED = 0x6
 
 
+class MarkMask(NamedTuple):
+    """A ct_mark value and the bits of it that matter (a masked match, a masked commit)."""
+    value: int
+    mask: int
+
+
 def _shift(direction: str) -> int:
     if direction not in SHIFT:
         raise ValueError(f"direction {direction!r} is not {EGRESS} or {INGRESS}")
@@ -68,27 +79,27 @@ def replied(direction: str) -> str:
     return INGRESS if _shift(direction) == SHIFT[EGRESS] else EGRESS
 
 
-def committed(direction: str = EGRESS) -> tuple[int, int]:
+def committed(direction: str = EGRESS) -> MarkMask:
     """Match: the `direction` firewall committed this connection (whatever its verdict)."""
     s = _shift(direction)
-    return COMMITTED << s, COMMITTED << s
+    return MarkMask(COMMITTED << s, COMMITTED << s)
 
 
-def app(direction: str, verdict: int) -> tuple[int, int]:
+def app(direction: str, verdict: int) -> MarkMask:
     """Match: the connection has this application verdict (APP_INSPECT, ...) in a field."""
     if verdict & ~APP_MASK:
         raise ValueError(f"{verdict:#x} is not an application verdict")
     s = _shift(direction)
-    return verdict << s, APP_MASK << s
+    return MarkMask(verdict << s, APP_MASK << s)
 
 
-def commit(direction: str, verdict: int = APP_NONE) -> tuple[int, int]:
+def commit(direction: str, verdict: int = APP_NONE) -> MarkMask:
     """(mark, mask) for a commit by the `direction` firewall: COMMITTED and this verdict,
     written into its own field only."""
     if verdict & ~APP_MASK:
         raise ValueError(f"{verdict:#x} is not an application verdict")
     s = _shift(direction)
-    return (COMMITTED | verdict) << s, FIELD << s
+    return MarkMask((COMMITTED | verdict) << s, FIELD << s)
 
 
 def describe(mark: int) -> str:

@@ -277,6 +277,24 @@ def test_interface_zone_is_the_interfaces_pair_one_per_epoch():
     assert interface_zone(Interface(1, 5, MAC, zone=last), 1) == budgets.INTERFACE_ZONES.last
 
 
+def test_same_port_on_two_bridges_gets_disjoint_zones_from_the_records():
+    """Discovery records both, the switcher's interfaces carry the records' pairs, and the
+    compiled flows of the two never share a conntrack zone (one Open vSwitch, one table)."""
+    from controller.core import interfaces
+    from controller.features.personality.run import interface_of
+    from controller.store import open_store
+    store = open_store(":memory:")
+    for dpid in (0xA01, 0xA02):
+        interfaces.record_host(store, Host(MAC, (IP,), dpid, 3))
+    zones = []
+    for doc in store.list(interfaces.KIND):
+        iface = interface_of(doc)
+        for epoch in (0, 1):
+            flows = compile_personality(iface, policy(FULL), interface_zone(iface, epoch), CTX)
+            zones.append({a.zone for a in conntracks(flows)})
+    assert all(len(z) == 1 for z in zones) and len(set().union(*zones)) == 4
+
+
 @pytest.mark.parametrize("zone", [0, 1, 3, budgets.INTERFACE_ZONES.last,
                                   budgets.INTERFACE_ZONES.last + 1, budgets.PERSONA.zones[0].first],
                          ids=str)

@@ -30,7 +30,7 @@ METERS = budgets.PERSONA.meters[0]   # persona i: METERS.first + 2 * i (+1 inbou
 MAX_INDEX = len(ZONES)
 REG_PERSONA = "reg6"        # which persona a packet belongs to, across recirculation
 REG_REAL = "reg4"           # 1: an inbound packet addressed to a real (unmapped) address
-REAL_MARK = budgets.PERSONA.ct_mark[0].mask  # a connection opened to the real range
+REAL_MARK = budgets.PERSONA.ct_mark[0].mask  # ct_mark bit 6: opened to the real range
 if METERS.first + 2 * MAX_INDEX + 1 not in METERS:
     raise budgets.BudgetError(f"persona meters {METERS} cannot hold two per index 1..{MAX_INDEX}")
 
