@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network
 from typing import Any, NamedTuple
 
-from controller.store import ClaimRow, Store, add_write_hook
+from controller.store import ClaimRow, Store, add_write_hook, claim_order
 
 LOG = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def _apply(store: Store, kind: str, id: str, body: dict[str, Any] | None, *,
     if kind not in _DECLARED:
         return
     _ensure_built(store)
-    new = sorted(_rows(kind, id, body), key=_order)
+    new = sorted(_rows(kind, id, body), key=claim_order)
     old = store.claims_of(kind, id)
     if new == old:
         return
@@ -186,11 +186,6 @@ def _apply(store: Store, kind: str, id: str, body: dict[str, Any] | None, *,
                 _refuse_taken(store, row)
     if record:
         store.set_claims(kind, id, new)
-
-
-def _order(row: ClaimRow) -> tuple[int, str, str, str]:
-    """The store's order of rows (``first, key, holder``), so that rows compare as lists."""
-    return row.first, row.key, row.holder_kind, row.holder_id
 
 
 def _rows(kind: str, id: str, body: dict[str, Any] | None) -> list[ClaimRow]:

@@ -6,7 +6,7 @@ import os
 import time
 
 from .base import (AlreadyExists, ClaimRow, Document, Event, NotFound, RevisionConflict, Store,
-                   StoreError, WriteHook, add_write_hook, remove_write_hook)
+                   StoreError, WriteHook, add_write_hook, claim_order, remove_write_hook)
 from .sqlite import Clock, SQLiteStore
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "StoreError",
     "WriteHook",
     "add_write_hook",
+    "claim_order",
     "open_store",
     "remove_write_hook",
 ]

@@ -68,7 +68,7 @@ class ClaimRow:
 
     space: str
     key: str
-    first: int
+    first: int   # a range is an aligned block (a CIDR): first is a multiple of its size
     last: int
     holder_kind: str
     holder_id: str
@@ -76,6 +76,11 @@ class ClaimRow:
     owner: str   # "<kind> <id>" of whom the claim is held for, e.g. "personality web"
     reason: str  # what holding it means, e.g. "runs personality 'web'"
     field: str   # where the holder's body makes the claim, e.g. "body.ip_range"
+
+
+def claim_order(row: ClaimRow) -> tuple[int, str, str, str]:
+    """The order the store answers claim rows in: by ``first``, key, then holder."""
+    return row.first, row.key, row.holder_kind, row.holder_id
 
 
 WriteHook = Callable[["Store", str, str, "dict[str, Any] | None"], None]
@@ -172,7 +177,7 @@ class Store(ABC):
 
     @abstractmethod
     def claims_of(self, holder_kind: str, holder_id: str) -> builtins.list[ClaimRow]:
-        """Every claim one document holds."""
+        """Every claim one document holds (all claim answers are in ``claim_order``)."""
 
     @abstractmethod
     def set_claims(self, holder_kind: str, holder_id: str, rows: Sequence[ClaimRow]) -> None:
@@ -184,7 +189,7 @@ class Store(ABC):
 
     @abstractmethod
     def claims_overlapping(self, space: str, first: int, last: int) -> builtins.list[ClaimRow]:
-        """The claims of a space whose [first, last] overlaps the given bounds."""
+        """The claims of a space of aligned blocks whose [first, last] overlaps the bounds."""
 
     @abstractmethod
     def lowest_free_number(self, space: str, lo: int, hi: int) -> int | None:

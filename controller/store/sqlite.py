@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from .base import (AlreadyExists, ClaimRow, Document, Event, NotFound, RevisionConflict, Store,
-                   StoreError)
+                   StoreError, claim_order)
 
 Clock = Callable[[], float]
 
@@ -237,12 +237,12 @@ class SQLiteStore(Store):
 
     # -- claims -----------------------------------------------------------
 
-    def _claims(self, where: str, params: tuple[Any, ...]) -> builtins.list[ClaimRow]:
+    def _claims(self, where: str, params: Sequence[Any]) -> builtins.list[ClaimRow]:
         with self._lock:
             rows = self._db().execute(
-                f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE {where} ORDER BY first, key, holder_kind,"
-                " holder_id", params).fetchall()
-        return [ClaimRow(*row) for row in rows]
+                f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE {where}", tuple(params)).fetchall()
+        # sorted here, not by SQL: an ORDER BY makes SQLite walk the whole space's index
+        return sorted((ClaimRow(*row) for row in rows), key=claim_order)
 
     def claims_of(self, holder_kind: str, holder_id: str) -> builtins.list[ClaimRow]:
         return self._claims("holder_kind = ? AND holder_id = ?", (holder_kind, holder_id))
@@ -260,19 +260,32 @@ class SQLiteStore(Store):
         return self._claims("space = ? AND key = ?", (space, key))
 
     def claims_overlapping(self, space: str, first: int, last: int) -> builtins.list[ClaimRow]:
-        return self._claims("space = ? AND first <= ? AND last >= ?", (space, last, first))
+        # A row overlapping [first, last] starts inside it, or starts before it and so,
+        # being an aligned block, is one of the 32 blocks that contain ``first`` and
+        # start lower: index lookups, not a walk over every range that starts lower.
+        before = sorted({first - first % (1 << bits) for bits in range(1, 33)} - {first})
+        marks = ", ".join("?" * len(before))
+        return self._claims(f"space = ? AND first BETWEEN ? AND ? UNION ALL SELECT {_CLAIM_COLUMNS}"
+                            f" FROM claims WHERE space = ? AND first IN ({marks}) AND last >= ?",
+                            (space, first, last, space, *before, first))
 
     def lowest_free_number(self, space: str, lo: int, hi: int) -> int | None:
         with self._lock:
-            row = self._db().execute(
-                """
-                SELECT MIN(n) FROM (
-                    SELECT ? AS n
-                    UNION ALL
-                    SELECT first + 1 FROM claims WHERE space = ? AND first >= ? AND first < ?
-                ) WHERE NOT EXISTS (SELECT 1 FROM claims WHERE space = ? AND first = n)
-                """, (lo, space, lo, hi, space)).fetchone()
-        return None if row[0] is None or row[0] > hi else int(row[0])
+            db = self._db()
+            where = "space = ? AND first BETWEEN ? AND ?"
+            count, top = db.execute(f"SELECT COUNT(DISTINCT first), MAX(first) FROM claims WHERE {where}",
+                                    (space, lo, hi)).fetchone()
+            if not count:
+                return lo
+            expected = top + 1  # no gap below the highest: the usual case, counted in SQLite
+            if count != top - lo + 1:
+                expected = lo
+                for (number,) in db.execute(f"SELECT DISTINCT first FROM claims WHERE {where}"
+                                            " ORDER BY first", (space, lo, hi)):
+                    if number != expected:
+                        break
+                    expected += 1
+        return expected if expected <= hi else None
 
     def clear_claims(self) -> None:
         with self.transaction():

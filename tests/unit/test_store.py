@@ -296,16 +296,27 @@ def row(space: str, key: str, holder: str, first: int = 0, last: int | None = No
 
 
 def test_claim_rows(store: Store) -> None:
-    store.set_claims("doc", "a", [row("ipv4", "10.0.0.0/24", "a", 100, 355), row("port", "p1", "a")])
-    store.set_claims("doc", "b", [row("ipv4", "10.0.1.0/24", "b", 356, 611), row("n", "2", "b", 2)])
-    assert store.claims_of("doc", "a") == [row("port", "p1", "a"), row("ipv4", "10.0.0.0/24", "a", 100, 355)]
+    a, b = row("ipv4", "0.0.1.0/24", "a", 256, 511), row("ipv4", "0.0.2.0/24", "b", 512, 767)
+    wide = row("ipv4", "0.0.0.0/16", "w", 0, 65535)
+    store.set_claims("doc", "a", [a, row("port", "p1", "a")])
+    store.set_claims("doc", "b", [b, row("n", "2", "b", 2)])
+    assert store.claims_of("doc", "a") == [row("port", "p1", "a"), a]
     assert store.claims_on("port", "p1") == [row("port", "p1", "a")] and store.claims_on("port", "p2") == []
-    assert [r.holder_id for r in store.claims_overlapping("ipv4", 355, 356)] == ["a", "b"]
-    assert [r.holder_id for r in store.claims_overlapping("ipv4", 0, 100)] == ["a"]
-    assert store.claims_overlapping("ipv4", 612, 700) == [] and store.claims_overlapping("n", 0, 1) == []
+    assert store.claims_overlapping("ipv4", 511, 512) == [a, b]
+    assert store.claims_overlapping("ipv4", 300, 301) == [a] and store.claims_overlapping("ipv4", 0, 256) == [a]
+    assert store.claims_overlapping("ipv4", 768, 900) == [] and store.claims_overlapping("n", 0, 1) == []
+    store.set_claims("doc", "w", [wide])
+    assert store.claims_overlapping("ipv4", 768, 900) == [wide]             # contains it
+    assert store.claims_overlapping("ipv4", 0, 1 << 20) == [wide, a, b]     # inside it
+    assert store.claims_overlapping("ipv4", 65535, 70000) == [wide]         # its last address
+    assert store.claims_overlapping("ipv4", 65536, 70000) == []
     assert store.lowest_free_number("n", 1, 3) == 1
     store.set_claims("doc", "c", [row("n", "1", "c", 1)])
     assert store.lowest_free_number("n", 1, 3) == 3 and store.lowest_free_number("n", 1, 2) is None
+    store.set_claims("doc", "d", [row("n", "4", "d", 4)])
+    assert store.lowest_free_number("n", 1, 9) == 3 and store.lowest_free_number("n", 2, 9) == 3
+    store.set_claims("doc", "c", [])
+    assert store.lowest_free_number("n", 1, 9) == 1 and store.lowest_free_number("n", 2, 9) == 3
     store.set_claims("doc", "a", [])
     assert store.claims_of("doc", "a") == [] and store.claims_on("port", "p1") == []
     with pytest.raises(RuntimeError):
