@@ -17,7 +17,7 @@ from controller.features.fabric.compile import FabricInput, compile_fabric
 from controller.features.personality.compile import (Context, Interface, PersonalityPolicy,
                                             compile_personality, compile_transition)
 from controller.features.personality.vpn import VpnTunnel, tunnel_port_name
-from controller.pipeline import cookies, ctmark, ofcodec, wire
+from controller.pipeline import cookies, ctmark, ofcodec, wire, wire_fields, wire_nicira
 from controller.pipeline.actions import (CONTROLLER, IN_PORT, LOCAL, TABLE, Conntrack, DecTtl,
                                          Learn, LearnMatch, Move, Nat, Opaque, Output, SetField,
                                          ct_state)
@@ -362,21 +362,21 @@ def test_unwritten_lists_what_the_encoder_does_not_write():
         extra: tuple = dataclasses.field(default_factory=tuple)
         needed: int = dataclasses.field(default=0)
 
-    assert wire._unwritten(Future, frozenset({"written", "needed"})) == \
+    assert wire_fields.unwritten(Future, frozenset({"written", "needed"})) == \
         (("flag", False), ("extra", ()))
-    assert not wire._unwritten(Future, frozenset({"written", "flag", "extra", "needed"}))
+    assert not wire_fields.unwritten(Future, frozenset({"written", "flag", "extra", "needed"}))
 
     @dataclasses.dataclass(frozen=True)
     class Required:
         written: int
         other: int
 
-    (name, default), = wire._unwritten(Required, frozenset({"written"}))
-    assert name == "other" and not wire._defaults_only(Required(1, 0), ((name, default),))
+    (name, default), = wire_fields.unwritten(Required, frozenset({"written"}))
+    assert name == "other" and not wire_fields.defaults_only(Required(1, 0), ((name, default),))
     # what the encoder writes today: every field of the actions the compilers use
     for cls in (Output, SetField, Move, DecTtl, Conntrack, Learn):
         assert wire._UNWRITTEN[cls] == (), cls
-    assert wire._NAT_UNWRITTEN == () and wire._SPEC_UNWRITTEN == ()
+    assert wire_nicira.NAT_UNWRITTEN == () and wire_nicira.SPEC_UNWRITTEN == ()
 
 
 def test_remembered_match_items_never_stand_for_equal_values_of_other_types(dp):
