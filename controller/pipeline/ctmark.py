@@ -63,7 +63,8 @@ APP_DENIED = 0x6
 
 
 class MarkMask(NamedTuple):
-    """A ct_mark value and the bits of it that matter (a masked match, a masked commit)."""
+    """What a masked commit writes: `Conntrack(mark=value, mark_mask=mask)`.  (Matches stay
+    plain (value, mask) pairs, the form `controller.pipeline.flowspec` normalizes to.)"""
     value: int
     mask: int
 
@@ -79,18 +80,19 @@ def replied(direction: str) -> str:
     return INGRESS if _shift(direction) == SHIFT[EGRESS] else EGRESS
 
 
-def committed(direction: str = EGRESS) -> MarkMask:
-    """Match: the `direction` firewall committed this connection (whatever its verdict)."""
+def committed(direction: str = EGRESS) -> tuple[int, int]:
+    """Match (a flowspec MatchValue): the `direction` firewall committed this connection
+    (whatever its verdict)."""
     s = _shift(direction)
-    return MarkMask(COMMITTED << s, COMMITTED << s)
+    return COMMITTED << s, COMMITTED << s
 
 
-def app(direction: str, verdict: int) -> MarkMask:
+def app(direction: str, verdict: int) -> tuple[int, int]:
     """Match: the connection has this application verdict (APP_INSPECT, ...) in a field."""
     if verdict & ~APP_MASK:
         raise ValueError(f"{verdict:#x} is not an application verdict")
     s = _shift(direction)
-    return MarkMask(verdict << s, APP_MASK << s)
+    return verdict << s, APP_MASK << s
 
 
 def commit(direction: str, verdict: int = APP_NONE) -> MarkMask:
