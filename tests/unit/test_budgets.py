@@ -245,3 +245,22 @@ def test_the_audit_finds_what_strays(stray, what):
     assert len(problems) == 1 and what in problems[0], problems
 
 
+
+
+# ------------------------------------------------------------------ wiring
+def test_each_registered_feature_refers_to_its_own_budget():
+    from controller import registry
+    for plugin in registry.FEATURES:
+        cls = plugin.feature_class()
+        assert cls.budget is budgets.BY_FEATURE[plugin.name], plugin.name
+        assert cls.budget.cookie is not None and not cls.budget.reserved
+
+
+def test_the_budgets_are_core_data_that_import_no_feature():
+    import subprocess
+    import sys
+    code = ("import sys, controller.core.budgets; "
+            "print(sorted(m for m in sys.modules if m.startswith('controller.features')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
