@@ -1,6 +1,8 @@
-"""What the benchmarks share: shell commands, ovs-ofctl, and start_lab's temp dirs."""
+"""What the benchmarks share: shell commands, ovs-ofctl, background processes, start_lab's temp dirs."""
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -26,3 +28,31 @@ class TmpFactory:
 
     def mktemp(self, name: str) -> Path:
         return Path(tempfile.mkdtemp(prefix=name + "-", dir=self.root))
+
+
+class Procs:
+    """Background processes we started: stopped by their own PID, never by name."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def add(self, proc: subprocess.Popen) -> subprocess.Popen:
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in list(self.procs):
+            self.stop(proc)

@@ -79,30 +79,22 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.labtools import TmpFactory, ofctl, sh  # noqa: E402
-
-from controller.features.personality.compile import (Interface, PersonalityPolicy,  # noqa: E402
-                                            compile_personality, interface_zone)
-from controller.pipeline.ofctl import render_flows  # noqa: E402
+from benchmarks.labtools import Procs, TmpFactory, ofctl, sh  # noqa: E402
+from benchmarks.personality_naive import NaiveSide  # noqa: E402
+from benchmarks.udpstream import SINK_PORT, stream_once  # noqa: E402
 
 OVS_SCRIPT = REPO / "scripts" / "ovs"
-NETCHECK = str(REPO / "tests" / "lab" / "netcheck.py")
 LAB_PREFIX = "bp"
-SINK_PORT = 5001
 GOAL_MS = 50.0
 DRAIN = {"max_seconds": 0, "until": "timeout"}
-BASE_COOKIE = 0x1
-pc = time.perf_counter
 
 
-# ------------------------------------------------------------------ helpers
 def bodies(n: int, ip: str) -> dict[str, dict]:
     """Personalities A and B: n rules each, n-1 distinct tcp denies, then allow udp/SINK_PORT."""
     out = {}
@@ -122,134 +114,6 @@ def plain_forwarding_packets(bridge: str, mac: str) -> int:
             m = re.search(r"n_packets=(\d+)", line)
             total += int(m.group(1)) if m else 0
     return total
-
-
-class Procs:
-    """Background processes we started: stopped by their own PID, never by name."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen] = []
-
-    def add(self, proc: subprocess.Popen) -> subprocess.Popen:
-        self.procs.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen) -> None:
-        if proc.poll() is None:
-            try:
-                os.kill(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-        if proc in self.procs:
-            self.procs.remove(proc)
-
-    def stop_all(self) -> None:
-        for proc in list(self.procs):
-            self.stop(proc)
-
-
-def sink_socket_drops(snmp: str) -> int:
-    """Udp RcvbufErrors of /proc/net/snmp (per network namespace): datagrams the sink's
-    socket buffer had no room for, i.e. lost because the sink did not read in time."""
-    rows = [line.split()[1:] for line in snmp.splitlines() if line.startswith("Udp:")]
-    return int(dict(zip(rows[0], rows[1]))["RcvbufErrors"])
-
-
-def read_sink(log: Path) -> int:
-    m = re.search(r"received (\d+)", log.read_text()) if log.exists() else None
-    return int(m.group(1)) if m else 0
-
-
-# One datagram from the sink's port back to the stream's source port, sent on a raw socket
-# (netcheck's udpsink holds the port and never answers).  Passing through conntrack in the
-# sink's own egress pipeline, it makes the stream a connection with a reply: `+est`.
-REPLY = r"""
-import socket, struct, sys
-src, dst, sport, dport = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-data = b"reply"
-n = 8 + len(data)
-def csum(b):
-    b += b"\0" * (len(b) % 2)
-    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 17, n)
-c = csum(pseudo + struct.pack("!HHHH", sport, dport, n, 0) + data) or 0xFFFF
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
-s.sendto(struct.pack("!HHHH", sport, dport, n, c) + data, (dst, 0))
-"""
-
-
-def stream_socket(ss: str, pid: int) -> tuple[int, int] | None:
-    """(local port, Recv-Q) of process `pid`'s UDP socket in `ss -uanp` output."""
-    for line in ss.splitlines():
-        if f"pid={pid}," in line:
-            fields = line.split()
-            return int(fields[3].rsplit(":", 1)[1]), int(fields[1])
-    return None
-
-
-def stream_once(side, procs: Procs, args, during) -> dict:
-    """One UDP stream from side's sender to its sink; `during()` runs `switch_at` s in.
-
-    Unless --one-way, the sink answers the stream once, right after it starts, so that
-    conntrack holds it as an established connection (`+est`) when the switch comes.
-    """
-    sock_before = sink_socket_drops(side.sink_run(["cat", "/proc/net/snmp"]))
-    log = side.tmp / f"{side.name}-sink.log"
-    if log.exists():
-        log.unlink()
-    sink = procs.add(side.sink_popen(["python3", NETCHECK, "udpsink", str(SINK_PORT), str(log)]))
-    deadline = time.monotonic() + 10
-    while not log.exists():          # the sink writes its log 0.5 s after binding
-        if time.monotonic() > deadline or sink.poll() is not None:
-            raise RuntimeError(f"the UDP sink did not start ({sink.poll()})")
-        time.sleep(0.05)
-    stream = procs.add(side.sender_popen(["python3", NETCHECK, "udpstream", side.sink_ip,
-                                          str(SINK_PORT), str(args.seconds), str(args.rate)]))
-    started = time.monotonic()
-    info: dict = {"established": None}
-    if not args.one_way:
-        sport = None
-        while sport is None and time.monotonic() - started < min(args.switch_at, 3):
-            found = stream_socket(side.sender_run(["ss", "-uanp"]), stream.pid)
-            sport = found[0] if found else None
-            time.sleep(0.02)
-        if sport is None:
-            raise RuntimeError("could not find the stream's source port")
-        while read_sink(log) == 0 and time.monotonic() - started < 3:
-            time.sleep(0.02)         # the stream's first datagram is in (committed) first
-        side.sink_run(["python3", "-c", REPLY, side.sink_ip, side.sender_ip,
-                       str(SINK_PORT), str(sport)])
-    time.sleep(max(0.0, args.switch_at - (time.monotonic() - started)))
-    if not args.one_way:   # the answer reached the sender: it went through the sink's firewall
-        found = stream_socket(side.sender_run(["ss", "-uanp"]), stream.pid)
-        info["established"] = bool(found and found[1] > 0)
-    if during is not None:
-        info.update(during())
-    info["switch_done_s"] = time.monotonic() - started
-    out, err = stream.communicate(timeout=args.seconds + 60)
-    procs.procs.remove(stream)
-    m = re.search(rb"sent (\d+)", out or b"")
-    if not m:
-        raise RuntimeError(f"udpstream printed no count: {out!r} {err!r}")
-    sent = int(m.group(1))
-    time.sleep(1.0)                  # last datagrams in, and the sink's log rewritten
-    received = read_sink(log)
-    procs.stop(sink)
-    sock = sink_socket_drops(side.sink_run(["cat", "/proc/net/snmp"])) - sock_before
-    info.update(sent=sent, received=received, lost=sent - received, sock=sock,
-                path=sent - received - sock)
-    if info["switch_done_s"] > args.seconds:
-        info["note"] = "the switch finished after the stream ended"
-    if info["established"] is False:
-        info["note"] = "the sink's answer did not reach the sender: stream not +est"
-    return info
 
 
 # --------------------------------------------------------------------- hub
@@ -346,154 +210,6 @@ class HubSide:
                     "op_s": op["op_s"], "op_log": op.get("log", [])}
         info = stream_once(self, self.procs, self.args, during if to else None)
         info["bypass"] = plain_forwarding_packets(self.bridge, self.mac) - before
-        return info
-
-
-# ------------------------------------------------------------------- naive
-class NaiveSide:
-    # Not the lab's addresses: every netdev bridge shares one datapath and so one conntrack
-    # table, and the naive sink's zones (port 2) are the lab sink's too.
-    SENDER_IP, SINK_IP = "10.9.0.1", "10.9.0.2"
-    SENDER_MAC, SINK_MAC = "02:b9:00:00:00:01", "02:b9:00:00:00:02"
-    BYPASS_PORT = 3
-
-    def __init__(self, tmp: Path, procs: Procs, args) -> None:
-        self.args, self.procs, self.tmp = args, procs, tmp
-        self.name = "naive"
-        self.sink_ip, self.sender_ip = self.SINK_IP, self.SENDER_IP
-        tag = f"bpx{os.getpid()}"
-        self.br = tag
-        self.ns = {"s": f"{tag}s", "r": f"{tag}r"}
-        self.created_br = False
-        self.created_ns: list[str] = []
-        self.files: dict[str, Path] = {}
-        self.cookies: dict[str, int] = {}
-        self.nflows: dict[str, int] = {}
-
-    def create(self) -> None:
-        sh("ovs-vsctl", "--timeout=20", "add-br", self.br, "--", "set", "bridge", self.br,
-           "datapath_type=netdev", "fail_mode=secure", "protocols=OpenFlow13,OpenFlow14",
-           "other-config:disable-in-band=true")
-        self.created_br = True
-        self.dpid = int(sh("ovs-vsctl", "get", "bridge", self.br,
-                           "datapath_id").strip().strip('"'), 16)
-        for port, (role, ip, mac, peer_ip, peer_mac) in enumerate((
-                ("s", self.SENDER_IP, self.SENDER_MAC, self.SINK_IP, self.SINK_MAC),
-                ("r", self.SINK_IP, self.SINK_MAC, self.SENDER_IP, self.SENDER_MAC)), start=1):
-            ns, outer, inner = self.ns[role], f"{self.br}{role}o", f"{self.br}{role}i"
-            sh("ip", "netns", "add", ns)
-            self.created_ns.append(ns)
-            sh("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
-            sh("ip", "link", "set", inner, "netns", ns)
-            sh("ip", "link", "set", outer, "up")
-            sh("ethtool", "-K", outer, "tx", "off")
-            nx = ("ip", "netns", "exec", ns)
-            sh(*nx, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
-               "net.ipv6.conf.default.disable_ipv6=1")
-            sh(*nx, "ip", "link", "set", inner, "address", mac)
-            sh(*nx, "ip", "addr", "add", f"{ip}/24", "dev", inner)
-            sh(*nx, "ip", "link", "set", inner, "up")
-            sh(*nx, "ip", "link", "set", "lo", "up")
-            sh(*nx, "ethtool", "-K", inner, "tx", "off")
-            sh(*nx, "ip", "neigh", "replace", peer_ip, "lladdr", peer_mac, "dev", inner,
-               "nud", "permanent")
-            sh("ovs-vsctl", "--timeout=20", "add-port", self.br, outer, "--", "set",
-               "interface", outer, f"ofport_request={port}")
-        # The bypass counter: the base's plain forwarding to the sink is copied to this
-        # internal port, whose tx counter (the netdev's own, exact) counts those packets.
-        tap = f"{self.br}m"
-        sh("ovs-vsctl", "--timeout=20", "add-port", self.br, tap, "--", "set", "interface",
-           tap, "type=internal", f"ofport_request={self.BYPASS_PORT}")
-        sh("sysctl", "-q", "-w", f"net.ipv6.conf.{tap}.disable_ipv6=1")
-        sh("ip", "link", "set", tap, "up")
-
-    def destroy(self) -> None:
-        if self.created_br:
-            subprocess.run(["ovs-vsctl", "--timeout=20", "--if-exists", "del-br", self.br],
-                           capture_output=True, timeout=120)
-            self.created_br = False
-        for ns in self.created_ns:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
-        self.created_ns = []
-        for role in self.ns:   # veths die with their namespace; this is only a safety net
-            subprocess.run(["ip", "link", "del", f"{self.br}{role}o"], capture_output=True,
-                           timeout=30)
-
-    def setup(self, n: int) -> None:
-        base = [
-            "table=0,priority=0,cookie=0x1,actions=goto_table:50",
-            "table=5,priority=0,cookie=0x1,actions=goto_table:50",
-            "table=10,priority=0,cookie=0x1,actions=goto_table:50",
-            f"table=50,priority=100,cookie=0x1,dl_dst={self.SENDER_MAC},actions=output:1",
-            f"table=50,priority=100,cookie=0x1,dl_dst={self.SINK_MAC},"
-            f"actions=output:2,output:{self.BYPASS_PORT}",
-        ]
-        self.nbase = len(base)
-        iface = Interface(self.dpid, 2, self.SINK_MAC)
-        for epoch, (name, body) in enumerate(bodies(n, self.SINK_IP).items()):
-            policy = PersonalityPolicy.from_body(f"bench-{name}", body, 1)
-            flows = compile_personality(iface, policy, interface_zone(iface, epoch))
-            path = self.tmp / f"naive-{name}.flows"
-            path.write_text(render_flows(flows))
-            self.files[name], self.cookies[name] = path, policy.cookie
-            self.nflows[name] = len(flows)
-        path = self.tmp / "naive-base+A.flows"
-        path.write_text("\n".join(base) + "\n" + self.files["A"].read_text())
-        ofctl("--bundle", "add-flows", self.br, str(path))
-        self.current = "A"
-        self.expect("A")
-
-    def bypass_packets(self) -> int:
-        """Packets the base's plain l2 flow delivered to the sink (copies sent to port 3)."""
-        out = ofctl("dump-ports", self.br, str(self.BYPASS_PORT))
-        m = re.search(r"tx pkts=(\d+), bytes=\d+, drop=(\d+)", out)
-        if not m:
-            raise RuntimeError(f"unexpected dump-ports output: {out!r}")
-        return int(m.group(1)) + int(m.group(2))
-
-    def count(self, cookie: int) -> int:
-        out = ofctl("dump-aggregate", self.br, f"cookie=0x{cookie:x}/-1")
-        return int(re.search(r"flow_count=(\d+)", out).group(1))
-
-    def expect(self, name: str) -> None:
-        got, want = self.count(self.cookies[name]), self.nflows[name]
-        base = self.count(BASE_COOKIE)
-        if got != want or base != self.nbase:
-            raise RuntimeError(f"naive bridge: {got} flows of {name} (want {want}), "
-                               f"{base} base flows (want {self.nbase})")
-
-    # what stream_once needs of a side
-    def sink_popen(self, cmd: list[str]) -> subprocess.Popen:
-        return subprocess.Popen(["ip", "netns", "exec", self.ns["r"], *cmd],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-    def sender_popen(self, cmd: list[str]) -> subprocess.Popen:
-        return subprocess.Popen(["ip", "netns", "exec", self.ns["s"], *cmd],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-    def sink_run(self, cmd: list[str]) -> str:
-        return sh("ip", "netns", "exec", self.ns["r"], *cmd)
-
-    def sender_run(self, cmd: list[str]) -> str:
-        return sh("ip", "netns", "exec", self.ns["s"], *cmd)
-
-    def switch(self, to: str) -> dict:
-        old = self.current
-        t0 = pc()
-        ofctl("del-flows", self.br, f"cookie=0x{self.cookies[old]:x}/-1")
-        t1 = pc()
-        ofctl("add-flows", self.br, str(self.files[to]))
-        t2 = pc()
-        self.current = to
-        return {"del_ms": (t1 - t0) * 1000, "add_ms": (t2 - t1) * 1000,
-                "naive_ms": (t2 - t0) * 1000}
-
-    def run(self, to: str | None) -> dict:
-        before = self.bypass_packets()
-        info = stream_once(self, self.procs, self.args, (lambda: self.switch(to)) if to else None)
-        info["bypass"] = self.bypass_packets() - before
-        if to:
-            self.expect(to)
         return info
 
 
@@ -605,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
               f"interface {hub.iid}, A applied", flush=True)
         naive = NaiveSide(tmp, procs, args)
         naive.create()
-        naive.setup(args.rules)
+        naive.setup(bodies(args.rules, naive.SINK_IP))
         print(f"naive bridge {naive.br} up: {naive.nbase} base flows + {naive.nflows['A']} of A",
               flush=True)
         order = [None] + ["B" if i % 2 == 0 else "A" for i in range(args.runs)]
