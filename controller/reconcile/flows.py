@@ -54,11 +54,14 @@ class FlowChannel(Protocol):
     def apply(self, diff: FlowDiff) -> None: ...
 
 
-def owned(flows: Iterable[FlowSpec]) -> list[FlowSpec]:
-    """The flows, refusing any the hub would not own (and so never delete)."""
-    flows = list(flows)
+def refuse_foreign(flows: tuple[FlowSpec, ...]) -> None:
+    """Raise ValueError for a flow to send that the hub would not own (nor ever delete).
+
+    Checked on what a change adds, not on every desired flow: what is already
+    realized was read back as the hub's or checked when it was added.
+    """
     if {f.cookie >> 48 for f in flows} <= COOKIE_PREFIXES:
-        return flows
+        return
     bad = next(f for f in flows if not owns_cookie(f.cookie))
     raise ValueError(f"cookie {bad.cookie:#x} is not the hub's (no budget declares its "
                      f"feature byte): the flow could never be deleted: {bad}")
@@ -111,6 +114,7 @@ class Reconciler:
         return len(self.realized)
 
     def _apply(self, change: FlowDiff) -> None:
+        refuse_foreign(change.add)
         if LOG.isEnabledFor(logging.DEBUG):
             for f in change.add:
                 LOG.debug("add %s (installed: %s)", f, self.realized.get(f.key))
@@ -125,7 +129,6 @@ class Reconciler:
 
     def ensure(self, flows: Iterable[FlowSpec]) -> FlowDiff:
         """Add these flows where missing or different; delete nothing."""
-        flows = owned(flows)
         if self.needs_readback:
             self.readback()
         change = FlowDiff(add=tuple(f for f in flows if self.realized.get(f.key) != f))
@@ -136,7 +139,7 @@ class Reconciler:
 
     def sync(self, desired: Iterable[FlowSpec]) -> SyncResult:
         start = self.clock()
-        desired = owned(desired)
+        desired = list(desired)
         if self.needs_readback:
             self.readback()
         want = index(desired)  # once: realized is already indexed, and becomes `want`
