@@ -12,7 +12,7 @@ import threading
 from typing import Any, Iterable, Sequence
 
 from controller.core.channel import Aggregate, ChannelClosed, FlowCounters
-from controller.pipeline import ofcodec, stream
+from controller.pipeline import ctflush, ofcodec, stream
 from controller.pipeline.actions import CONTROLLER, Action
 from controller.pipeline.flowspec import FlowSpec
 from controller.pipeline.meters import OFPM_MAX, MeterSpec
@@ -300,6 +300,21 @@ class OsKenChannel:
         for msg in msgs[:-1]:  # so an encoding error is raised before anything is sent
             msg.serialize()
         self._raise_refusal(self._exchange(msgs), "meter change")
+
+    def flush_zone(self, zone: int) -> None:
+        parser = self.dp.ofproto_parser
+        xid = self._next_xid()
+        barrier = parser.OFPBarrierRequest(self.dp)
+        barrier.set_xid(self._next_xid())
+        waiter = self._expect([xid, barrier.xid])
+        try:
+            barrier.serialize()
+            self._write(ctflush.ct_flush_zone(self.dp.ofproto.OFP_VERSION, xid, zone)
+                        + bytes(barrier.buf))
+            self._wait(waiter)
+        finally:
+            self._forget([xid, barrier.xid])
+        self._raise_refusal(waiter, f"flush of conntrack zone {zone}")
 
     def packet_out(self, data: bytes, actions: Sequence[Action], in_port: int = CONTROLLER) -> None:
         parser, ofp = self.dp.ofproto_parser, self.dp.ofproto

@@ -38,6 +38,9 @@ class SwitchChannel(FlowChannel, MeterChannel, Protocol):
     def flow_stats(self, table_id: int, cookie: int, cookie_mask: int) -> list[FlowSpec]:
         """One table's flows whose cookie matches `cookie` under `cookie_mask`."""
 
+    def flush_zone(self, zone: int) -> None:
+        """Forget every conntrack entry of `zone`, then a barrier; ApplyError if refused."""
+
     def flow_counters(self, table_id: int | None, cookie: int,
                       cookie_mask: int) -> list[FlowCounters]:
         """As flow_stats (`table_id` None: every table), each flow with its packet and byte counts."""

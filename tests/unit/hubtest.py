@@ -107,6 +107,13 @@ class FakeSwitch:
     def flow_counters(self, table_id, cookie: int, cookie_mask: int) -> list:
         return []
 
+    def flush_zone(self, zone: int) -> None:
+        self.log.append(("flush_zone", zone))
+
+    @property
+    def flushed(self) -> list[int]:
+        return [e[1] for e in self.log if e[0] == "flush_zone"]
+
     def meters(self):
         return list(self.meter_table.values())
 

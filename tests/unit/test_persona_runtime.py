@@ -14,6 +14,7 @@ from controller.core import interfaces
 from controller.core.topology import Host
 from controller.features.persona import compile as compiler
 from controller.features.persona import store as ps
+from controller.features.persona.net import ZONES
 from controller.features.persona.runtime import Personas
 from controller.features.persona.settings import PersonaSettings
 from controller.pipeline import tables
@@ -88,6 +89,7 @@ def store() -> Iterator[Store]:
 
 def test_expiry_walks_the_stages_only_as_fast_as_the_switches_realize_them(store):
     rig = Rig(store)
+    index = rig.store.get(ps.KIND, rig.id).body["index"]
     assert rig.mine()
     routed = len(rig.flows(EDGE))
     rig.wall.now = NOW + 601
@@ -109,6 +111,14 @@ def test_expiry_walks_the_stages_only_as_fast_as_the_switches_realize_them(store
     assert rig.stage() is None
     assert rig.store.get(ps.KIND, rig.id).body["state"] == "expired"
     assert ("persona", rig.id, "expired: torn down") in [e[:3] for e in rig.core.events]
+
+    class Switch:
+        flushed: list[int] = []
+
+        def flush_zone(self, zone: int) -> None:
+            self.flushed.append(zone)
+    rig.core.answer(Switch())                      # its zone's connections are forgotten
+    assert Switch.flushed == [ZONES.first + index - 1]
 
 
 def test_a_switch_that_refuses_or_leaves_does_not_hold_a_teardown_forever(store):

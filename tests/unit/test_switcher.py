@@ -103,6 +103,7 @@ def test_first_personality_applies_at_once(lab):
     assert lab.iface()["default_personality_id"] == "open"
     assert lab.iface()["operation_id"] is None
     assert lab.personality_cookies() == {lab.cookie("open")}
+    assert lab.a.flushed == []                        # no zone was given up
     saved = lab.store.get(bindings.KIND, IID).body
     assert saved["zone"] == interface_zone(lab.bindings[IID].interface, 0)
 
@@ -128,6 +129,7 @@ def test_switch_drains_to_zero_then_applies_in_one_bundle(lab):
     assert len(lab.a.applies) == applies + 1           # the new personality: one bundle
     assert lab.personality_cookies() == {lab.cookie("lockdown")}
     assert lab.bindings[IID].zone == old_zone ^ 1  # fresh conntrack zone
+    assert lab.a.flushed == [old_zone]                # and the old one forgotten
     assert lab.iface()["personality_state"] == "active"
     assert lab.iface()["default_personality_id"] == "lockdown"
     assert "applied_ms" in body

@@ -288,6 +288,7 @@ class Personas:
         now = self.ctx.wallclock()
         for id in batch.ids:
             t = self.teardowns.pop(id)
+            self._flush_zone(id, t.body)
             self.active.pop(id, None)
             if t.reason == "expired":
                 persona_store.mark_expired(self.store, id, now)
@@ -303,6 +304,18 @@ class Personas:
             self.metrics.forget(id)
             self.ctx.journal("persona", id, f"{t.reason}: torn down", ms=ms,
                              together=len(batch.ids))
+
+    def _flush_zone(self, id: str, body: dict) -> None:
+        """The persona's conntrack zone is free again: forget its connections, so the
+        next persona given the zone inherits nothing."""
+        if self.gateway_dpid is None:
+            return
+        zone = persona_net(id, body, "done").zone
+
+        def flushed(answer: Future) -> None:
+            if answer.exception() is not None:
+                LOG.warning("persona %s: flushing zone %d: %s", id, zone, answer.exception())
+        self.ctx.request(self.gateway_dpid, lambda channel: channel.flush_zone(zone), flushed)
 
     # ------------------------------------------------------------ monitoring
     def _poll(self) -> None:

@@ -367,6 +367,14 @@ class Switcher:
         with self.store.transaction():
             self.records.set_interface(run.iid, **fields)
             self._finish(run, "succeeded", None)
+        if run.previous is not None and run.interface is not None \
+                and (target is None or target.zone != run.previous.zone):
+            # The zone given up holds the connections that were cut: forget them, so the
+            # next change back to it starts clean.
+            zone = run.previous.zone
+            self.ctx.request(run.interface.dpid, lambda channel: channel.flush_zone(zone),
+                             lambda answer: answer.exception() and LOG.warning(
+                                 "%s: flushing zone %d: %s", run.iid, zone, answer.exception()))
 
     def _rollback(self, run: Run, reason: str) -> None:
         assert run.interface is not None
