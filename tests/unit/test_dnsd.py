@@ -19,19 +19,32 @@ DNSD = Path(__file__).resolve().parents[2] / "topologies" / "dnsd.py"
 ANSWER = "192.0.2.10"
 
 
+class Responder:
+    """A responder thread on 127.0.0.1:<free port>, logging into `log`."""
+
+    def __init__(self) -> None:
+        self.sock = dnsd.bind("127.0.0.1", 0)
+        self.port = self.sock.getsockname()[1]
+        self.stopping, self.log = threading.Event(), io.StringIO()
+        self.thread = threading.Thread(target=dnsd.serve,
+                                       args=(self.sock, ANSWER, self.stopping, self.log),
+                                       daemon=True)
+        self.thread.start()
+
+    def stop(self) -> str:
+        """Stop the thread (it logs a query after answering it); its log."""
+        self.stopping.set()
+        self.thread.join(timeout=2)
+        assert not self.thread.is_alive()
+        self.sock.close()
+        return self.log.getvalue()
+
+
 @pytest.fixture
 def server():
-    """A responder thread on 127.0.0.1:<free port>; yields (port, log)."""
-    sock = dnsd.bind("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    stop, log = threading.Event(), io.StringIO()
-    thread = threading.Thread(target=dnsd.serve, args=(sock, ANSWER, stop, log), daemon=True)
-    thread.start()
-    yield port, log
-    stop.set()
-    thread.join(timeout=2)
-    sock.close()
-    assert not thread.is_alive()
+    responder = Responder()
+    yield responder
+    responder.stop()
 
 
 def free_udp_port() -> int:
@@ -41,10 +54,10 @@ def free_udp_port() -> int:
 
 
 def test_query_gets_the_answer(server):
-    port, log = server
-    assert dnsd.query("hubshift-health.example.", "127.0.0.1", port, timeout=2) == (0, [ANSWER])
-    assert dnsd.query("anything.at.all", "127.0.0.1", port, timeout=2) == (0, [ANSWER])
-    lines = log.getvalue().splitlines()
+    assert dnsd.query("hubshift-health.example.", "127.0.0.1", server.port, timeout=2) == \
+        (0, [ANSWER])
+    assert dnsd.query("anything.at.all", "127.0.0.1", server.port, timeout=2) == (0, [ANSWER])
+    lines = server.stop().splitlines()
     assert len(lines) == 2
     assert lines[0].startswith("127.0.0.1:") and "hubshift-health.example. A -> 192.0.2.10" in lines[0]
 
