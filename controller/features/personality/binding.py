@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 
 from controller.features.personality.compile import (Context, Interface, PersonalityPolicy,
                                             compile_personality, compile_transition,
-                                            personality_meters)
+                                            interface_zone, personality_meters)
 from controller.features.personality.vpn import TunnelPort, tunnel_port
 from controller.pipeline.meters import MeterSpec
 from controller.pipeline.flowspec import FlowSpec
@@ -69,8 +69,10 @@ class Binding:
 
     @classmethod
     def from_body(cls, interface: Interface, body: dict[str, Any]) -> "Binding":
-        return cls(interface, body["personality_id"], body["revision"], body["body"],
-                   body["zone"])
+        """As saved, but in the interface's own zone pair (the stored zone keeps the epoch):
+        a binding saved before interface records had zones moves into its pair once."""
+        zone = body["zone"] if interface.zone is None else interface_zone(interface, body["zone"])
+        return cls(interface, body["personality_id"], body["revision"], body["body"], zone)
 
 
 def save(store: Store, iid: str, binding: Binding | None, previous: Binding | None) -> None:

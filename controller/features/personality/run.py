@@ -44,5 +44,6 @@ def compile_context(ctx: FeatureContext) -> Context:
 
 
 def interface_of(doc: Document) -> Interface:
-    """The personality compiler's interface for an interface record."""
-    return Interface(int(doc.body["datapath"], 16), doc.body["port"], doc.body["mac"])
+    """The personality compiler's interface for an interface record (with its zone pair)."""
+    return Interface(int(doc.body["datapath"], 16), doc.body["port"], doc.body["mac"],
+                     doc.body.get("zone"))
