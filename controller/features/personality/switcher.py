@@ -81,16 +81,18 @@ class Switcher:
 
     # ---------------------------------------------------------------- ticks
     def tick(self) -> None:
+        if self.expiries.expire():
+            self._scan_needed = True   # its operation starts in this same tick
         if self._scan_needed:
             self._scan_needed = False
             self._scan()
         for run in list(self.runs.values()):
             self._guarded(run, self._advance, run)
-        if self.expiries.expire():
-            self._scan_needed = True
 
     def next_wakeup(self) -> float | None:
         """Seconds until something here needs the worker again (None: nothing)."""
+        if self._scan_needed:
+            return 0.0
         if self.runs:
             return POLL_SECONDS / 2
         return self.expiries.next_wakeup()
