@@ -32,7 +32,6 @@ package is imported; ``controller.registry`` imports every feature.
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Network
@@ -130,7 +129,6 @@ class _Declaration(NamedTuple):
 
 
 _DECLARED: dict[str, list[_Declaration]] = {}
-_built: weakref.WeakKeyDictionary[Store, str] = weakref.WeakKeyDictionary()
 
 
 def declare(kind: str, extractor: Extractor, *, feature: str) -> None:
@@ -157,21 +155,16 @@ def check_write(store: Store, kind: str, id: str, body: dict[str, Any] | None) -
     None for a delete.  The old claims of (kind, id) are released.
     """
     with store.transaction():
-        _apply(store, kind, id, body, refuse=True, record=True)
-
-
-def check(store: Store, kind: str, id: str, body: dict[str, Any]) -> None:
-    """``check_write`` recording nothing: would the write be refused? (dry runs)"""
-    _apply(store, kind, id, body, refuse=True, record=False)
+        _apply(store, kind, id, body, refuse=True)
 
 
 def _record(store: Store, kind: str, id: str, body: dict[str, Any] | None) -> None:
     """The store's write hook: keep the rows in step with every write, refusing nothing."""
-    _apply(store, kind, id, body, refuse=False, record=True)
+    _apply(store, kind, id, body, refuse=False)
 
 
 def _apply(store: Store, kind: str, id: str, body: dict[str, Any] | None, *,
-           refuse: bool, record: bool) -> None:
+           refuse: bool) -> None:
     if kind not in _DECLARED:
         return
     _ensure_built(store)
@@ -184,8 +177,7 @@ def _apply(store: Store, kind: str, id: str, body: dict[str, Any] | None, *,
         for row in new:
             if (row.space, row.key) not in held:
                 _refuse_taken(store, row)
-    if record:
-        store.set_claims(kind, id, new)
+    store.set_claims(kind, id, new)
 
 
 def _rows(kind: str, id: str, body: dict[str, Any] | None) -> list[ClaimRow]:
@@ -248,13 +240,14 @@ def lowest_free(store: Store, space: str, lo: int, hi: int) -> int | None:
 # -- rebuilding -------------------------------------------------------------------------
 
 def _ensure_built(store: Store) -> None:
+    """Rebuild the rows when they were built from other declarations (or never).
+
+    Read from the store every time, not remembered: a rebuild inside a
+    transaction that is rolled back is undone with it.
+    """
     sig = signature()
-    if _built.get(store) == sig:
-        return
-    with store.transaction():
-        if store.get_meta(META_KEY) != sig:
-            rebuild(store)
-    _built[store] = sig
+    if store.get_meta(META_KEY) != sig:
+        rebuild(store)
 
 
 def rebuild(store: Store) -> None:
@@ -266,7 +259,6 @@ def rebuild(store: Store) -> None:
             for doc in store.list(kind):
                 store.set_claims(kind, doc.id, _rows(kind, doc.id, doc.body))
         store.set_meta(META_KEY, sig)
-    _built[store] = sig
 
 
 add_write_hook(_record)

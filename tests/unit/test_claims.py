@@ -162,12 +162,14 @@ def test_a_holder_keeps_what_it_held_before_the_rule(store: Store) -> None:
         write(store, "net", "n1", {"ranges": ["10.0.0.0/24", "10.0.1.0/24"]})
 
 
-def test_dry_check_records_nothing(store: Store) -> None:
+def test_a_dry_run_is_a_rolled_back_transaction(store: Store) -> None:
+    """What a dry run does (the CRUD layer): check and write, then undo it all."""
     write(store, "net", "n1", {"ports": ["a:1"]})
-    claims.check(store, "net", "n2", {"ports": ["a:2"]})
-    assert store.claims_of("net", "n2") == []
-    with pytest.raises(ClaimConflict):
-        claims.check(store, "pool", "p1", {"cidr": "10.0.0.0/24", "ports": ["a:1"]})
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            write(store, "net", "n2", {"ports": ["a:2"]})
+            raise RuntimeError("dry run")
+    assert store.claims_of("net", "n2") == [] and claims.holders(store, "interface", "a:2") == []
 
 
 def test_unreadable_bodies_claim_nothing(store: Store) -> None:
@@ -187,6 +189,20 @@ def test_rows_are_rebuilt_when_the_declarations_change(store: Store,
     assert claims.holders(store, "interface", "a:9")[0].holder_id == "o1"  # rebuilt on first use
     assert store.get_meta(claims.META_KEY) == claims.signature()
     assert claims.holders(store, "interface", "a:1")[0].holder_id == "n1"
+
+
+def test_a_rolled_back_rebuild_is_done_again(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.put("net", "n1", {"ports": ["a:1"]})
+    claims.declare("other", lambda id, body: [], feature="others")  # the rows are now stale
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            assert claims.holders(store, "interface", "a:1")  # rebuilt here ...
+            raise RuntimeError("refused")                      # ... and rolled back
+    assert store.get_meta(claims.META_KEY) != claims.signature()
+    with pytest.raises(ClaimConflict):  # rebuilt again, so refused (and rolled back again)
+        write(store, "net", "n2", {"ports": ["a:1"]})
+    write(store, "net", "n2", {"ports": ["a:2"]})
+    assert store.get_meta(claims.META_KEY) == claims.signature()  # kept with a committed write
 
 
 def test_a_reopened_store_keeps_its_rows(declared: None, tmp_path: Any) -> None:

@@ -17,12 +17,13 @@ from typing import Any
 from controller.core import claims
 from controller.core.documents import DocumentInvalid, id_problem, slugify
 from controller.core.topology import Subnet
+from controller.features.persona import net
 from controller.features.persona.claims import ACTIVE, INDEX, KIND
 from controller.features.persona.document import Persona, parse_persona
-from controller.features.persona.record import PersonaConflict, claims_checked
+from controller.features.persona.record import PersonaConflict
 from controller.store import AlreadyExists, Store
 
-MAX_INDEX = 32767
+MAX_INDEX = net.MAX_INDEX  # one conntrack zone per index (controller.core.budgets)
 DEFAULT_NAT_POOL = IPv4Network("100.64.0.0/10")
 
 Span = tuple[int, int]
@@ -152,6 +153,8 @@ def plan(store: Store, body: Any, now: float, subnets: Sequence[Subnet],
     The index is the lowest one no live persona holds, the gateway the first
     address of the range, the NAT blocks those of ``_nat_blocks``. Reads the
     claims, not the records: a few rows however many personas there are.
+    The claims the record makes (its name, its range against other features'
+    ranges) are checked when ``create`` writes it, in the same transaction.
     """
     persona = parse_persona(body, now)
     errors = _subnet_errors(persona, subnets)
@@ -164,6 +167,4 @@ def plan(store: Store, body: Any, now: float, subnets: Sequence[Subnet],
     record = {"document": persona.stored_body(), "index": index, "gateway": str(persona.gateway),
               "nat": {"hub_range": str(nat)} if nat else None, "attachments": [],
               "expires_at": persona.expires_at, "state": ACTIVE, "expired_at": None}
-    with claims_checked():
-        claims.check(store, KIND, new_id, record)
     return Plan(new_id, record, {pid: str(b) for pid, b in blocks.items()})
