@@ -158,43 +158,6 @@ def persona_meters(persona: PersonaNet) -> tuple[MeterSpec, ...]:
     return tuple(MeterSpec(m, persona.bandwidth_kbps, burst) for m in meter_ids(persona))
 
 
-# ---------------------------------------------------------------------- cookies
-def persona_cookie(persona_id: str) -> int:
-    return cookies.make(Feature.PERSONA, persona_id)
-
-
-def usage_cookie(persona_id: str, kind: str) -> int:
-    """Counted flows carry version 1 (the others 0): `usage_mask` reads only them."""
-    return cookies.make(Feature.PERSONA, f"{persona_id}#{kind}", 1)
-
-
-def usage_mask() -> cookies.CookieMask:
-    """(cookie, mask) selecting every persona flow whose counters are read."""
-    cookie, mask = cookies.feature_mask(Feature.PERSONA)
-    return cookies.CookieMask(cookie | 1, mask | 0xFFFF)
-
-
-GATEWAY_COOKIE = cookies.make(Feature.PERSONA, "#gateway")
-
-
-class MeterPair(NamedTuple):
-    outbound: int
-    inbound: int
-
-
-def meter_ids(persona: PersonaNet) -> MeterPair:
-    """(outbound, inbound) meter ids of a persona on the gateway."""
-    base = METERS.first + 2 * persona.index
-    return MeterPair(base, base + 1)
-
-
-def persona_meters(persona: PersonaNet) -> tuple[MeterSpec, ...]:
-    if persona.bandwidth_kbps is None:
-        return ()
-    burst = max(persona.bandwidth_kbps // 5, 64)  # 200 ms worth of traffic
-    return tuple(MeterSpec(m, persona.bandwidth_kbps, burst) for m in meter_ids(persona))
-
-
 def compile_meters(inp: GatewayInput) -> tuple[MeterSpec, ...]:
     """The gateway's meters: one each way per persona with a bandwidth limit."""
     return tuple(m for p in inp.personas for m in persona_meters(p))
