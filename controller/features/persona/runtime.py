@@ -18,14 +18,15 @@ from __future__ import annotations
 import logging
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Network
 from typing import Any
 
 from controller.features.persona import dhcp
 from controller.features.persona import compile as compiler
 from controller.core.context import FeatureContext, Realization
 from controller.core.view import FabricView
-from controller.features.persona.compile import GatewayInput, Member, PersonaNet, Policy
+from controller.features.persona.compile import GatewayInput, PersonaNet
+from controller.features.persona.nets import persona_net
 from controller.features.persona import alerts
 from controller.features.persona import store as persona_store
 from controller.features.persona.usage import (DEFAULT_EXPIRY_WARNING, Counters, Sample, Thresholds,
@@ -43,51 +44,6 @@ LOG = logging.getLogger("hubshift.personas")
 
 KIND = "persona"
 GATEWAY_MAC = "02:b5:00:00:00:02"
-
-
-def _ports(value: Any) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    if isinstance(value, int):
-        return value, value
-    lo, _, hi = str(value).partition("-")
-    return int(lo), int(hi or lo)
-
-
-def _network(value: Any) -> IPv4Network | None:
-    if value in (None, "", "any", "0.0.0.0/0"):
-        return None
-    return IPv4Network(value, strict=False)
-
-
-def _member(attachment: dict) -> Member | None:
-    dpid, _, port = attachment["interface_id"].rpartition(":")
-    try:
-        return Member(attachment["interface_id"], int(dpid, 16), int(port),
-                      attachment["mac"].lower(), IPv4Address(attachment["ip"]))
-    except (KeyError, ValueError):
-        return None
-
-
-def persona_net(id: str, body: dict, stage: str = "active", owns_real: bool = False) -> PersonaNet:
-    """The compiler's view of a stored persona body (see docs/personas.md)."""
-    doc = body["document"]
-    protocols = compiler.protocol_numbers(doc["protocols"])
-    policies = tuple(Policy(compiler.IP_PROTOCOLS[p["protocol"]], _ports(p.get("port")),
-                            p["action"], _network(p.get("source")),
-                            _network(p.get("destination")))
-                     for p in doc.get("security_policies") or ())
-    qos = doc.get("qos") or {}
-    nat = (body.get("nat") or {}).get("hub_range")
-    members = tuple(m for m in map(_member, body.get("attachments") or ()) if m is not None)
-    return PersonaNet(
-        id=id, index=body["index"], ip_range=IPv4Network(doc["ip_range"]),
-        gateway_ip=IPv4Address(body["gateway"]), protocols=protocols, policies=policies,
-        nat_range=IPv4Network(nat) if nat else None,
-        bandwidth_kbps=qos.get("bandwidth_kbps"),
-        dscp=compiler.dscp_for_latency(qos.get("latency_ms")),
-        members=members, owns_real=owns_real and nat is not None, closing=stage != "active",
-        routed=stage in ("active", "closing"))
 
 
 def real_range_owners(bodies: dict[str, dict]) -> set[str]:
@@ -152,7 +108,7 @@ class Personas:
         self._seq = 0
         self._next_poll = 0.0
         self._polling = False
-        self._usage_view: dict[str, dict] = {}
+        self._polled_at: float | None = None      # wallclock of the last poll answered
         self._alerts: dict[str, set[str]] | None = None   # id -> kinds of its active alerts
         self._kinds: tuple[dict | None, dict[int, tuple[str, str]]] = (None, {})
 
@@ -414,14 +370,16 @@ class Personas:
             self.ctx.packet_out(m.dpid, probe.frame, [Output(m.port)], CONTROLLER)
 
     def _publish(self) -> None:
-        self._usage_view = {id: _usage_view(u, self.ctx.wallclock(), self.latency.get(id))
-                            for id, u in self.usages.items() if id in self.active}
+        self._polled_at = self.ctx.wallclock()
         self.metrics.personas.labels("active").set(len(self.active))
         self.metrics.personas.labels("expired").set(self._expired)
 
     def usage(self, id: str) -> dict | None:
-        """The last poll's usage of a persona (any thread: the view is replaced whole)."""
-        return self._usage_view.get(id)
+        """The last poll's usage of a persona (a query: on the worker), or None."""
+        usage = self.usages.get(id)
+        if usage is None or id not in self.active or self._polled_at is None:
+            return None
+        return _usage_view(usage, self._polled_at, self.latency.get(id))
 
     # ------------------------------------------------------------ packet-in
     def on_packet_in(self, dpid: int, table_id: int, in_port: int, pkt: Any, data: bytes) -> None:

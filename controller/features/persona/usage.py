@@ -19,7 +19,7 @@ disappeared contributes nothing more; totals never go backwards.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from controller.features.persona.metrics import DIRECTIONS as PERSONA_DIRECTIONS
@@ -31,9 +31,11 @@ DEFAULT_EXPIRY_WARNING = 300      # seconds; alert_thresholds.expiry_warning "5m
 AGE_TOLERANCE = 0.25              # seconds: switch clock vs sample time (see Reading)
 
 
-@dataclass(frozen=True)
-class Counters:
-    """What a persona's gateway counts, both directions ("out" = from the persona)."""
+class Counters(NamedTuple):
+    """What a persona's gateway counts, both directions ("out" = from the persona).
+
+    A named tuple rather than a frozen dataclass: a poll of a thousand personas
+    makes tens of thousands of them, and a tuple is made three times faster."""
     bytes_out: int = 0
     bytes_in: int = 0
     packets_out: int = 0
@@ -75,7 +77,7 @@ class Counters:
         return cls(**{f: int(body.get(f, 0)) for f in _NAMES})
 
 
-_NAMES = tuple(f.name for f in fields(Counters))
+_NAMES = Counters._fields
 assert _NAMES == ("bytes_out", "bytes_in", "packets_out", "packets_in", "connections",
                   "denied"), "Counters' arithmetic names every field"
 
