@@ -20,7 +20,7 @@ the hub's worker thread is printed beside it.
 Needs root and Open vSwitch (started with scripts/ovs start).  Usage:
 
     sudo .venv/bin/python benchmarks/flow_rate.py [--sizes 10000,100000]
-                                                  [--repeat-small 5] [--repeat-large 5]
+                                                  [--repeat-small 7] [--repeat-large 5]
                                                   [--profile]
 
 Everything it creates (one bridge named bn<pid>) is removed at the end, also on
@@ -197,10 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="10000,100000",
                     help="comma-separated flow counts (default 10000,100000)")
-    ap.add_argument("--repeat-small", type=int, default=5,
-                    help="repetitions for sizes below 50000 (default 5)")
+    ap.add_argument("--repeat-small", type=int, default=7,
+                    help="pairs of runs for sizes below 50000 (default 7)")
     ap.add_argument("--repeat-large", type=int, default=5,
-                    help="repetitions for sizes of 50000 and more (default 5)")
+                    help="pairs of runs for sizes of 50000 and more (default 5)")
     ap.add_argument("--profile", action="store_true",
                     help="cProfile the hub's sync (worker thread) and print the top entries")
     args = ap.parse_args(argv)
