@@ -8,7 +8,7 @@ OK_HEALTH = {"status": "ok", "datapaths_connected": 0, "uptime_s": 1.0}
 
 
 def dry_run_answer(interface_id: str, personality_id: str) -> dict[str, Any]:
-    """The canned answer of ``FakeHub.dry_run_switch``."""
+    """The canned answer of the personality dry run query (shape checked like the preview's)."""
     return {"interface_id": interface_id, "from_personality_id": None,
             "to_personality_id": personality_id,
             "flows": {"add": ["table=40, priority=100, ip, nw_src=10.0.1.10 actions=goto_table:41"],
@@ -18,10 +18,19 @@ def dry_run_answer(interface_id: str, personality_id: str) -> dict[str, Any]:
 
 
 def persona_preview_answer(body: dict[str, Any]) -> dict[str, Any]:
-    """The canned answer of ``FakeHub.persona_preview``: one flow naming the persona's range."""
+    """The canned answer of the persona preview query: one flow naming the persona's range
+    (its shape is checked against the real hub's by tests/unit/test_hubview_contract.py)."""
     return {"flows": {"0000000000000001": [
         f"table=40, priority=174, ip, nw_dst={body['document']['ip_range']} actions=goto_table:50"]},
-        "meters": [{"meter_id": 65536 + 2 * body["index"], "rate_kbps": 100000}]}
+        "meters": [{"meter_id": 65536 + 2 * body["index"], "rate_kbps": 100000,
+                    "burst_kbits": 20000}]}
+
+
+def usage_answer() -> dict[str, Any]:
+    """A persona's usage as the hub answers it (the shape tests fill ``FakeHub.usage`` with)."""
+    return {"bytes": {"in": 1_500_000, "out": 250}, "packets": {"in": 1000, "out": 5},
+            "connections": 3, "denied": 1, "rate_bps": {"in": 8000.0, "out": 80.0},
+            "updated_at": 1_800_000_000.0, "latency_ms": 4.2}
 
 
 class FakeHub:
