@@ -19,7 +19,7 @@ import logging
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
-from typing import Any
+from typing import Any, NamedTuple
 
 from controller.features.persona import dhcp
 from controller.features.persona import compile as compiler
@@ -73,6 +73,12 @@ class Teardown:
     batched: bool = False
 
 
+class SentProbe(NamedTuple):
+    """A latency echo on its way: what to match the reply against, and when it left."""
+    probe: Probe
+    sent: float
+
+
 @dataclass
 class TeardownBatch:
     """Personas leaving together: one realization per stage for all of them.
@@ -104,7 +110,7 @@ class Personas:
         self._nets: dict[tuple[str, str, bool], tuple[dict, PersonaNet]] = {}
         self.usages: dict[str, Usage] = {}
         self.latency: dict[str, float] = {}                   # id -> last round trip, seconds
-        self.probes: dict[str, tuple[Probe, float]] = {}
+        self.probes: dict[str, SentProbe] = {}               # id -> its latency echo in flight
         self._seq = 0
         self._next_poll = 0.0
         self._polling = False
@@ -366,7 +372,7 @@ class Personas:
             self._seq = (self._seq + 1) & 0xFFFF
             probe = ping_probe(self.gateway_mac, str(net.gateway_ip), m.mac, str(m.ip),
                                net.index, self._seq)
-            self.probes[id] = (probe, self.ctx.clock())
+            self.probes[id] = SentProbe(probe, self.ctx.clock())
             self.ctx.packet_out(m.dpid, probe.frame, [Output(m.port)], CONTROLLER)
 
     def _publish(self) -> None:
@@ -385,7 +391,7 @@ class Personas:
     def on_packet_in(self, dpid: int, table_id: int, in_port: int, pkt: Any, data: bytes) -> None:
         """DHCP from an attached interface (persona_edge), echo replies (persona_gateway)."""
         if table_id == tables.PERSONA_GATEWAY.id:
-            for id, (probe, sent) in list(self.probes.items()):
+            for id, (probe, sent) in list(self.probes.items()):   # SentProbe
                 if probe.is_reply(data):
                     self.latency[id] = self.ctx.clock() - sent
                     del self.probes[id]
