@@ -17,7 +17,9 @@ from controller.features.persona import allocation
 from controller.features.persona import store as ps
 from controller.features.personality import operations
 from controller.features.persona.store import PersonaConflict, PersonaRecord
+from controller.core import claims
 from controller.core.claims import ClaimConflict
+from controller.store import ClaimRow
 from controller.store import AlreadyExists, NotFound, RevisionConflict, Store, open_store
 from controller.core.topology import Host, Subnet
 
@@ -68,6 +70,10 @@ def nat(store: Store, id: str) -> str | None:
 
 def messages(store: Store, subject: str) -> list[str]:
     return [e.message for e in store.events(kind=ps.KIND, subject=subject)]
+
+
+def holders(rows: list[ClaimRow]) -> set[str]:
+    return {r.holder_id for r in rows}
 
 
 def assert_hub_ranges_disjoint(store: Store, subnets: tuple[Subnet, ...] = (SEG1,)) -> None:
@@ -426,11 +432,11 @@ def test_claims_follow_the_record(store: Store) -> None:
     assert held == {("persona.name", "a"), ("persona.index", "1"), ("ipv4", "10.100.0.0/24"),
                     ("ipv4", "100.64.0.0/24"), ("interface", IF1)}
     ps.mark_expired(store, "a", NOW)
-    assert store.claims_of(ps.KIND, "a") == []
-    assert ps.attached_to(store, IF1) is None and ps.claimed_by(store, IPv4Network("100.64.0.0/24")) is None
-    assert ps.claimed_by(store, IPv4Network("10.100.0.0/16")) == "b"
+    assert store.claims_of(ps.KIND, "a") == [] and claims.holders(store, "interface", IF1) == []
+    assert holders(claims.overlapping(store, IPv4Network("100.64.0.0/16"))) == {"b"}  # b's block
+    assert holders(claims.overlapping(store, IPv4Network("10.100.0.0/16"))) == {"b"}
     ps.delete(store, "b")
-    assert store.claims_of(ps.KIND, "b") == [] and ps.claimed_by(store, IPv4Network("10.0.0.0/8")) is None
+    assert store.claims_of(ps.KIND, "b") == [] and claims.overlapping(store, IPv4Network("0.0.0.0/0")) == []
 
 
 def test_a_full_range_refuses_one_more(store: Store) -> None:

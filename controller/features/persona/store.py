@@ -46,7 +46,7 @@ from controller.store import Document, NotFound, Store
 
 __all__ = ["ACTIVE", "DEFAULT_NAT_POOL", "EXPIRED", "KIND", "MAX_INDEX", "STATES", "Attachment",
            "Created", "PersonaConflict", "PersonaRecord", "Plan", "allocate_block", "attach",
-           "attached_to", "claimed_by", "create", "delete", "detach", "live_records",
+           "create", "delete", "detach", "live_records",
            "mark_expired", "merge_patch", "plan", "records", "update"]
 
 INTERFACE = "interface"
@@ -235,17 +235,3 @@ def delete(store: Store, id: str, revision: int | None = None) -> Document:
         store.delete(KIND, id, revision)
         _journal(store, id, "deleted", doc.revision)
     return doc
-
-
-# -- queries --------------------------------------------------------------------------------
-
-def attached_to(store: Store, interface_id: str) -> str | None:
-    """The live persona an interface is attached to, if any."""
-    return next((r.holder_id for r in claims.holders(store, claims.INTERFACE, interface_id)
-                 if r.holder_kind == KIND), None)
-
-
-def claimed_by(store: Store, net: IPv4Network) -> str | None:
-    """The live persona whose range or NAT block overlaps ``net``, if any."""
-    return next((r.holder_id for r in claims.overlapping(store, net) if r.holder_kind == KIND),
-                None)
