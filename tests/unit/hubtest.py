@@ -219,8 +219,8 @@ class Fabric:
         return self.hub.feature("personality").bindings.current
 
     @property
-    def switcher(self):
-        return self.hub.feature("personality").switcher
+    def changes(self):
+        return self.hub.feature("personality").changes
 
     def load_subnets(self) -> None:
         self.hub.feature("fabric").load()

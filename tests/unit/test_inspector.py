@@ -15,7 +15,7 @@ from controller.pipeline import ctmark, tables
 from controller.pipeline.actions import Conntrack
 
 from tests.unit.hubtest import A, H1_IP, H1_MAC, run
-from tests.unit.test_switcher import IID, OPEN, make_lab
+from tests.unit.test_changes import IID, OPEN, make_lab
 
 PEER_MAC, PEER_IP = "00:00:00:00:02:0a", "10.0.2.10"
 IFACE = Interface(A, 2, H1_MAC)

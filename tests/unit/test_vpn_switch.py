@@ -3,7 +3,8 @@ fake OVSDB: the tunnel port exists before any flow names it and goes once none d
 from __future__ import annotations
 
 from controller.core import interfaces
-from controller.features.personality.vpn import TUNNEL_DROP, TUNNEL_IN, VpnTunnel, tunnel_port_name
+from controller.features.personality.policy import PersonalityPolicy
+from controller.features.personality.vpn import TUNNEL_DROP, TUNNEL_IN, tunnel_port_name
 from controller.features.personality import operations as ops
 from controller.core.hub import ROUTER_MAC, Hub
 from controller.ovsdb import Bridge, OvsdbError, PortSpec, PortState
@@ -13,14 +14,14 @@ from controller.core.topology import Port
 from controller.reconcile.tunnels import RETRY_SECONDS, TunnelPorts
 
 from tests.unit.hubtest import A, H1_IP, arp_frame, ports_a, run
-from tests.unit.test_switcher import IID, OPEN, CountingSwitch, Lab, make_lab
+from tests.unit.test_changes import IID, OPEN, CountingSwitch, Lab, make_lab
 
 VPN = {"type": "vxlan", "remote_ip": "198.18.71.2", "key": 5001,
        "remote_prefixes": ["172.16.5.0/24"]}
 VPN_BODY = {**OPEN, "name": "vpn", "vpn_tunnel_config": VPN}
 VPN2_BODY = {**OPEN, "name": "vpn2", "vpn_tunnel_config": {**VPN, "key": 5002}}
-PORT = tunnel_port_name(A, 2, VpnTunnel.from_body(VPN))
-PORT2 = tunnel_port_name(A, 2, VpnTunnel.from_body(VPN2_BODY["vpn_tunnel_config"]))
+PORT = tunnel_port_name(A, 2, PersonalityPolicy.from_body("vpn", VPN_BODY).vpn)
+PORT2 = tunnel_port_name(A, 2, PersonalityPolicy.from_body("vpn2", VPN2_BODY).vpn)
 
 
 class FakeOvsdb:

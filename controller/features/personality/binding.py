@@ -39,8 +39,8 @@ class Binding:
         return PersonalityPolicy.from_body(self.personality_id, self.body, self.revision)
 
     def flows(self, ctx: Context) -> tuple[FlowSpec, ...]:
-        """Compiled once per binding and context: the switcher compiles a target when it
-        prepares a switch, so the hub does not compile it again after the drain."""
+        """Compiled once per binding and context: the change coordinator compiles a target when it
+        prepares a change, so the hub does not compile it again after the drain."""
         memo = self.__dict__.get("_flows")
         if memo is not None and memo[0] == ctx:
             return memo[1]

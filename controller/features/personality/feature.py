@@ -19,7 +19,7 @@ from controller.features.personality.binding import Binding, BindingTable
 from controller.features.personality.compile import Context
 from controller.features.personality.dryrun import dry_run
 from controller.features.personality.inspector import TABLES as INSPECTED_TABLES, Inspector
-from controller.features.personality.switcher import Switcher
+from controller.features.personality.changes import Changes
 from controller.packets import ETH_IPV4
 from controller.pipeline import tables
 from controller.pipeline.flowspec import FlowSpec
@@ -36,15 +36,15 @@ class PersonalityFeature(Feature):
     def __init__(self, ctx, settings=None) -> None:
         super().__init__(ctx, settings)
         self.bindings = BindingTable(ctx.changed)
-        self.switcher = Switcher(ctx, self.bindings)
+        self.changes = Changes(ctx, self.bindings)
         self.inspector = Inspector(self.bindings.current, ctx.clock)
         self._flows: dict[tuple, tuple[FlowSpec, ...]] = {}
 
     def load(self) -> None:
-        self.switcher.load()
+        self.changes.load()
 
     def documents_changed(self, kind: str) -> None:
-        self.switcher.wake()   # new operations (a switch, a revert, a personality update)
+        self.changes.wake()   # new operations (a change, a revert, a personality update)
 
     # -------------------------------------------------------- desired state
     def contribute(self, view: FabricView) -> Contribution:
@@ -74,7 +74,7 @@ class PersonalityFeature(Feature):
     def _tunnels(self) -> dict[int, tuple[TunnelPort, ...]]:
         """Tunnel ports of every binding that is bound, or held by an operation."""
         wanted: dict[int, list[TunnelPort]] = {}
-        held: list[Binding] = [*self.bindings.current.values(), *self.switcher.held_bindings()]
+        held: list[Binding] = [*self.bindings.current.values(), *self.changes.held_bindings()]
         for binding in held:
             port = binding.tunnel
             if port is not None and port not in wanted.get(port.dpid, ()):
@@ -84,7 +84,7 @@ class PersonalityFeature(Feature):
     # ------------------------------------------------------------ events
     def on_packet_in(self, punt: PacketIn) -> None:
         if punt.table_id == tables.L2.id:
-            self.switcher.on_packet_in(punt.dpid, punt.data)
+            self.changes.on_packet_in(punt.dpid, punt.data)
         elif punt.table_id in INSPECTED_TABLES and punt.packet.eth_type == ETH_IPV4:
             out = self.inspector.on_packet_in(punt.dpid, punt.table_id, punt.in_port, punt.data)
             if out is not None:
@@ -104,10 +104,10 @@ class PersonalityFeature(Feature):
             self.ctx.resolve(best.next_hop)
 
     def tick(self) -> None:
-        self.switcher.tick()
+        self.changes.tick()
 
     def next_wakeup(self) -> float | None:
-        return self.switcher.next_wakeup()
+        return self.changes.next_wakeup()
 
     def query(self, name: str, **args: Any) -> Any:
         if name == "dry_run":

@@ -12,7 +12,7 @@ from controller.core import interfaces
 from controller.features.personality import operations as ops
 from controller.store import Store
 
-LOG = logging.getLogger("hubshift.switcher")
+LOG = logging.getLogger("hubshift.changes")
 
 
 class Records:

@@ -1,4 +1,4 @@
-"""The personality switch coordinator, driven through the hub with fake switches and clocks."""
+"""Personality changes (the coordinator), driven through the hub with fake switches and clocks."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""The personality change coordinator: walks operations through their states.
+"""Personality changes: the coordinator that walks operations through their states.
 
 Runs on the hub's worker thread only (`tick` after every converge, packet-ins
 for probe replies, switch answers posted back).  Each step is written to the
@@ -46,12 +46,14 @@ from controller.features.personality.run import (ALL_BITS, Awaiting, Run, compil
 from controller.pipeline import tables
 from controller.pipeline.actions import TABLE, Output
 
-LOG = logging.getLogger("hubshift.switcher")
+LOG = logging.getLogger("hubshift.changes")
 
 POLL_SECONDS = 0.25      # drain: how often the connection count is read
 
 
-class Switcher:
+class Changes:
+    """Every unfinished personality change (operation), advanced tick by tick."""
+
     def __init__(self, ctx: FeatureContext, table: BindingTable,
                  rng: random.Random | None = None) -> None:
         self.ctx = ctx
@@ -409,10 +411,10 @@ class Switcher:
         with self.store.transaction():
             extra = {"reason": reason} if reason is not None else {}
             self._set(run, result, result=result, finished_at=self.ctx.wallclock(),
-                      message=None if result != "succeeded" else "switch complete", **extra)
+                      message=None if result != "succeeded" else "change complete", **extra)
             self.records.release_interface(run.iid, run.op_id)
             op = self.records.op(run.op_id)
-            self.ctx.journal("personality", run.iid, f"switch {result}",
+            self.ctx.journal("personality", run.iid, f"change {result}",
                              operation=run.op_id, frm=op["from_personality_id"],
                              to=op["to_personality_id"], reason=op["reason"])
         self.runs.pop(run.op_id, None)
