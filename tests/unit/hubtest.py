@@ -9,6 +9,7 @@ import socket
 import struct
 from concurrent.futures import Executor, Future
 
+from controller.core.channel import Aggregate
 from controller.core.hub import ROUTER_MAC, Hub
 from controller.core.topology import Link, Port
 from controller.features.fabric.compile import FabricInput, compile_fabric
@@ -98,8 +99,8 @@ class FakeSwitch:
     def packet_out(self, data: bytes, actions, in_port: int = CONTROLLER) -> None:
         self.log.append(("out", data, list(actions), in_port))
 
-    def aggregate(self, table_id: int, cookie: int, cookie_mask: int):
-        return 0, 0, 0
+    def aggregate(self, table_id: int, cookie: int, cookie_mask: int) -> Aggregate:
+        return Aggregate(0, 0, 0)
 
     def flow_stats(self, table_id: int, cookie: int, cookie_mask: int) -> list[FlowSpec]:
         return []

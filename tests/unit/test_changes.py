@@ -6,6 +6,7 @@ from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import Ether
 
 from controller.core import interfaces
+from controller.core.channel import Aggregate
 from controller.features.personality.compile import connection_cookie, interface_zone, transition_cookie
 from controller.features.personality import binding as bindings
 from controller.features.personality import operations as ops
@@ -32,10 +33,10 @@ class CountingSwitch(FakeSwitch):
         self.connections: dict[int, int] = {}   # connection cookie -> live connections
         self.aggregates = 0
 
-    def aggregate(self, table_id: int, cookie: int, cookie_mask: int) -> tuple[int, int, int]:
+    def aggregate(self, table_id: int, cookie: int, cookie_mask: int) -> Aggregate:
         assert table_id == tables.PERSONALITY_CONNECTIONS.id
         self.aggregates += 1
-        return self.connections.get(cookie, 0), 0, 0
+        return Aggregate(self.connections.get(cookie, 0), 0, 0)
 
     def flow_stats(self, table_id: int, cookie: int, cookie_mask: int):
         return []

@@ -241,7 +241,7 @@ class Changes:
         op = self.records.op(run.op_id)
         if op["state"] != "draining":
             return
-        count = answer.result()[0]
+        count = answer.result().flows
         if count != op["connections"]:
             self.records.update(run.op_id, connections=count)
         drain = op["drain"]
