@@ -32,12 +32,11 @@ from typing import Any, Callable
 
 from controller.core import interfaces
 from controller.core.context import FeatureContext, Realization
-from controller.core.documents import parse_duration
 from controller.features.personality import binding as bindings
 from controller.features.personality import operations as ops
 from controller.features.personality.binding import Binding, BindingTable
-from controller.features.personality.checks import (PROBE_RESEND, NoTarget, build_checks,
-                                                    reply_flows)
+from controller.features.personality import checks
+from controller.features.personality.checks import NoTarget, build_checks, reply_flows
 from controller.features.personality.compile import connection_cookie, interface_zone
 from controller.features.personality.expiry import Expiries
 from controller.features.personality.records import Records
@@ -318,19 +317,14 @@ class Changes:
         if not run.checks:
             return
         assert run.interface is not None
-        now = self.ctx.clock()
-        for check in run.checks:
-            if check.passed:
-                continue
-            if now > check.deadline:
-                self._rollback(run, f"health check {check.desc} failed: no answer within "
-                                    f"{check.timeout:g} s")
-                return
-            if now - check.sent_at >= PROBE_RESEND:
-                check.sent_at = now
-                self.ctx.packet_out(run.interface.dpid, check.probe.frame, [Output(TABLE)],
-                                    in_port=run.interface.port)
-        if all(c.passed for c in run.checks):
+        due = checks.due(run.checks, self.ctx.clock())
+        if due.failure:
+            self._rollback(run, due.failure)
+            return
+        for check in due.send:
+            self.ctx.packet_out(run.interface.dpid, check.probe.frame, [Output(TABLE)],
+                                in_port=run.interface.port)
+        if due.passed:
             self._log(run, "verifying", "all health checks passed")
             self._succeed(run)
 
@@ -339,35 +333,24 @@ class Changes:
         for run in list(self.runs.values()):
             if run.interface is None or run.interface.dpid != dpid or run.awaiting:
                 continue
-            for check in run.checks:
-                if check.passed:
-                    continue
-                if check.probe.is_reply(data):
-                    check.passed = True
-                    self._log(run, "verifying", f"health check {check.desc} passed")
-                    if check.reset is not None:
-                        self.ctx.packet_out(dpid, check.reset, [Output(TABLE)],
-                                            in_port=run.interface.port)
-                    return True
-                if check.probe.kind == "tcp" and check.probe.refused(data):
-                    self._rollback(run, f"health check {check.desc} failed: connection refused")
-                    return True
+            reply = checks.reply(run.checks, data)
+            if reply is None:
+                continue
+            if reply.failure:
+                self._rollback(run, reply.failure)
+            else:
+                self._log(run, "verifying", f"health check {reply.check.desc} passed")
+                if reply.check.reset is not None:
+                    self.ctx.packet_out(dpid, reply.check.reset, [Output(TABLE)],
+                                        in_port=run.interface.port)
+            return True
         return False
 
     # --------------------------------------------------------------- endings
     def _succeed(self, run: Run) -> None:
         target = run.target
         iface = self.store.get(interfaces.KIND, run.iid).body
-        fields: dict[str, Any] = {"personality_state": "active"}
-        expires = target.body.get("expires_after") if target else None
-        if target is not None and expires is None:
-            fields.update(default_personality_id=target.personality_id,
-                          expires_at=None, expires_to=None)
-        elif expires is not None:
-            back = iface.get("default_personality_id") or (
-                run.previous.personality_id if run.previous else None)
-            fields.update(expires_at=self.ctx.wallclock() + _seconds(expires), expires_to=back)
-            self.expiries.deadlines[run.iid] = fields["expires_at"]
+        fields = self.expiries.after_success(run.iid, iface, target, run.previous)
         with self.store.transaction():
             self.records.set_interface(run.iid, **fields)
             self._finish(run, "succeeded", None)
@@ -432,7 +415,3 @@ class Changes:
 
     def _log(self, run: Run, state: str, message: str) -> None:
         self.records.log(run.op_id, run.iid, state, message)
-
-
-def _seconds(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) else float(parse_duration(value))

@@ -34,6 +34,49 @@ class Check:
     sent_at: float = -1.0
 
 
+@dataclass(frozen=True)
+class Due:
+    """What the checks need now: probes to (re)send, a failure, or all passed."""
+    send: tuple[Check, ...] = ()
+    failure: str | None = None
+    passed: bool = False
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A punted packet that answered a check: it passed, or (a TCP reset) it failed."""
+    check: Check
+    failure: str | None = None
+
+
+def due(checks: list[Check], now: float) -> Due:
+    """Past a deadline: failed; else the unanswered probes due for (re)sending."""
+    send = []
+    for check in checks:
+        if check.passed:
+            continue
+        if now > check.deadline:
+            return Due(failure=f"health check {check.desc} failed: no answer within "
+                               f"{check.timeout:g} s")
+        if now - check.sent_at >= PROBE_RESEND:
+            check.sent_at = now
+            send.append(check)
+    return Due(send=tuple(send), passed=all(c.passed for c in checks))
+
+
+def reply(checks: list[Check], data: bytes) -> Reply | None:
+    """The check a punted packet answers (marked passed), or None."""
+    for check in checks:
+        if check.passed:
+            continue
+        if check.probe.is_reply(data):
+            check.passed = True
+            return Reply(check)
+        if check.probe.kind == "tcp" and check.probe.refused(data):
+            return Reply(check, f"health check {check.desc} failed: connection refused")
+    return None
+
+
 class NoTarget(ValueError):
     """A check has nothing to probe (no gateway or DNS server known)."""
 

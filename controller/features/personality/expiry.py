@@ -6,9 +6,11 @@ with no drain, like any other change.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from controller.core import interfaces
+from controller.core.documents import parse_duration
+from controller.features.personality.binding import Binding
 from controller.features.personality import operations as ops
 from controller.features.personality.records import Records
 from controller.store import Store
@@ -25,6 +27,22 @@ class Expiries:
         for doc in self.store.list(interfaces.KIND):
             if doc.body.get("expires_at"):
                 self.deadlines[doc.id] = doc.body["expires_at"]
+
+    def after_success(self, iid: str, iface: dict[str, Any], target: Binding | None,
+                      previous: Binding | None) -> dict[str, Any]:
+        """The interface record's fields once a change succeeded: a lasting personality
+        becomes the default; a temporary one gets its deadline and what to go back to."""
+        fields: dict[str, Any] = {"personality_state": "active"}
+        expires = target.body.get("expires_after") if target else None
+        if target is not None and expires is None:
+            fields.update(default_personality_id=target.personality_id,
+                          expires_at=None, expires_to=None)
+        elif expires is not None:
+            back = iface.get("default_personality_id") or (
+                previous.personality_id if previous else None)
+            fields.update(expires_at=self.wallclock() + _seconds(expires), expires_to=back)
+            self.deadlines[iid] = fields["expires_at"]
+        return fields
 
     def next_wakeup(self) -> float | None:
         if not self.deadlines:
@@ -52,3 +70,7 @@ class Expiries:
             self.records.set_interface(iid, expires_at=None)
             created = True
         return created
+
+
+def _seconds(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) else float(parse_duration(value))
