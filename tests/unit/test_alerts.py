@@ -198,11 +198,11 @@ def test_polls_over_time_give_one_alert_per_crossing(store: Store, journal,
     """The runtime's loop: sample, check, sync.  The rate goes over the threshold
     for three polls, under for two, over again: two alerts, one clear between."""
     thresholds = Thresholds(bandwidth_bps=8000)
-    usage = update(None, Sample.single(0.0, Counters()))
+    usage = update(None, Sample.of(0.0, {"total": Counters()}))
     sent = 0
     for second, step in enumerate([2000, 2000, 2000, 100, 100, 5000, 5000], start=1):
         sent += step
-        usage = update(usage, Sample.single(float(second), Counters(bytes_out=sent)))
+        usage = update(usage, Sample.of(float(second), {"total": Counters(bytes_out=sent)}))
         now = T0 + second
         crossings = check_thresholds(usage, thresholds, None, None, None, now)
         alerts.sync(store, journal, metrics, persona_id="p1", crossings=crossings,

@@ -15,8 +15,16 @@ from controller.features.persona.usage import (
     check_thresholds,
     checked_kinds,
     expiry_warning_seconds,
+    counted,
     update,
+    usage_view,
 )
+from controller.features.persona import net
+
+
+def single(at: float, counters: Counters, age: float | None = None) -> Sample:
+    """A sample with one source (counters already summed by the switch)."""
+    return Sample(at, (("total", Reading(counters, age)),))
 
 
 class Clock:
@@ -41,7 +49,7 @@ def fold(*samples: Sample, usage: Usage | None = None) -> Usage:
 
 def test_first_sample_counts_everything_and_has_no_rate() -> None:
     c = Counters(bytes_out=1000, bytes_in=500, packets_out=10, packets_in=5, connections=2, denied=1)
-    usage = update(None, Sample.single(10.0, c))
+    usage = update(None, single(10.0, c))
     assert usage.totals == c
     assert usage.rate_out_bps == usage.rate_in_bps == 0.0
     assert usage.at == 10.0
@@ -49,14 +57,13 @@ def test_first_sample_counts_everything_and_has_no_rate() -> None:
 
 def test_rate_is_bits_per_second_over_the_last_interval() -> None:
     clock = Clock()
-    usage = fold(Sample.single(clock.now, Counters(bytes_out=1_000, bytes_in=0)),
-                 Sample.single(clock.advance(2.0), Counters(bytes_out=1_001_000, bytes_in=250_000)))
+    usage = fold(single(clock.now, Counters(bytes_out=1_000, bytes_in=0)),
+                 single(clock.advance(2.0), Counters(bytes_out=1_001_000, bytes_in=250_000)))
     assert usage.rate_out_bps == pytest.approx(4_000_000.0)
     assert usage.rate_in_bps == pytest.approx(1_000_000.0)
     assert usage.rate_bps == pytest.approx(4_000_000.0)
-    assert usage.rates() == {"outbound": pytest.approx(4e6), "inbound": pytest.approx(1e6)}
     # Only the last interval counts: a quiet second brings the rate to zero.
-    usage = update(usage, Sample.single(clock.advance(1.0),
+    usage = update(usage, single(clock.advance(1.0),
                                         Counters(bytes_out=1_001_000, bytes_in=250_000)))
     assert usage.rate_bps == 0.0
     assert usage.totals.bytes == 1_251_000
@@ -64,8 +71,8 @@ def test_rate_is_bits_per_second_over_the_last_interval() -> None:
 
 def test_a_reset_to_zero_never_takes_totals_back() -> None:
     clock = Clock()
-    usage = fold(Sample.single(clock.now, Counters(bytes_out=5000, packets_out=50, denied=3)),
-                 Sample.single(clock.advance(1), Counters(bytes_out=100, packets_out=1, denied=0)))
+    usage = fold(single(clock.now, Counters(bytes_out=5000, packets_out=50, denied=3)),
+                 single(clock.advance(1), Counters(bytes_out=100, packets_out=1, denied=0)))
     # The flow was re-installed: what it counted since (100 bytes) is new traffic.
     assert usage.totals == Counters(bytes_out=5100, packets_out=51, denied=3)
     assert usage.rate_out_bps == pytest.approx(800.0)
@@ -73,21 +80,21 @@ def test_a_reset_to_zero_never_takes_totals_back() -> None:
 
 def test_a_reset_counter_that_already_passed_its_old_value_is_caught_by_its_age() -> None:
     clock = Clock()
-    usage = fold(Sample.single(clock.now, Counters(bytes_out=100), age=50.0),
-                 Sample.single(clock.advance(1), Counters(bytes_out=300), age=0.4))
+    usage = fold(single(clock.now, Counters(bytes_out=100), age=50.0),
+                 single(clock.advance(1), Counters(bytes_out=300), age=0.4))
     assert usage.totals.bytes_out == 400
     # Installed after the last reading (age shorter than the interval), even when
     # the flow it replaced was younger still.
-    usage = fold(Sample.single(clock.now, Counters(bytes_out=100), age=0.1),
-                 Sample.single(clock.advance(1), Counters(bytes_out=300), age=0.5))
+    usage = fold(single(clock.now, Counters(bytes_out=100), age=0.1),
+                 single(clock.advance(1), Counters(bytes_out=300), age=0.5))
     assert usage.totals.bytes_out == 400
     # Kept counting (age grew by the interval, within the tolerance): an increase.
-    usage = fold(Sample.single(clock.now, Counters(bytes_out=100), age=0.1),
-                 Sample.single(clock.advance(1), Counters(bytes_out=300), age=0.9))
+    usage = fold(single(clock.now, Counters(bytes_out=100), age=0.1),
+                 single(clock.advance(1), Counters(bytes_out=300), age=0.9))
     assert usage.totals.bytes_out == 300
     # Without an age, an increase is an increase.
-    usage = fold(Sample.single(clock.now, Counters(bytes_out=100)),
-                 Sample.single(clock.advance(1), Counters(bytes_out=300)))
+    usage = fold(single(clock.now, Counters(bytes_out=100)),
+                 single(clock.advance(1), Counters(bytes_out=300)))
     assert usage.totals.bytes_out == 300
 
 
@@ -113,9 +120,9 @@ def test_a_source_that_disappears_keeps_what_it_counted_and_a_new_one_counts_fro
 
 def test_a_sample_at_the_same_time_keeps_the_rate() -> None:
     clock = Clock()
-    usage = fold(Sample.single(clock.now, Counters(bytes_out=0)),
-                 Sample.single(clock.advance(1), Counters(bytes_out=1000)),
-                 Sample.single(clock.now, Counters(bytes_out=1200)))
+    usage = fold(single(clock.now, Counters(bytes_out=0)),
+                 single(clock.advance(1), Counters(bytes_out=1000)),
+                 single(clock.now, Counters(bytes_out=1200)))
     assert usage.rate_out_bps == pytest.approx(8000.0)
     assert usage.totals.bytes_out == 1200
 
@@ -182,26 +189,34 @@ def test_totals_match_the_truth_exactly_when_every_flow_is_read_every_poll() -> 
 
 def test_persisted_usage_resumes_without_double_counting() -> None:
     clock = Clock()
-    usage = fold(Sample.single(clock.now, Counters(bytes_out=100, denied=1), age=10.0),
-                 Sample.single(clock.advance(1), Counters(bytes_out=400, denied=2), age=11.0))
+    usage = fold(single(clock.now, Counters(bytes_out=100, denied=1), age=10.0),
+                 single(clock.advance(1), Counters(bytes_out=400, denied=2), age=11.0))
     restored = Usage.from_body(usage.to_body())
     assert restored.totals == usage.totals and restored.last == usage.last
     assert restored.at is None and restored.rate_bps == 0.0
     # The flows kept counting while the controller was down.
-    after = update(restored, Sample.single(clock.advance(30), Counters(bytes_out=1000, denied=2),
+    after = update(restored, single(clock.advance(30), Counters(bytes_out=1000, denied=2),
                                            age=41.0))
     assert after.totals.bytes_out == 1000 and after.totals.denied == 2
     assert after.rate_bps == 0.0          # no interval known across the restart
 
 
-def test_summary() -> None:
-    usage = fold(Sample.single(0.0, Counters()),
-                 Sample.single(1.0, Counters(bytes_out=10, bytes_in=20, packets_out=1, packets_in=2,
-                                             connections=3, denied=4)))
-    assert usage.summary() == {
-        "bytes": {"outbound": 10, "inbound": 20, "total": 30},
-        "packets": {"outbound": 1, "inbound": 2, "total": 3},
-        "connections": 3, "denied": 4, "rate_bps": {"outbound": 80.0, "inbound": 160.0}}
+def test_the_rest_view_says_in_and_out() -> None:
+    usage = fold(single(0.0, Counters()),
+                 single(1.0, Counters(bytes_out=10, bytes_in=20, packets_out=1, packets_in=2,
+                                      connections=3, denied=4)))
+    assert usage_view(usage, 7.0, 0.0042) == {
+        "bytes": {"in": 20, "out": 10}, "packets": {"in": 2, "out": 1},
+        "connections": 3, "denied": 4, "rate_bps": {"in": 160.0, "out": 80.0},
+        "updated_at": 7.0, "latency_ms": 4.2}
+    assert usage_view(usage, 7.0, None)["latency_ms"] is None
+
+
+def test_a_counted_flow_counts_what_its_kind_says() -> None:
+    assert counted(net.OUT, 2, 300) == Counters(bytes_out=300, packets_out=2)
+    assert counted(net.IN, 2, 300) == Counters(bytes_in=300, packets_in=2)
+    assert counted(net.CONNECTION, 5, 999) == Counters(connections=5)
+    assert counted(net.DENIED, 1, 60) == Counters(denied=1)
 
 
 # -- thresholds ------------------------------------------------------------------
@@ -291,9 +306,9 @@ def test_a_crossing_persists_across_polls_until_the_rate_drops() -> None:
     """The input check_thresholds sees over time; de-duplication is the alerts' job."""
     clock = Clock()
     t = Thresholds(bandwidth_bps=8000)
-    usage = update(None, Sample.single(clock.now, Counters()))
+    usage = update(None, single(clock.now, Counters()))
     seen = []
     for sent in (2000, 4000, 6000, 6100, 6200, 9000):
-        usage = update(usage, Sample.single(clock.advance(1), Counters(bytes_out=sent)))
+        usage = update(usage, single(clock.advance(1), Counters(bytes_out=sent)))
         seen.append(kinds(check_thresholds(usage, t, None, None, None, NOW)))
     assert seen == [["bandwidth"], ["bandwidth"], ["bandwidth"], [], [], ["bandwidth"]]

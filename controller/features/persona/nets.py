@@ -12,7 +12,7 @@ from controller.core.documents import ANY_NETWORK
 from controller.features.persona.net import (IP_PROTOCOLS, Member, PersonaNet, Policy,
                                              dscp_for_latency, protocol_numbers)
 from controller.features.persona.record import Attachment, PersonaRecord
-from controller.pipeline.ports import PortRange
+from controller.pipeline.ports import port_range
 
 
 def persona_net(id: str, body: dict, stage: str = "active", owns_real: bool = False) -> PersonaNet:
@@ -27,7 +27,7 @@ def persona_net(id: str, body: dict, stage: str = "active", owns_real: bool = Fa
     return PersonaNet(
         id=id, index=record.index, ip_range=persona.ip_range, gateway_ip=record.gateway,
         protocols=protocol_numbers(persona.protocols),
-        policies=tuple(Policy(IP_PROTOCOLS[p.protocol], _ports(p.port), p.action,
+        policies=tuple(Policy(IP_PROTOCOLS[p.protocol], port_range(p.port), p.action,
                               _network(p.source), _network(p.destination))
                        for p in persona.security_policies),
         nat_range=record.nat_range,
@@ -36,16 +36,6 @@ def persona_net(id: str, body: dict, stage: str = "active", owns_real: bool = Fa
         members=tuple(m for m in map(_member, record.attachments) if m is not None),
         owns_real=owns_real and record.nat_range is not None, closing=stage != "active",
         routed=stage in ("active", "closing"))
-
-
-def _ports(value: int | str | None) -> PortRange | None:
-    """A policy's port as the document allows it: a number or "A-B" (validated there)."""
-    if value is None:
-        return None
-    if isinstance(value, int):
-        return PortRange(value, value)
-    lo, _, hi = value.partition("-")
-    return PortRange(int(lo), int(hi or lo))
 
 
 def _network(net: IPv4Network) -> IPv4Network | None:
@@ -58,3 +48,18 @@ def _member(attachment: Attachment) -> Member | None:
         return None
     return Member(attachment.interface_id, int(dpid, 16), int(port), attachment.mac.lower(),
                   attachment.ip)
+
+
+def real_range_owners(bodies: dict[str, dict]) -> set[str]:
+    """Of live personas whose real ranges overlap, the one that expires first (then by id)."""
+    if not any(b.get("nat") for b in bodies.values()):
+        return set()  # no overlap at all (the common case): nothing to parse
+    nets = {id: IPv4Network(b["document"]["ip_range"]) for id, b in bodies.items()}
+    owners = set()
+    for id, net in nets.items():
+        if not bodies[id].get("nat"):
+            continue  # not in an overlap: its real range is its hub range anyway
+        rivals = [(bodies[o]["expires_at"], o) for o, other in nets.items() if other.overlaps(net)]
+        if min(rivals)[1] == id:
+            owners.add(id)
+    return owners

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network
 from typing import Any, NamedTuple
 
 from controller.features.persona import dhcp
@@ -26,11 +25,12 @@ from controller.features.persona import compile as compiler
 from controller.core.context import FeatureContext, Realization
 from controller.core.view import FabricView
 from controller.features.persona.compile import GatewayInput, PersonaNet
-from controller.features.persona.nets import persona_net
+from controller.features.persona.nets import persona_net, real_range_owners
 from controller.features.persona import alerts
 from controller.features.persona import store as persona_store
-from controller.features.persona.usage import (DEFAULT_EXPIRY_WARNING, Counters, Sample, Thresholds,
-                                       Usage, check_thresholds, checked_kinds, update)
+from controller.features.persona.usage import (Counters, Sample, Thresholds, Usage,
+                                               check_thresholds, checked_kinds, counted,
+                                               expiry_warning_seconds, update, usage_view)
 from controller.pipeline import tables
 from controller.pipeline.actions import CONTROLLER, Output
 from controller.features.persona.metrics import PersonaMetrics
@@ -44,21 +44,6 @@ LOG = logging.getLogger("hubshift.personas")
 
 KIND = "persona"
 GATEWAY_MAC = "02:b5:00:00:00:02"
-
-
-def real_range_owners(bodies: dict[str, dict]) -> set[str]:
-    """Of live personas whose real ranges overlap, the one that expires first (then by id)."""
-    if not any(b.get("nat") for b in bodies.values()):
-        return set()  # no overlap at all (the common case): nothing to parse
-    nets = {id: IPv4Network(b["document"]["ip_range"]) for id, b in bodies.items()}
-    owners = set()
-    for id, net in nets.items():
-        if not bodies[id].get("nat"):
-            continue  # not in an overlap: its real range is its hub range anyway
-        rivals = [(bodies[o]["expires_at"], o) for o, other in nets.items() if other.overlaps(net)]
-        if min(rivals)[1] == id:
-            owners.add(id)
-    return owners
 
 
 STAGES = ("closing", "unrouted", "done")
@@ -304,7 +289,7 @@ class Personas:
             id, kind = owner
             # A source is one flow: the same flow is read under the same key every poll.
             key = (spec.table, spec.priority, hash(spec.match))
-            readings.setdefault(id, {})[key] = _counters(kind, packets, nbytes)
+            readings.setdefault(id, {})[key] = counted(kind, packets, nbytes)
         at, now = self.ctx.clock(), self.ctx.wallclock()
         for id, body in self.active.items():
             self.usages[id] = update(self.usages.get(id), Sample.of(at, readings.get(id, {})))
@@ -324,13 +309,11 @@ class Personas:
 
     def _check(self, id: str, body: dict, now: float) -> None:
         doc = body["document"]
-        limits = doc.get("alert_thresholds") or {}
-        thresholds = Thresholds(
-            bandwidth_bps=limits["bandwidth_kbps"] * 1000 if limits.get("bandwidth_kbps") else None,
-            bytes=limits.get("bytes"), security_events=limits.get("security_events"))
+        limits = doc.get("alert_thresholds")
+        thresholds = Thresholds.from_body(limits)
         objective = (doc.get("qos") or {}).get("latency_ms")
         objective = objective / 1000 if objective else None
-        warning = limits.get("expiry_warning_s", DEFAULT_EXPIRY_WARNING)
+        warning = expiry_warning_seconds(limits)
         measured = self.latency.get(id)
         usage = self.usages[id]
         crossings = check_thresholds(usage, thresholds, objective, measured, body["expires_at"],
@@ -385,7 +368,7 @@ class Personas:
         usage = self.usages.get(id)
         if usage is None or id not in self.active or self._polled_at is None:
             return None
-        return _usage_view(usage, self._polled_at, self.latency.get(id))
+        return usage_view(usage, self._polled_at, self.latency.get(id))
 
     # ------------------------------------------------------------ packet-in
     def on_packet_in(self, dpid: int, table_id: int, in_port: int, pkt: Any, data: bytes) -> None:
@@ -418,23 +401,3 @@ class Personas:
             self.ctx.packet_out(dpid, frame, [Output(in_port)], CONTROLLER)
             self.ctx.journal("dhcp", member.interface_id, decision.reason, persona_id=id)
             return
-
-
-def _usage_view(usage: Usage, at: float, latency: float | None) -> dict:
-    """What GET /v1/personas/{id}/usage answers ("in": to the persona, "out": from it)."""
-    t = usage.totals
-    return {"bytes": {"in": t.bytes_in, "out": t.bytes_out},
-            "packets": {"in": t.packets_in, "out": t.packets_out},
-            "connections": t.connections, "denied": t.denied,
-            "rate_bps": {"in": usage.rate_in_bps, "out": usage.rate_out_bps},
-            "updated_at": at, "latency_ms": round(latency * 1000, 3) if latency else None}
-
-
-def _counters(kind: str, packets: int, nbytes: int) -> Counters:
-    if kind == compiler.OUT:
-        return Counters(bytes_out=nbytes, packets_out=packets)
-    if kind == compiler.IN:
-        return Counters(bytes_in=nbytes, packets_in=packets)
-    if kind == compiler.CONNECTION:
-        return Counters(connections=packets)
-    return Counters(denied=packets)

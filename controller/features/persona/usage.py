@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from controller.features.persona.metrics import DIRECTIONS as PERSONA_DIRECTIONS
+from controller.features.persona import net
 
 BANDWIDTH, BYTES, SECURITY_EVENTS, LATENCY, EXPIRY_WARNING = (
     "bandwidth", "bytes", "security_events", "latency", "expiry_warning")
@@ -121,11 +121,6 @@ class Sample:
         return cls(at, tuple(sorted(
             (key, r if isinstance(r, Reading) else Reading(r)) for key, r in readings.items())))
 
-    @classmethod
-    def single(cls, at: float, counters: Counters, age: float | None = None) -> Sample:
-        """A sample with one source (counters already summed by the switch)."""
-        return cls(at, (("total", Reading(counters, age)),))
-
 
 @dataclass(frozen=True)
 class Usage:
@@ -141,18 +136,6 @@ class Usage:
     def rate_bps(self) -> float:
         """The busier direction: what a per-direction bandwidth limit is compared with."""
         return max(self.rate_out_bps, self.rate_in_bps)
-
-    def rates(self) -> dict[str, float]:
-        return dict(zip(PERSONA_DIRECTIONS, (self.rate_out_bps, self.rate_in_bps)))
-
-    def summary(self) -> dict[str, Any]:
-        """The numbers ``GET /v1/personas/{id}/usage`` reports."""
-        t = self.totals
-        return {"bytes": {"outbound": t.bytes_out, "inbound": t.bytes_in, "total": t.bytes},
-                "packets": {"outbound": t.packets_out, "inbound": t.packets_in,
-                            "total": t.packets},
-                "connections": t.connections, "denied": t.denied,
-                "rate_bps": {"outbound": self.rate_out_bps, "inbound": self.rate_in_bps}}
 
     def to_body(self) -> dict[str, Any]:
         """What to persist so a restarted controller neither loses nor double counts.
@@ -274,3 +257,26 @@ def checked_kinds(thresholds: Thresholds | None, latency_objective: float | None
              LATENCY: latency_objective is not None and measured_latency is not None,
              EXPIRY_WARNING: expires_at is not None and warning_seconds is not None}
     return tuple(k for k in THRESHOLD_KINDS if kinds[k])
+
+
+# -- the REST view ---------------------------------------------------------------
+
+def usage_view(usage: Usage, at: float, latency: float | None) -> dict:
+    """What GET /v1/personas/{id}/usage answers ("in": to the persona, "out": from it)."""
+    t = usage.totals
+    return {"bytes": {"in": t.bytes_in, "out": t.bytes_out},
+            "packets": {"in": t.packets_in, "out": t.packets_out},
+            "connections": t.connections, "denied": t.denied,
+            "rate_bps": {"in": usage.rate_in_bps, "out": usage.rate_out_bps},
+            "updated_at": at, "latency_ms": round(latency * 1000, 3) if latency else None}
+
+
+def counted(kind: str, packets: int, nbytes: int) -> Counters:
+    """One counted flow's counters, by what it counts (controller.features.persona.net)."""
+    if kind == net.OUT:
+        return Counters(bytes_out=nbytes, packets_out=packets)
+    if kind == net.IN:
+        return Counters(bytes_in=nbytes, packets_in=packets)
+    if kind == net.CONNECTION:
+        return Counters(connections=packets)
+    return Counters(denied=packets)
