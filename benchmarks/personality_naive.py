@@ -107,7 +107,7 @@ class NaiveSide:
         self.nbase = len(base)
         iface = Interface(self.dpid, 2, self.SINK_MAC)
         for epoch, (name, body) in enumerate(personalities.items()):
-            policy = PersonalityPolicy.from_body(f"bench-{name}", body, 1)
+            policy = PersonalityPolicy.from_body(f"bench-{name}", {"name": name, **body}, 1)
             flows = compile_personality(iface, policy, interface_zone(iface, epoch))
             path = self.tmp / f"naive-{name}.flows"
             path.write_text(render_flows(flows))

@@ -16,6 +16,20 @@ class PortRange(NamedTuple):
     hi: int
 
 
+def port_range(port: int | str | None) -> PortRange | None:
+    """A document's port field as a range: a number, "A-B", or None for any port.
+
+    The field is already validated (`controller.core.documents.parse_port`
+    keeps a range as "A-B" with A < B); this only converts it.
+    """
+    if port is None:
+        return None
+    if isinstance(port, int):
+        return PortRange(port, port)
+    lo, _, hi = port.partition("-")
+    return PortRange(int(lo), int(hi or lo))
+
+
 class MaskedPort(NamedTuple):
     """One match on a 16-bit port: (value, 0xFFFF) is one port, (0, 0) every port."""
     value: int

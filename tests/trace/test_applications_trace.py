@@ -35,7 +35,8 @@ APPS = {"allow": [{"name": "http", "protocol": "tcp", "port": 80,
                   {"name": "quiz", "protocol": "udp", "port": 7000, "signature": "QUIZ"}],
         "deny": [{"name": "ssh-banner", "protocol": "tcp", "port": 80, "signature": "SSH-"},
                  {"name": "telnet", "protocol": "tcp", "port": 23}]}
-WEB = {"ip_addresses": [H1[1]], "default_action": "allow", "application_access_policy": APPS}
+WEB = {"name": "web", "ip_addresses": [H1[1]], "default_action": "allow",
+       "application_access_policy": APPS}
 
 
 def value(direction: str, verdict: int = ctmark.APP_NONE) -> int:

@@ -34,6 +34,7 @@ SUBNET = {"id": "net1", "cidr": "10.0.1.0/24", "gateway": "10.0.1.1"}
 H1 = ("00:00:00:00:01:0a", "10.0.1.10", 1)   # the interface with a personality
 H2 = ("00:00:00:00:01:14", "10.0.1.20", 2)
 LOCKDOWN = {
+    "name": "lockdown",
     "ip_addresses": [H1[1]],
     "firewall_rules": [
         {"protocol": "tcp", "port": 443, "direction": "ingress", "action": "allow"},
@@ -42,6 +43,7 @@ LOCKDOWN = {
     "default_action": "deny",
 }
 RESOLVER = {                     # DNS only via H2, 192.168.0.0/16 routed via H2
+    "name": "resolver",
     "ip_addresses": [H1[1]],
     "dns_servers": [H2[1]],
     "routing_table": [{"destination": "192.168.0.0/16", "next_hop": H2[1]},

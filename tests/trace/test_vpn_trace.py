@@ -39,6 +39,7 @@ HEADERS = {  # what the encapsulation header of each type shows in the datapath 
     "geneve": f"udp(src=0,dst=6081,csum=0x0),geneve(vni={KEY:#x})",
 }
 SSH_ONLY_IN = {  # H1 may open anything; from outside only ssh; the VPN reaches 172.16.5.0/24
+    "name": "ssh-only-in",
     "ip_addresses": [H1[1]],
     "firewall_rules": [{"protocol": "any", "direction": "egress", "action": "allow"},
                        {"protocol": "tcp", "port": 22, "direction": "ingress", "action": "allow"}],

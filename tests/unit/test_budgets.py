@@ -18,7 +18,7 @@ from controller.features.personality import interface as personality_interface
 from controller.features.personality.compile import (Context, Interface, PersonalityPolicy,
                                                      compile_personality, compile_transition,
                                                      interface_zone, personality_meters)
-from controller.features.personality.vpn import VpnTunnel, tunnel_port_name
+from controller.features.personality.vpn import tunnel_port_name
 from controller.pipeline import cookies, ctmark, tables
 from controller.pipeline.actions import Conntrack
 from controller.pipeline.cookies import Feature
@@ -170,7 +170,7 @@ def _fabric_flows():
     return [f for flows in compile_fabric(inp).values() for f in flows] + list(bootstrap_flows())
 
 
-FULL = {"ip_addresses": ["10.0.1.10"],
+FULL = {"name": "full", "ip_addresses": ["10.0.1.10"],
         "firewall_rules": [{"protocol": "tcp", "port": "1000-2000", "direction": "ingress",
                             "action": "allow"},
                            {"protocol": "icmp", "direction": "egress", "action": "deny"}],
@@ -189,7 +189,8 @@ FULL = {"ip_addresses": ["10.0.1.10"],
 def _personality_flows():
     iface = Interface(1, 3, "02:00:00:00:01:01", zone=budgets.INTERFACE_ZONES.last - 1)
     policy = PersonalityPolicy.from_body("full", FULL, 2)
-    vpn = VpnTunnel.from_body(FULL["vpn_tunnel_config"])
+    vpn = policy.vpn
+    assert vpn is not None
     ctx = Context(router_mac=ROUTER, macs={"10.0.1.20": "02:00:00:00:01:14"},
                   tunnel_ports={tunnel_port_name(1, 3, vpn): 9})
     return (list(compile_personality(iface, policy, interface_zone(iface, 1), ctx))

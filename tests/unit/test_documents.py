@@ -173,6 +173,11 @@ def test_minimal_personality() -> None:
     ({"name": "x", "dns_servers": ["1.1.1.1", "1.1.1.1"]}, "body.dns_servers", "listed more than once"),
     ({"name": "x", "default_action": "reject"}, "body.default_action", "'reject' is not allowed; use 'allow' or 'deny'"),
     ({"name": "x", "routing_table": [{"destination": "10.2.0.0/16"}]}, "body.routing_table[0].next_hop", "is required"),
+    ({"name": "x", "routing_table": [{"destination": "10.2.0.0/16", "next_hop": "gateway"}]},
+     "body.routing_table[0].next_hop", "not a valid IPv4 address"),
+    ({"name": "x", "routing_table": [{"destination": "10.2.0.0/16", "next_hop": "10.0.1.1"},
+                                     {"destination": "10.2.0.0/16", "next_hop": "10.0.1.2"}]},
+     "body.routing_table", "destination 10.2.0.0/16 is routed more than once"),
     ({"name": "x", "routing_table": [{"destination": "10.2.0.1/16", "next_hop": "10.0.1.1"}]},
      "body.routing_table[0].destination", "host bits set"),
     ({"name": "x", "routing_table": [{"destination": "10.2.0.0/16", "next_hop": "10.0.1.1", "metric": 5}]},
@@ -186,6 +191,9 @@ def test_minimal_personality() -> None:
     ({"name": "x", "firewall_rules": {"protocol": "tcp"}}, "body.firewall_rules", "must be a list"),
     ({"name": "x", "firewall_rules": ["allow all"]}, "body.firewall_rules[0]", "must be an object"),
     ({"name": "x", "firewall_rules": None}, "body.firewall_rules", "must be a list"),
+    ({"name": "x", "firewall_rules": [rule()] * 10001}, "body.firewall_rules", "at most 10000 items"),
+    ({"name": "x", "application_access_policy": {"deny": [{"name": "a", "protocol": "tcp", "port": 1}] * 1001}},
+     "body.application_access_policy.deny", "at most 1000 items"),
 ])
 def test_personality_bad(doc: dict[str, Any], field: str, words: str) -> None:
     found = bad_personality(doc)
@@ -350,6 +358,7 @@ def test_app_rule_good(signature: str | None) -> None:
 
 @pytest.mark.parametrize("fields, field, words", [
     ({"signature": "re:(unclosed"}, "signature", "the regular expression does not compile"),
+    ({"signature": r"re:\N{DIGIT ONE}"}, "signature", "does not compile as a bytes pattern"),
     ({"signature": "re:"}, "signature", "the regular expression after \"re:\" is empty"),
     ({"signature": ""}, "signature", "must not be empty"),
     ({"signature": 5}, "signature", "must be text"),

@@ -10,7 +10,7 @@ from controller.pipeline.actions import (Conntrack, DecTtl, Learn, LearnMatch, N
                                          Output, SetField)
 from controller.pipeline.flowspec import flow
 
-LOCKDOWN = {"ip_addresses": ["10.0.1.1"], "default_action": "deny",
+LOCKDOWN = {"name": "lockdown", "ip_addresses": ["10.0.1.1"], "default_action": "deny",
             "firewall_rules": [{"protocol": "tcp", "port": 443, "direction": "ingress",
                                 "action": "allow"},
                                {"protocol": "udp", "port": "1000-1999", "direction": "egress",

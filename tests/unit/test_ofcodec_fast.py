@@ -16,7 +16,7 @@ from os_ken.ofproto import ofproto_protocol, ofproto_v1_3, ofproto_v1_4, ofproto
 from controller.features.fabric.compile import FabricInput, compile_fabric
 from controller.features.personality.compile import (Context, Interface, PersonalityPolicy,
                                             compile_personality, compile_transition)
-from controller.features.personality.vpn import VpnTunnel, tunnel_port_name
+from controller.features.personality.vpn import tunnel_port_name
 from controller.pipeline import cookies, ctmark, ofcodec, wire, wire_fields, wire_nicira
 from controller.pipeline.actions import (CONTROLLER, IN_PORT, LOCAL, TABLE, Conntrack, DecTtl,
                                          Learn, LearnMatch, Move, Nat, Opaque, Output, SetField,
@@ -427,11 +427,12 @@ def test_remembered_actions_are_found_by_identity_only(dp, monkeypatch):
 IFACE = Interface(0xB5, 3, "02:00:00:00:03:0A")
 CTX = Context(router_mac=ROUTER, macs={"10.0.1.1": "02:00:00:00:00:01"})
 REALISTIC = {
+    "name": "realistic",
     "ip_addresses": ["10.0.1.10", "10.0.1.11"],
     "firewall_rules": [
         {"protocol": "tcp", "port": 443, "action": "allow", "direction": "egress"},
         {"protocol": "tcp", "port": "1000-2000", "action": "allow", "source": "10.0.0.0/8"},
-        {"protocol": "udp", "port": 53, "action": "deny", "destination": "8.8.8.8"},
+        {"protocol": "udp", "port": 53, "action": "deny", "destination": "8.8.8.8/32"},
         {"protocol": "udp", "port": "5000-5010", "action": "allow", "direction": "ingress"},
         {"protocol": "icmp", "action": "allow"},
         {"protocol": "any", "action": "deny", "destination": "192.168.0.0/16",
@@ -454,7 +455,7 @@ APPLICATIONS = {
 VPN = {"type": "vxlan", "remote_ip": "192.0.2.1", "key": 42,
        "remote_prefixes": ["10.50.0.0/16", "10.60.1.0/24"]}
 BENCHMARK = {  # benchmarks/personality_switch.py: n-1 distinct tcp denies, then udp allowed
-    "ip_addresses": ["10.0.2.11"], "default_action": "deny",
+    "name": "benchmark", "ip_addresses": ["10.0.2.11"], "default_action": "deny",
     "firewall_rules": [{"protocol": "tcp", "port": 2000 + k, "action": "deny"}
                        for k in range(99)] + [{"protocol": "udp", "port": 5001,
                                                "action": "allow"}]}
@@ -495,7 +496,7 @@ def test_the_realistic_personality_covers_what_the_encoder_writes():
     fields = {name for f in flows for name, _ in f.match}
     assert {"ct_state", "ct_mark", "tcp_dst", "udp_dst", "ipv4_dst"} <= fields
     assert any(isinstance(v, tuple) for f in flows for name, v in f.match if name == "tcp_dst")
-    assert VpnTunnel.from_body(VPN) is not None
+    assert PersonalityPolicy.from_body("vpn", {"name": "vpn", "vpn_tunnel_config": VPN}).vpn
 
 
 # ---------------------------------------------------------------- fallback

@@ -1,10 +1,11 @@
 """Application access policy: which applications an interface's connections may carry.
 
-Pure: `ApplicationPolicy.from_body` reads a personality's
-`application_access_policy`; `PortPolicy.decide` is the verdict on a
-connection's first payload; `firewall_flows` and `count_flows` are the flows
-that enforce it, added by `controller.features.personality.compile` to the
-interface's firewall and count tables.
+Pure: `ApplicationPolicy.of` converts a personality's
+`application_access_policy` as its document model parsed it; `PortPolicy.decide`
+is the verdict on a connection's first payload; `firewall_flows` and
+`count_flows` are the flows that enforce it, added by
+`controller.features.personality.compile` to the interface's firewall and
+count tables.
 
 Semantics (docs/personalities.md has the user-facing version):
 
@@ -52,15 +53,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from controller.features.personality import document
 from controller.pipeline import ctmark
 from controller.pipeline.actions import Action, Conntrack, Output, ct_state
 from controller.pipeline.flowspec import FlowSpec, MatchValue, flow
 
 IP_PROTOS = {"tcp": 6, "udp": 17}
 PORT_FIELDS = {"tcp": "tcp_dst", "udp": "udp_dst"}
-ACTIONS = ("allow", "deny")
 MAX_EMPTY_PACKETS = 4    # opener packets without payload before the fallback decides
-MAX_RULES = 1000
 
 # Priorities.  Firewall tables: below CT_INVALID (65000), above every other flow
 # there (established, related, committed +new, DNS, rules).  Count tables:
@@ -81,20 +81,10 @@ class Signature:
     pattern: Any = field(default=None, compare=False, hash=False, repr=False)
 
     @classmethod
-    def parse(cls, text: str, what: str = "signature") -> "Signature":
-        if not isinstance(text, str) or not text:
-            raise ValueError(f"{what}: expected payload text or 're:<regex>', got {text!r}")
-        if text.startswith("re:"):
-            if not text[3:]:
-                raise ValueError(f"{what}: the regular expression after 're:' is empty")
-            try:
-                pattern: Any = re.compile(text[3:].encode("utf-8"))
-            except re.error as exc:
-                raise ValueError(f"{what}: the regular expression does not compile "
-                                 f"as a bytes pattern: {exc}") from None
-        else:
-            pattern = text.encode("utf-8")
-        return cls(text, pattern)
+    def of(cls, text: str) -> "Signature":
+        """A signature the document model has validated (its regex compiles as bytes)."""
+        body = text.encode("utf-8")
+        return cls(text, re.compile(body[3:]) if text.startswith("re:") else body)
 
     def matches(self, payload: bytes) -> bool:
         if isinstance(self.pattern, bytes):
@@ -111,22 +101,9 @@ class AppRule:
     signature: Signature | None = None
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any], action: str, what: str) -> "AppRule":
-        if not isinstance(body, Mapping):
-            raise ValueError(f"{what}: expected an object, got {body!r}")
-        unknown = set(body) - {"name", "protocol", "port", "signature"}
-        if unknown:
-            raise ValueError(f"{what}: unknown field(s) {', '.join(sorted(unknown))}")
-        name, protocol, port = body.get("name"), body.get("protocol"), body.get("port")
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"{what}.name: required text")
-        if protocol not in IP_PROTOS:
-            raise ValueError(f"{what}.protocol: expected tcp or udp, got {protocol!r}")
-        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-            raise ValueError(f"{what}.port: expected a port 1..65535, got {port!r}")
-        sig = body.get("signature")
-        return cls(name, action, protocol, port,
-                   None if sig is None else Signature.parse(sig, f"{what}.signature"))
+    def of(cls, rule: document.ApplicationRule, action: str) -> "AppRule":
+        return cls(rule.name, action, rule.protocol, rule.port,
+                   None if rule.signature is None else Signature.of(rule.signature))
 
 
 @dataclass(frozen=True)
@@ -193,24 +170,12 @@ class ApplicationPolicy:
     rules: tuple[AppRule, ...] = ()
 
     @classmethod
-    def from_body(cls, body: Any, what: str = "application_access_policy") -> "ApplicationPolicy":
-        if body is None:
+    def of(cls, policy: document.ApplicationAccessPolicy | None) -> "ApplicationPolicy":
+        """The rules of a parsed `application_access_policy`: allow first, each in order."""
+        if policy is None:
             return cls()
-        if not isinstance(body, Mapping):
-            raise ValueError(f"{what}: expected an object with allow and deny lists")
-        unknown = set(body) - set(ACTIONS)
-        if unknown:
-            raise ValueError(f"{what}: unknown field(s) {', '.join(sorted(unknown))}")
-        rules = []
-        for action in ACTIONS:
-            items = body.get(action) or []
-            if not isinstance(items, (list, tuple)):
-                raise ValueError(f"{what}.{action}: expected a list")
-            rules += [AppRule.from_body(r, action, f"{what}.{action}[{i}]")
-                      for i, r in enumerate(items)]
-        if len(rules) > MAX_RULES:
-            raise ValueError(f"{what}: at most {MAX_RULES} rules, got {len(rules)}")
-        return cls(tuple(rules))
+        return cls(tuple(AppRule.of(r, ALLOW) for r in policy.allow)
+                   + tuple(AppRule.of(r, DENY) for r in policy.deny))
 
     def ports(self) -> tuple[PortPolicy, ...]:
         """One PortPolicy per (protocol, port) named, sorted."""

@@ -54,8 +54,7 @@ from controller.features.personality.interface import (MAX_PORT, Interface,  # n
                                                        connection_cookie, interface_zone,
                                                        meter_id, personality_meters,
                                                        probe_cookie, transition_cookie)
-from controller.features.personality.policy import (ACTIONS, DIRECTIONS, IP_PROTOS,  # noqa: F401
-                                                    MAX_RULES, PORT_FIELDS, PROTOCOLS,
+from controller.features.personality.policy import (IP_PROTOS, PORT_FIELDS,  # noqa: F401
                                                     FirewallRule, PersonalityPolicy, Route)
 from controller.features.personality.vpn import VpnTunnel, compile_vpn, tunnel_port_name
 from controller.pipeline import ctmark, tables

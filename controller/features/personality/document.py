@@ -25,6 +25,8 @@ KIND = "personality"
 
 MAX_KEY = 2**32 - 1
 MAX_VNI = 2**24 - 1
+MAX_RULES = 10000              # firewall rules of one personality
+MAX_APPLICATION_RULES = 1000   # application rules of one list (allow, deny)
 
 Name = Annotated[str, Field(min_length=1, max_length=64)]
 Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
@@ -118,16 +120,16 @@ class ApplicationRule(DocumentModel):
             pattern = signature[3:]
             if not pattern:
                 fail('the regular expression after "re:" is empty')
-            try:
-                re.compile(pattern)
+            try:  # matched against payload bytes, so compiled as a bytes pattern
+                re.compile(pattern.encode("utf-8"))
             except re.error as exc:
-                fail(f"the regular expression does not compile: {exc}")
+                fail(f"the regular expression does not compile as a bytes pattern: {exc}")
         return signature
 
 
 class ApplicationAccessPolicy(DocumentModel):
-    allow: list[ApplicationRule] = Field(default_factory=list)
-    deny: list[ApplicationRule] = Field(default_factory=list)
+    allow: list[ApplicationRule] = Field(default_factory=list, max_length=MAX_APPLICATION_RULES)
+    deny: list[ApplicationRule] = Field(default_factory=list, max_length=MAX_APPLICATION_RULES)
 
 
 class RouteEntry(DocumentModel):
@@ -145,7 +147,7 @@ class Personality(DocumentModel):
     name: Name
     subnet_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     ip_addresses: list[IPv4] = Field(default_factory=list)
-    firewall_rules: list[FirewallRule] = Field(default_factory=list)
+    firewall_rules: list[FirewallRule] = Field(default_factory=list, max_length=MAX_RULES)
     default_action: Literal["allow", "deny"] = "deny"
     qos_settings: QosSettings | None = None
     vpn_tunnel_config: VpnTunnelConfig | None = None

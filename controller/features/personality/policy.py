@@ -1,12 +1,13 @@
-"""The part of a personality document its flows enforce, read into typed values.
+"""The part of a personality its flows enforce, converted from the parsed document.
 
-`PersonalityPolicy.from_body` reads what `controller.features.personality.compile`
-needs of a stored personality (validation of the whole document is
-`controller.features.personality.document`'s job; this checks again cheaply):
+A personality is parsed once, by its model (`controller.features.personality.document`,
+`Personality`); `PersonalityPolicy.of` converts the model's typed fields into
+what `controller.features.personality.compile` reads, and checks nothing again.
+`PersonalityPolicy.from_body` is the two in one call, for a stored body.
 
 Rules (`FirewallRule`) match the packet that opens a connection: `source` and
-`destination` are its IPv4 source and destination (an address or a CIDR; none
-or "any" for any), `port` its TCP/UDP destination port (one port, a range
+`destination` are its IPv4 source and destination (a CIDR; 0.0.0.0/0, the
+default, is any), `port` its TCP/UDP destination port (one port, a range
 "A-B", or none for any), `protocol` tcp, udp, icmp or any.  An `egress` rule
 applies to connections the interface opens, an `ingress` rule to connections
 opened toward it, `both` to either.  The first matching rule wins; a new
@@ -15,68 +16,23 @@ connection no rule matches takes `default_action`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
-from typing import Any, Mapping
+from ipaddress import IPv4Network
+from typing import Any
 
+from controller.core.documents import ANY_NETWORK
+from controller.features.personality import document
 from controller.features.personality.applications import ApplicationPolicy
 from controller.features.personality.vpn import VpnTunnel
 from controller.pipeline import cookies
 from controller.pipeline.cookies import Feature
-from controller.pipeline.ports import PortRange
+from controller.pipeline.ports import PortRange, port_range
 
 IP_PROTOS = {"tcp": 6, "udp": 17, "icmp": 1}
 PORT_FIELDS = {"tcp": "tcp_dst", "udp": "udp_dst"}
-PROTOCOLS = ("tcp", "udp", "icmp", "any")
-DIRECTIONS = ("ingress", "egress", "both")
-ACTIONS = ("allow", "deny")
-MAX_RULES = 10000
-
-_ANY = {None, "", "any", "*", "0.0.0.0/0"}
 
 
-def _network(value: Any, what: str) -> IPv4Network | None:
-    if value in _ANY:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"{what}: expected an IPv4 address or CIDR, got {value!r}")
-    try:
-        net = IPv4Network(value, strict=True)
-    except ValueError as exc:
-        raise ValueError(f"{what}: {exc}") from None
-    return None if net.prefixlen == 0 else net
-
-
-def _port(value: Any, what: str) -> PortRange | None:
-    """None | 443 | "443" | "1000-2000" -> None or an inclusive (lo, hi)."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ValueError(f"{what}: expected a port or a range 'A-B', got {value!r}")
-    if isinstance(value, int):
-        lo = hi = value
-    elif isinstance(value, str):
-        text = value.strip()
-        lo_s, sep, hi_s = text.partition("-")
-        try:
-            lo = int(lo_s.strip())
-            hi = int(hi_s.strip()) if sep else lo
-        except ValueError:
-            raise ValueError(f"{what}: expected a port or a range 'A-B', got {value!r}") from None
-    else:
-        raise ValueError(f"{what}: expected a port or a range 'A-B', got {value!r}")
-    if not 1 <= lo <= hi <= 65535:
-        raise ValueError(f"{what}: ports must be within 1..65535 with A <= B, got {value!r}")
-    return PortRange(lo, hi)
-
-
-def _choice(body: Mapping[str, Any], key: str, choices: tuple[str, ...], what: str,
-            default: str | None = None) -> str:
-    value = body.get(key, default)
-    if value is None:
-        raise ValueError(f"{what}.{key}: required, one of {', '.join(choices)}")
-    if not isinstance(value, str) or value.lower() not in choices:
-        raise ValueError(f"{what}.{key}: expected one of {', '.join(choices)}, got {value!r}")
-    return value.lower()
+def _network(net: IPv4Network) -> IPv4Network | None:
+    return None if net == ANY_NETWORK else net
 
 
 @dataclass(frozen=True)
@@ -88,25 +44,11 @@ class FirewallRule:
     destination: IPv4Network | None = None
     ports: PortRange | None = None               # inclusive destination ports; None: any
 
-    _KEYS = frozenset({"source", "destination", "port", "protocol", "direction", "action"})
-
     @classmethod
-    def from_body(cls, body: Mapping[str, Any], what: str = "rule") -> "FirewallRule":
-        if not isinstance(body, Mapping):
-            raise ValueError(f"{what}: expected an object, got {body!r}")
-        unknown = set(body) - cls._KEYS
-        if unknown:
-            raise ValueError(f"{what}: unknown field(s) {', '.join(sorted(unknown))}")
-        protocol = _choice(body, "protocol", PROTOCOLS, what, "any")
-        ports = _port(body.get("port"), f"{what}.port")
-        if ports is not None and protocol not in PORT_FIELDS:
-            raise ValueError(f"{what}.port: only tcp and udp rules take a port, not {protocol}")
-        return cls(action=_choice(body, "action", ACTIONS, what),
-                   protocol=protocol,
-                   direction=_choice(body, "direction", DIRECTIONS, what, "both"),
-                   source=_network(body.get("source"), f"{what}.source"),
-                   destination=_network(body.get("destination"), f"{what}.destination"),
-                   ports=ports)
+    def of(cls, rule: document.FirewallRule) -> "FirewallRule":
+        return cls(action=rule.action, protocol=rule.protocol, direction=rule.direction,
+                   source=_network(rule.source), destination=_network(rule.destination),
+                   ports=port_range(rule.port))
 
     def applies(self, direction: str) -> bool:
         return self.direction in (direction, "both")
@@ -120,16 +62,12 @@ class Route:
 
 @dataclass(frozen=True)
 class PersonalityPolicy:
-    """The part of a personality document the flows enforce.
-
-    Validation of the whole document is `controller.features.personality.document`'s
-    job; this only reads what it needs and checks it again cheaply.
-    """
+    """The part of a personality document the flows enforce (see the module doc)."""
     id: str
-    ip_addresses: tuple[str, ...] = ()
+    ip_addresses: tuple[str, ...] = ()   # sorted
     firewall_rules: tuple[FirewallRule, ...] = ()
     default_action: str = "deny"
-    dns_servers: tuple[str, ...] = ()
+    dns_servers: tuple[str, ...] = ()    # in the document's order: the first takes redirects
     routes: tuple[Route, ...] = ()
     dscp: int | None = None
     egress_kbps: int | None = None       # meters: rate and burst (kbit) per direction
@@ -141,44 +79,30 @@ class PersonalityPolicy:
     revision: int = 0
 
     @classmethod
-    def from_body(cls, id: str, body: Mapping[str, Any], revision: int = 0) -> "PersonalityPolicy":
-        addresses = body.get("ip_addresses") or []
-        if not isinstance(addresses, (list, tuple)):
-            raise ValueError(f"ip_addresses: expected a list, got {addresses!r}")
-        ips = set()
-        for i, a in enumerate(addresses):
-            try:
-                ips.add(IPv4Address(a))
-            except ValueError as exc:
-                raise ValueError(f"ip_addresses[{i}]: {exc}") from None
-        rules = body.get("firewall_rules") or []
-        if not isinstance(rules, (list, tuple)):
-            raise ValueError(f"firewall_rules: expected a list, got {rules!r}")
-        if len(rules) > MAX_RULES:
-            raise ValueError(f"firewall_rules: at most {MAX_RULES} rules, got {len(rules)}")
-        dns = tuple(str(IPv4Address(a)) for a in body.get("dns_servers") or ())
-        routes = tuple(Route(IPv4Network(r["destination"]), str(IPv4Address(r["next_hop"])))
-                       for r in body.get("routing_table") or ())
-        qos = body.get("qos_settings") or {}
-        priority = qos.get("priority")
+    def of(cls, id: str, personality: document.Personality, revision: int = 0) -> "PersonalityPolicy":
+        """The policy of a parsed personality: its typed fields, converted."""
+        qos = personality.qos_settings or document.QosSettings()
         return cls(id=id,
-                   ip_addresses=tuple(str(a) for a in sorted(ips)),
-                   firewall_rules=tuple(FirewallRule.from_body(r, f"firewall_rules[{i}]")
-                                        for i, r in enumerate(rules)),
-                   default_action=_choice(body, "default_action", ACTIONS, "personality", "deny"),
-                   dns_servers=dns, routes=routes,
-                   dscp=None if priority is None else int(priority) << 3,
-                   egress_kbps=qos.get("egress_rate_kbps"),
-                   egress_burst_kbits=8 * (qos.get("egress_burst_kb") or 0),
-                   ingress_kbps=qos.get("ingress_rate_kbps"),
-                   ingress_burst_kbits=8 * (qos.get("ingress_burst_kb") or 0),
-                   applications=ApplicationPolicy.from_body(
-                       body.get("application_access_policy")),
-                   vpn=VpnTunnel.from_body(body.get("vpn_tunnel_config")),
+                   ip_addresses=tuple(str(a) for a in sorted(personality.ip_addresses)),
+                   firewall_rules=tuple(map(FirewallRule.of, personality.firewall_rules)),
+                   default_action=personality.default_action,
+                   dns_servers=tuple(map(str, personality.dns_servers)),
+                   routes=tuple(Route(r.destination, str(r.next_hop))
+                                for r in personality.routing_table),
+                   dscp=None if qos.priority is None else qos.priority << 3,
+                   egress_kbps=qos.egress_rate_kbps,
+                   egress_burst_kbits=8 * (qos.egress_burst_kb or 0),
+                   ingress_kbps=qos.ingress_rate_kbps,
+                   ingress_burst_kbits=8 * (qos.ingress_burst_kb or 0),
+                   applications=ApplicationPolicy.of(personality.application_access_policy),
+                   vpn=VpnTunnel.of(personality.vpn_tunnel_config),
                    revision=revision)
+
+    @classmethod
+    def from_body(cls, id: str, body: Any, revision: int = 0) -> "PersonalityPolicy":
+        """The policy of a personality body; `DocumentInvalid` (a ValueError) if it is not one."""
+        return cls.of(id, document.parse_personality(body), revision)
 
     @property
     def cookie(self) -> int:
         return cookies.make(Feature.PERSONALITY, self.id, self.revision)
-
-

@@ -47,20 +47,17 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any, Mapping, Protocol
+from typing import Protocol
 
+from controller.features.personality.document import VpnTunnelConfig
 from controller.pipeline import tables
 from controller.pipeline.actions import DecTtl, Output, SetField
 from controller.pipeline.flowspec import FlowSpec, flow
-from controller.core.topology import dpid_str
 from controller.reconcile.tunnels import (EXT_DATAPATH, EXT_INTERFACE, TunnelPort,  # noqa: F401
                                           is_tunnel_port_name)
 
 ETH_IPV4 = 0x0800
-TYPES = ("vxlan", "gre", "geneve")
 TYPE_LETTER = {"vxlan": "v", "gre": "g", "geneve": "n"}
-MAX_KEY = 2**32 - 1
-MAX_VNI = 2**24 - 1
 IFNAMSIZ = 15
 
 # Priorities.
@@ -89,33 +86,13 @@ class VpnTunnel:
     remote_prefixes: tuple[IPv4Network, ...]
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any] | None) -> "VpnTunnel | None":
-        """Parse `vpn_tunnel_config` (already validated by the document model; checked again cheaply)."""
-        if not body:
+    def of(cls, config: VpnTunnelConfig | None) -> "VpnTunnel | None":
+        """The tunnel of a parsed `vpn_tunnel_config`; its prefixes sorted, each once."""
+        if config is None:
             return None
-        kind = body.get("type")
-        if kind not in TYPES:
-            raise ValueError(f"vpn_tunnel_config.type: expected one of {', '.join(TYPES)}, "
-                             f"got {kind!r}")
-        try:
-            remote = str(IPv4Address(body.get("remote_ip")))
-        except ValueError:
-            raise ValueError(f"vpn_tunnel_config.remote_ip: {body.get('remote_ip')!r} is not "
-                             "an IPv4 address") from None
-        key = body.get("key")
-        limit = MAX_KEY if kind == "gre" else MAX_VNI
-        if key is not None and (isinstance(key, bool) or not isinstance(key, int)
-                                or not 0 <= key <= limit):
-            raise ValueError(f"vpn_tunnel_config.key: {key!r} is outside 0..{limit} for {kind}")
-        prefixes = body.get("remote_prefixes") or []
-        if not prefixes:
-            raise ValueError("vpn_tunnel_config.remote_prefixes: at least one prefix")
-        try:
-            nets = tuple(sorted({IPv4Network(p) for p in prefixes},
-                                key=lambda n: (int(n.network_address), n.prefixlen)))
-        except ValueError as exc:
-            raise ValueError(f"vpn_tunnel_config.remote_prefixes: {exc}") from None
-        return cls(kind, remote, key, nets)
+        prefixes = sorted(set(config.remote_prefixes),
+                          key=lambda n: (int(n.network_address), n.prefixlen))
+        return cls(config.type, str(config.remote_ip), config.key, tuple(prefixes))
 
 
 def tunnel_port_name(dpid: int, port: int, vpn: VpnTunnel) -> str:
