@@ -21,16 +21,30 @@ JSON_MEDIA_TYPES = frozenset({"application/json"})
 YAML_MEDIA_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
 MERGE_PATCH = "application/merge-patch+json"
 DOCUMENT_MEDIA_TYPES = ("application/json", "application/yaml")
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's safe loader where PyYAML has it (many times faster than the pure-Python one)."""
 
 
 def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+def integral(value: Any) -> Any:
+    """``value`` with every number that has no fractional part as an int: 3.0 is the integer 3,
+    as JSON Schema counts it (so a field of type integer takes it)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [integral(v) for v in value]
+    return value
+
+
 def _mapping(doc: Any) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise Problem(400, detail=f"request body must be an object, not {type(doc).__name__}")
-    return doc
+    return integral(doc)
 
 
 async def read_document_body(request: Request) -> dict[str, Any]:
@@ -56,7 +70,7 @@ async def read_document_body(request: Request) -> dict[str, Any]:
         except json.JSONDecodeError as exc:
             raise Problem(400, detail=f"malformed JSON body: {exc}") from exc
     try:
-        return _mapping(yaml.safe_load(text))
+        return _mapping(yaml.load(text, Loader=YAML_LOADER))
     except yaml.YAMLError as exc:
         raise Problem(400, detail=f"malformed YAML body: {' '.join(str(exc).split())}") from exc
 
@@ -108,8 +122,19 @@ def model_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def as_patch(schema: dict[str, Any]) -> dict[str, Any]:
-    """A merge patch of ``schema``: every field optional, and ``null`` removes one."""
-    properties = {name: {"anyOf": [prop, {"type": "null"}]}
+    """A merge patch (RFC 7396) of ``schema``: nothing required, ``null`` removes an optional
+    member, and members that are objects are patches of them."""
+    required = set(schema.get("required", ()))
+
+    def member(prop: dict[str, Any]) -> dict[str, Any]:
+        if "anyOf" not in prop:
+            prop = {"anyOf": [prop]}
+        branches = [as_patch(b) if "properties" in b else b
+                    for b in prop["anyOf"] if b.get("type") != "null"]
+        kept = {k: v for k, v in prop.items() if k not in ("anyOf", "default")}
+        return {**kept, "anyOf": [*branches, {"type": "null"}]}
+
+    properties = {name: prop if name in required else member(prop)
                   for name, prop in schema.get("properties", {}).items()}
     return {**{k: v for k, v in schema.items() if k != "required"}, "properties": properties}
 

@@ -43,8 +43,8 @@ from controller.store import AlreadyExists, Document, Store
 from .bodies import MERGE_PATCH, Body, PatchBody, as_patch, model_schema, request_body
 from .context import ApiContext, Ctx
 from .problems import Problem, invalid, problem_responses
-from .revisions import (ID_SCHEMA, REVISION_SCHEMA, DocId, DryRun, IfMatch, expected_revision,
-                        path_id_errors, take_id)
+from .revisions import (ID_SCHEMA, REVISION_SCHEMA, BodyIfMatch, DocId, DryRun, IfMatch,
+                        expected_revision, path_id_errors, take_id)
 
 
 # -- the shape of a stored document -------------------------------------------------------
@@ -251,9 +251,11 @@ def _dry_or_commit(ctx: ApiContext, kind: DocumentKind, write: Callable[[], Writ
 
 # -- the router -------------------------------------------------------------------------------
 
-def _schema_with(kind: DocumentKind, **extra: dict[str, Any]) -> dict[str, Any]:
+def _schema_with(kind: DocumentKind, required: tuple[str, ...] = (), **extra: dict[str, Any]) -> dict[str, Any]:
     schema = model_schema(kind.model)
     schema["properties"] = {**schema.get("properties", {}), **extra}
+    if required:
+        schema["required"] = [*schema.get("required", ()), *required]
     return schema
 
 
@@ -275,6 +277,10 @@ def _filtered(kind: DocumentKind, request: Request, docs: list[Document]) -> lis
                 "reason": f"{value!r} is not allowed; use one of {', '.join(f.values)}"}])
         docs = [d for d in docs if d.body.get(f.name) == value]
     return docs
+
+
+def _described(kind: DocumentKind, route: str, common: str) -> str:
+    return " ".join(filter(None, (kind.descriptions.get(route), common)))
 
 
 def crud_router(kind: DocumentKind) -> APIRouter:
@@ -328,28 +334,34 @@ def crud_router(kind: DocumentKind) -> APIRouter:
             return kind.dry_run_answer(ctx, written, created=False)
         return answer(written.document, extra=written.extra)
 
-    @router.put("/{id}", summary=f"Replace a {one}", description=kind.descriptions.get("replace", ""),
+    @router.put("/{id}", summary=f"Replace a {one}",
+                description=_described(kind, "replace", "The body's `revision` is the revision last read "
+                                       "(or send it as If-Match instead); a stale one is 409."),
                 responses={200: {"model": kind.replaced or stored},
                            **write_problems, **problem_responses(404, 428)},
-                openapi_extra=request_body(_schema_with(kind, revision=REVISION_SCHEMA)))
-    def replace_document(id: DocId, body: Body, ctx: Ctx, if_match: IfMatch = None,  # type: ignore[assignment]
+                openapi_extra=request_body(_schema_with(kind, ("revision",), revision=REVISION_SCHEMA)))
+    def replace_document(id: DocId, body: Body, ctx: Ctx, if_match: BodyIfMatch = None,  # type: ignore[assignment]
                          dry_run: DryRun = False) -> JSONResponse:
         return _update(id, body, ctx, if_match, dry_run, patch=False)
 
     if kind.merge_patch:
-        patch_schema = as_patch(_schema_with(kind, revision=REVISION_SCHEMA))
+        patch_schema = as_patch(model_schema(kind.model))
+        patch_schema["properties"]["revision"] = REVISION_SCHEMA  # not null: given, or left out
 
         @router.patch("/{id}", summary=f"Change a {one} (JSON merge patch)",
-                      description=kind.descriptions.get("patch", ""),
+                      description=_described(kind, "patch", "`revision`, when given (in the body, or "
+                                             "as If-Match), must be the current one (409)."),
                       responses={200: {"model": kind.replaced or stored},
                                  **write_problems, **problem_responses(404)},
                       openapi_extra=request_body(patch_schema, media_types=(
                           "application/json", "application/yaml", MERGE_PATCH)))
-        def patch_document(id: DocId, body: PatchBody, ctx: Ctx, if_match: IfMatch = None,  # type: ignore[assignment]
+        def patch_document(id: DocId, body: PatchBody, ctx: Ctx, if_match: BodyIfMatch = None,  # type: ignore[assignment]
                            dry_run: DryRun = False) -> JSONResponse:
             return _update(id, body, ctx, if_match, dry_run, patch=True)
 
-    @router.delete("/{id}", summary=f"Delete a {one}", description=kind.descriptions.get("delete", ""),
+    @router.delete("/{id}", summary=f"Delete a {one}",
+                   description=_described(kind, "delete", "If-Match, when given, must be the current "
+                                          "revision (409)."),
                    responses={200: {"model": stored, "description": f"The deleted {one}"},
                               **problem_responses(404, 409, 422)})
     def delete_document(id: DocId, ctx: Ctx, if_match: IfMatch = None,  # type: ignore[assignment]

@@ -34,6 +34,9 @@ DocId = Annotated[str, Path(description="Document id", json_schema_extra={"patte
 
 IfMatch = Annotated[str, Header(alias="If-Match", description='The revision last read, e.g. "3"',
                                 json_schema_extra={"pattern": f"^(?:{IF_MATCH.pattern})$"})]
+BodyIfMatch = Annotated[str, Header(alias="If-Match", include_in_schema=False)]
+"""``If-Match`` where the body's ``revision`` is the documented way (one place for one value:
+a schema cannot say that two must agree); accepted all the same."""
 DryRun = Annotated[bool, Query(description="Validate and check everything, store nothing")]
 
 

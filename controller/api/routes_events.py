@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1", tags=["events"], responses=problem_responses(42
 @router.get("/events", response_model=EventPage, summary="Journal entries after a sequence number")
 def list_events(
     ctx: Ctx,
-    after: Annotated[int, Query(ge=0, description="Only entries with seq > after")] = 0,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1, description="Only entries with seq > after")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size")] = 100,
     kind: Annotated[str | None, Query(description="Only this event kind")] = None,
     subject: Annotated[str | None, Query(description="Only this subject")] = None,

@@ -13,7 +13,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, NoReturn
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -178,13 +178,60 @@ def parse_port(value: Any) -> int | str | None:
     return low if low == high else f"{low}-{high}"
 
 
-IPv4 = Annotated[ipaddress.IPv4Address, BeforeValidator(parse_ipv4)]
+# -- what the value types accept, as JSON Schema (stated by the OpenAPI document) ----------
+
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+_UNIT = "[smhdSMHD]"
+
+IPV4_SCHEMA: dict[str, Any] = {"type": "string", "pattern": rf"^{_OCTET}(?:\.{_OCTET}){{3}}$",
+                               "examples": ["10.0.1.10"]}
+NOT_BLANK = r"\S"
+"""Pattern of text that is not only whitespace."""
+
+
+def cidr_schema(min_prefix: int = 0, max_prefix: int = 32) -> dict[str, Any]:
+    """A network in CIDR form, host bits zero, prefix length min..max (one branch per length)."""
+    branches = []
+    for prefix in range(min_prefix, max_prefix + 1):
+        octets = []
+        for k in range(4):
+            kept = min(max(prefix - 8 * k, 0), 8)  # the bits of this octet inside the prefix
+            step = 1 << (8 - kept)
+            octets.append(_OCTET if kept == 8 else "0" if kept == 0 else
+                          "(?:" + "|".join(str(v) for v in range(0, 256, step)) + ")")
+        branches.append(r"\.".join(octets) + f"/{prefix}")
+    return {"type": "string", "pattern": "^(?:" + "|".join(branches) + ")$",
+            "examples": ["10.0.1.0/24"]}
+
+
+PORT_SCHEMA: dict[str, Any] = {"anyOf": [
+    {"type": "integer", "minimum": 1, "maximum": 65535},
+    {"type": "string", "pattern": rf"^\s*0*{_PORT}\s*(?:-\s*0*{_PORT}\s*)?$",
+     "x-rule": "in a range A-B, A is not larger than B"},
+    {"type": "null"}]}
+"""``parse_port``: a port, a range "A-B" as text, or null for any."""
+
+DURATION_SCHEMA: dict[str, Any] = {"anyOf": [
+    {"type": "integer", "minimum": 1},
+    {"type": "string", "pattern": rf"^\s*(?:0*[1-9][0-9]*|(?:[0-9]+{_UNIT})*0*[1-9][0-9]*{_UNIT}"
+                                  rf"(?:[0-9]+{_UNIT})*)\s*$"}]}
+"""``parse_duration``: seconds, or text such as "30m" or "1h30m" (longer than zero)."""
+
+
+def rule(text: str) -> dict[str, Any]:
+    """``json_schema_extra`` of a field checked beyond what its schema says (against other
+    fields or stored documents): the OpenAPI document names the rule as ``x-rule``."""
+    return {"x-rule": text}
+
+
+IPv4 = Annotated[ipaddress.IPv4Address, BeforeValidator(parse_ipv4), WithJsonSchema(IPV4_SCHEMA)]
 """An IPv4 address given as text; stored as text."""
 
-IPv4Cidr = Annotated[ipaddress.IPv4Network, BeforeValidator(parse_cidr)]
+IPv4Cidr = Annotated[ipaddress.IPv4Network, BeforeValidator(parse_cidr), WithJsonSchema(cidr_schema())]
 """An IPv4 network in CIDR form with no host bits set; stored as text."""
 
-Seconds = Annotated[int, BeforeValidator(parse_duration)]
+Seconds = Annotated[int, BeforeValidator(parse_duration), WithJsonSchema(DURATION_SCHEMA)]
 """A positive duration in seconds (accepts "30m", "2h", ...)."""
 
 StrictPositiveInt = Annotated[int, Field(strict=True, gt=0)]

@@ -307,7 +307,7 @@ def test_apply_nothing_to_do(client: TestClient, store: Store, hub: FakeHub) -> 
 
 def test_apply_is_all_or_nothing(client: TestClient, store: Store, hub: FakeHub) -> None:
     body = problem(client.post("/v1/personalities/open/apply",
-                               json={"interfaces": [IF2, "ghost", IF3, IF2]}), 422)
+                               json={"interfaces": [IF2, "0000000000000b09:1", IF3, IF2]}), 422)
     assert fields(body) == ["body.interfaces[1]", "body.interfaces[3]"]
     nothing_stored(store, hub)
     busy = operations.create(store, IF3, "lockdown", kind="switch", now=1.0)

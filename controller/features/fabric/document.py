@@ -14,7 +14,8 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from controller.store import Store
 
-from controller.core.documents import DocumentInvalid, DocumentModel, IPv4, IPv4Cidr, errors_of, fail, field_path
+from controller.core.documents import (DocumentInvalid, DocumentModel, IPv4, IPv4Cidr, errors_of, fail,
+                                      field_path, rule)
 
 KIND = "subnet"
 
@@ -22,9 +23,12 @@ KIND = "subnet"
 class Subnet(DocumentModel):
     """An IPv4 segment routed by the hub."""
 
-    cidr: IPv4Cidr = Field(description="The network, host bits zero", examples=["10.0.1.0/24"])
+    cidr: IPv4Cidr = Field(description="The network, host bits zero", examples=["10.0.1.0/24"],
+                           json_schema_extra=rule("overlaps no other subnet"))
     gateway: IPv4 = Field(description="Address inside cidr the hub answers ARP and ping for",
-                          examples=["10.0.1.254"])
+                          examples=["10.0.1.254"],
+                          json_schema_extra=rule("inside cidr; up to a /30, not its network or "
+                                                 "broadcast address"))
     description: Annotated[str, Field(max_length=256)] | None = None
 
     @field_validator("gateway")

@@ -31,7 +31,7 @@ from controller.api.problems import Problem, problem_responses
 from controller.api.queries import ask
 from controller.api.revisions import DocId
 from controller.api.routes_interfaces import INTERFACE_ID
-from controller.core.documents import DocumentInvalid, DocumentModel, errors_of
+from controller.core.documents import IPV4_SCHEMA, DocumentInvalid, DocumentModel, errors_of, rule
 from controller.core.topology import Subnet
 from controller.features.persona import store as personas
 from controller.features.persona.document import Persona, parse_expiration, parse_persona, user_fields
@@ -83,8 +83,11 @@ class PersonaPreview(BaseModel):
 
 class AttachRequest(DocumentModel):
     """Body of ``POST /v1/personas/{id}/attachments``."""
-    interface_id: Annotated[str, Field(pattern=INTERFACE_ID)] = Field(examples=["0000000000000a01:3"])
-    ip: str | None = Field(default=None, description="Address in the range; the lowest free one if left out")
+    interface_id: Annotated[str, Field(pattern=INTERFACE_ID)] = Field(
+        examples=["0000000000000a01:3"], json_schema_extra=rule("names a stored interface"))
+    ip: str | None = Field(default=None, description="Address in the range; the lowest free one if left out",
+                           json_schema_extra={"anyOf": [IPV4_SCHEMA, {"type": "null"}], **rule(
+                               "a free host address of the persona's range, not its gateway")})
 
 
 class AttachmentView(BaseModel):

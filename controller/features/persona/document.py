@@ -19,10 +19,11 @@ import re
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Callable, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from controller.core.documents import (ANY_NETWORK, DocumentInvalid, DocumentModel, IPv4Cidr, errors_of, fail,
-                     field_path, parse_duration, parse_port)
+from controller.core.documents import (ANY_NETWORK, DURATION_SCHEMA, NOT_BLANK, PORT_SCHEMA, DocumentInvalid,
+                                      DocumentModel, IPv4Cidr, cidr_schema, errors_of, fail, field_path,
+                                      parse_duration, parse_port, rule)
 
 KIND = "persona"
 
@@ -37,6 +38,23 @@ RATE_UNITS = {"bps": 1, "kbps": 10**3, "mbps": 10**6, "gbps": 10**9}
 _RATE = re.compile(r"(\d+(?:\.\d+)?)\s*(bps|kbps|mbps|gbps)", re.IGNORECASE)
 _LATENCY = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s)", re.IGNORECASE)
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?P<tz>[Zz]|[+-]\d{2}:\d{2})?")
+
+# What the text fields accept, as JSON Schema (the OpenAPI document states it).
+_NUMBER = r"\s*[0-9]+(?:\.[0-9]+)?\s*"
+RATE_SCHEMA: dict[str, Any] = {
+    "anyOf": [{"type": "string", "pattern": rf"^{_NUMBER}(?:[bB]|[kK][bB]|[mM][bB]|[gG][bB])[pP][sS]\s*$",
+               **rule(f"from 1Kbps up to {MAX_METER_KBPS}Kbps")}, {"type": "null"}]}
+LATENCY_SCHEMA: dict[str, Any] = {
+    "anyOf": [{"type": "string", "pattern": rf"^{_NUMBER}[mM]?[sS]\s*$",
+               **rule(f"longer than zero, at most {MAX_LATENCY_MS // 1000}s")}, {"type": "null"}]}
+_HOUR, _MINUTE = "(?:[01][0-9]|2[0-3])", "[0-5][0-9]"
+EXPIRATION_SCHEMA: dict[str, Any] = {
+    "type": "string", "examples": ["2030-12-31T23:59:59Z"],
+    "pattern": rf"^\s*[0-9]{{4}}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])[Tt ]{_HOUR}:{_MINUTE}:"
+               rf"{_MINUTE}(?:\.[0-9]+)?(?:[Zz]|[+-]{_HOUR}:{_MINUTE})\s*$",
+    **rule("a day the month has, in the future")}
+COMPUTED: dict[str, Any] = {"readOnly": True}
+"""A stored field computed from another: left out of requests (or sent back unchanged)."""
 
 
 
@@ -134,9 +152,14 @@ def _derived_agrees(given: Any, computed: Any, source: str, info: ValidationInfo
 class SecurityPolicy(DocumentModel):
     """One policy; policies are checked in order and the first match decides."""
 
-    protocol: Protocol
+    model_config = ConfigDict(json_schema_extra={  # a port only with tcp, udp or sctp
+        "if": {"properties": {"protocol": {"not": {"enum": list(PORT_PROTOCOLS)}}}, "required": ["protocol"]},
+        "then": {"properties": {"port": {"type": "null"}}}})
+
+    protocol: Protocol = Field(json_schema_extra=rule("one of the persona's protocols"))
     port: int | str | None = Field(default=None, description='Destination port or "A-B" range '
-                                   "(tcp, udp, sctp only)", examples=[80, "8000-8080"])
+                                   "(tcp, udp, sctp only)", examples=[80, "8000-8080"],
+                                   json_schema_extra=PORT_SCHEMA)
     action: Literal["allow", "deny"]
     source: IPv4Cidr = Field(default=ANY_NETWORK, description="Sender network (default any)")
     destination: IPv4Cidr = Field(default=ANY_NETWORK, description="Receiver network (default any)")
@@ -186,10 +209,11 @@ class PersonaQos(_WithUnits):
 
     UNITS = {"bandwidth": ("bandwidth_kbps", rate_kbps), "latency": ("latency_ms", latency_ms)}
 
-    bandwidth: str | None = Field(default=None, examples=["100Mbps"])
-    latency: str | None = Field(default=None, examples=["50ms"])
-    bandwidth_kbps: Any = Field(default=None, description="Computed from bandwidth")
-    latency_ms: Any = Field(default=None, description="Computed from latency")
+    bandwidth: str | None = Field(default=None, examples=["100Mbps"], json_schema_extra=RATE_SCHEMA)
+    latency: str | None = Field(default=None, examples=["50ms"], json_schema_extra=LATENCY_SCHEMA)
+    bandwidth_kbps: Any = Field(default=None, description="Computed from bandwidth",
+                                json_schema_extra=COMPUTED)
+    latency_ms: Any = Field(default=None, description="Computed from latency", json_schema_extra=COMPUTED)
 
 
 class AlertThresholds(_WithUnits):
@@ -199,16 +223,19 @@ class AlertThresholds(_WithUnits):
              "expiry_warning": ("expiry_warning_s", parse_duration)}
 
     bandwidth: str | None = Field(default=None, description="Alert when the current rate exceeds it",
-                                  examples=["80Mbps"])
+                                  examples=["80Mbps"], json_schema_extra=RATE_SCHEMA)
     bytes: Annotated[int, Field(strict=True, gt=0)] | None = Field(
         default=None, description="Alert when the bytes both ways exceed it")
     security_events: Annotated[int, Field(strict=True, gt=0)] | None = Field(
         default=None, description="Alert when denied attempts reach it")
     expiry_warning: int | str | None = Field(
         default=None, description='How long before expiry to warn: seconds, or "30s", "5m", "1h" '
-                                  '(default "5m")', examples=["5m"])
-    bandwidth_kbps: Any = Field(default=None, description="Computed from bandwidth")
-    expiry_warning_s: Any = Field(default=None, description="Computed from expiry_warning")
+                                  '(default "5m")', examples=["5m"],
+        json_schema_extra={"anyOf": [*DURATION_SCHEMA["anyOf"], {"type": "null"}]})
+    bandwidth_kbps: Any = Field(default=None, description="Computed from bandwidth",
+                                json_schema_extra=COMPUTED)
+    expiry_warning_s: Any = Field(default=None, description="Computed from expiry_warning",
+                                  json_schema_extra=COMPUTED)
 
 
 DERIVED = {section: tuple(computed for computed, _ in model.UNITS.values())
@@ -219,15 +246,18 @@ DERIVED = {section: tuple(computed for computed, _ in model.UNITS.values())
 class Persona(DocumentModel):
     """A persona document. ``name``, ``ip_range``, ``protocols`` and ``expiration`` are required."""
 
-    name: Annotated[str, Field(min_length=1, max_length=64)]
+    name: Annotated[str, Field(min_length=1, max_length=64)] = Field(json_schema_extra={"pattern": NOT_BLANK})
     ip_range: IPv4Cidr = Field(description=f"IPv4 CIDR, prefix length {MIN_PREFIX}..{MAX_PREFIX}",
-                               examples=["10.100.0.0/24"])
+                               examples=["10.100.0.0/24"], json_schema_extra={
+                                   **cidr_schema(MIN_PREFIX, MAX_PREFIX),
+                                   **rule("a replace keeps the stored range")})
     protocols: Annotated[list[Protocol], Field(min_length=1)] = Field(
-        description=f"Allowed protocols: {', '.join(PROTOCOLS)}", examples=[["tcp", "udp"]])
+        description=f"Allowed protocols: {', '.join(PROTOCOLS)}", examples=[["tcp", "udp"]],
+        json_schema_extra={"uniqueItems": True})
     qos: PersonaQos | None = None
     security_policies: list[SecurityPolicy] = Field(default_factory=list)
     expiration: Any = Field(description="RFC 3339 time with a timezone, in the future",
-                            examples=["2030-12-31T23:59:59Z"])
+                            examples=["2030-12-31T23:59:59Z"], json_schema_extra=EXPIRATION_SCHEMA)
     description: Annotated[str, Field(max_length=1024)] | None = None
     owner: Annotated[str, Field(max_length=128)] | None = None
     alert_thresholds: AlertThresholds | None = None

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from controller.api.bodies import Body, OptionalBody, model_body, model_schema, request_body
 from controller.api.context import ApiContext, Ctx
@@ -26,9 +26,9 @@ from controller.api.crud import Change, DocumentKind, StoredMeta, Written, crud_
 from controller.api.problems import Problem, field_error, problem_responses
 from controller.api.queries import ask
 from controller.api.revisions import REVISION_SCHEMA, DocId, expected_revision
-from controller.api.routes_interfaces import InterfaceId
+from controller.api.routes_interfaces import INTERFACE_ID, InterfaceId
 from controller.core import claims, interfaces
-from controller.core.documents import DocumentInvalid, DocumentModel, errors_of, slugify
+from controller.core.documents import DocumentInvalid, DocumentModel, errors_of, rule, slugify
 from controller.features.personality import operations
 from controller.features.personality.document import KIND, Personality, check_personality
 from controller.features.personality.operations import Drain, HealthCheck, SwitchRequest
@@ -126,6 +126,8 @@ class RevertRequest(DocumentModel):
 
 class Selector(DocumentModel):
     """Interfaces chosen by what they are: every field given must match."""
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
     datapath: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{16}$")] | None = Field(
         default=None, description="16 hex digits, e.g. 0000000000000a01")
     personality_id: str | None = Field(default=None, description="current personality; null: none")
@@ -133,8 +135,17 @@ class Selector(DocumentModel):
 
 class ApplyRequest(DocumentModel):
     """Body of ``POST /v1/personalities/{id}/apply``: ``interfaces`` or ``selector``."""
-    interfaces: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
-    selector: Selector | None = None
+    model_config = ConfigDict(json_schema_extra={"anyOf": [  # one of the two, not null
+        {"properties": {"interfaces": {"type": "array"}, "selector": {"type": "null"}},
+         "required": ["interfaces"]},
+        {"properties": {"selector": {"type": "object"}, "interfaces": {"type": "null"}},
+         "required": ["selector"]}]})
+
+    interfaces: Annotated[list[Annotated[str, Field(pattern=INTERFACE_ID)]],
+                          Field(min_length=1, json_schema_extra={"uniqueItems": True})] | None = Field(
+        default=None, json_schema_extra=rule("each names a stored interface"))
+    selector: Selector | None = Field(
+        default=None, json_schema_extra=rule("selects at least one interface"))
     drain: Drain = Field(default_factory=Drain)
     health_checks: list[HealthCheck] = Field(default_factory=list)
 
@@ -183,7 +194,8 @@ class ApplyAnswer(BaseModel):
 
 class InterfaceUpdate(DocumentModel):
     """The fields an operator may set on an interface record (and the revision last read)."""
-    default_personality_id: str | None = None
+    default_personality_id: str | None = Field(default=None, json_schema_extra=rule(
+        "names a stored personality"))
 
 
 def _with_revision(model: type[DocumentModel]) -> dict[str, Any]:

@@ -13,13 +13,14 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from controller.store import Store
 from controller.core.topology import Subnet as TopologySubnet
 
-from controller.core.documents import (ANY_NETWORK, DocumentInvalid, DocumentModel, IPv4, IPv4Cidr, Seconds,
-                     StrictPositiveInt, errors_of, fail, field_path, parse_port)
+from controller.core.documents import (ANY_NETWORK, NOT_BLANK, PORT_SCHEMA, DocumentInvalid, DocumentModel,
+                                      IPv4, IPv4Cidr, Seconds, StrictPositiveInt, errors_of, fail,
+                                      field_path, parse_port, rule)
 
 KIND = "personality"
 
@@ -44,11 +45,15 @@ def _no_duplicates(values: list[Any]) -> list[Any]:
 class FirewallRule(DocumentModel):
     """One rule; rules are checked in order and the first match decides."""
 
+    model_config = ConfigDict(json_schema_extra={  # a port only with tcp or udp
+        "if": {"properties": {"protocol": {"enum": ["icmp", "any"]}}, "required": ["protocol"]},
+        "then": {"properties": {"port": {"type": "null"}}}})
+
     source: IPv4Cidr = Field(default=ANY_NETWORK, description="Sender network", examples=["0.0.0.0/0"])
     destination: IPv4Cidr = Field(default=ANY_NETWORK, description="Receiver network")
     protocol: Literal["tcp", "udp", "icmp", "any"]
     port: int | str | None = Field(default=None, description='Destination port, "A-B" range, or null for any',
-                                   examples=[443, "8000-8080"])
+                                   examples=[443, "8000-8080"], json_schema_extra=PORT_SCHEMA)
     direction: Literal["ingress", "egress", "both"] = "both"
     action: Literal["allow", "deny"]
 
@@ -63,8 +68,18 @@ class FirewallRule(DocumentModel):
         return port
 
 
+def _needs(field: str, needed: str) -> dict[str, Any]:
+    """JSON Schema: when ``field`` is given (not null), ``needed`` must be too."""
+    number = {"type": "integer"}
+    return {"if": {"properties": {field: number}, "required": [field]},
+            "then": {"properties": {needed: number}, "required": [needed]}}
+
+
 class QosSettings(DocumentModel):
     """Traffic class and rate limits; rates in kbit/s, bursts in kbyte."""
+
+    model_config = ConfigDict(json_schema_extra={"allOf": [
+        _needs("ingress_burst_kb", "ingress_rate_kbps"), _needs("egress_burst_kb", "egress_rate_kbps")]})
 
     priority: Annotated[int, Field(strict=True, ge=0, le=7)] | None = None
     ingress_rate_kbps: StrictPositiveInt | None = None
@@ -84,6 +99,11 @@ class QosSettings(DocumentModel):
 
 class VpnTunnelConfig(DocumentModel):
     """An overlay tunnel to a remote endpoint and the prefixes reached through it."""
+
+    model_config = ConfigDict(json_schema_extra={  # vxlan and geneve carry a 24-bit VNI
+        "if": {"properties": {"type": {"enum": ["vxlan", "geneve"]}}, "required": ["type"]},
+        "then": {"properties": {"key": {"anyOf": [{"type": "integer", "maximum": MAX_VNI},
+                                                  {"type": "null"}]}}}})
 
     type: Literal["vxlan", "gre", "geneve"]
     remote_ip: IPv4
@@ -107,7 +127,10 @@ class ApplicationRule(DocumentModel):
     protocol: Literal["tcp", "udp"]
     port: Port
     signature: str | None = Field(
-        default=None, description='Payload bytes as text, or "re:<regex>" matched against the payload')
+        default=None, description='Payload bytes as text, or "re:<regex>" matched against the payload',
+        json_schema_extra={"anyOf": [{"type": "string", "pattern": "^(?!re:$)[\\s\\S]+$",
+                                      **rule('after "re:", a regular expression that compiles')},
+                                     {"type": "null"}]})
 
     @field_validator("signature")
     @classmethod
@@ -134,7 +157,7 @@ class ApplicationAccessPolicy(DocumentModel):
 
 class RouteEntry(DocumentModel):
     destination: IPv4Cidr
-    next_hop: IPv4
+    next_hop: IPv4 = Field(json_schema_extra=rule("inside the personality's subnet"))
 
 
 class Personality(DocumentModel):
@@ -144,16 +167,20 @@ class Personality(DocumentModel):
     rule matches takes ``default_action`` (deny unless set).
     """
 
-    name: Name
-    subnet_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    ip_addresses: list[IPv4] = Field(default_factory=list)
+    name: Name = Field(json_schema_extra={"pattern": NOT_BLANK, **rule(
+        "without an id, holds a letter or digit to make the id from")})
+    subnet_id: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        default=None, json_schema_extra=rule("names a stored subnet"))
+    ip_addresses: list[IPv4] = Field(default_factory=list, json_schema_extra={"uniqueItems": True, **rule(
+        "host addresses inside the subnet, not its gateway")})
     firewall_rules: list[FirewallRule] = Field(default_factory=list, max_length=MAX_RULES)
     default_action: Literal["allow", "deny"] = "deny"
     qos_settings: QosSettings | None = None
     vpn_tunnel_config: VpnTunnelConfig | None = None
     application_access_policy: ApplicationAccessPolicy | None = None
-    dns_servers: list[IPv4] = Field(default_factory=list)
-    routing_table: list[RouteEntry] = Field(default_factory=list)
+    dns_servers: list[IPv4] = Field(default_factory=list, json_schema_extra={"uniqueItems": True})
+    routing_table: list[RouteEntry] = Field(default_factory=list, json_schema_extra=rule(
+        "one route per destination"))
     expires_after: Seconds | None = Field(default=None, description='Seconds, or "45s", "30m", "2h", "1d"')
 
     @field_validator("name")

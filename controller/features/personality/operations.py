@@ -2,7 +2,7 @@
 
 An operation is created (state ``pending``) by whoever asks for a change (the
 REST API, a personality update, an expiry timer), and then walked through its
-states by the coordinator (`controller.features.personality.switcher`) on the hub's
+states by the coordinator (`controller.features.personality.changes`) on the hub's
 worker thread.  Everything the coordinator learns is written back to the
 record, so a restarted controller finds every unfinished operation in the
 store and can finish or roll it back.
@@ -26,10 +26,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from controller.core import claims
-from controller.core.documents import DocumentInvalid, DocumentModel, IPv4, errors_of, fail
+from controller.core.documents import IPV4_SCHEMA, DocumentInvalid, DocumentModel, IPv4, errors_of, fail, rule
 from controller.store import Document, Store
 
 KIND = "operation"
@@ -55,8 +55,16 @@ class HealthCheck(DocumentModel):
     any answer counts.  ``tcp``: a SYN to ``target``:``port`` must be
     answered with a SYN-ACK.  Each must pass within ``timeout_seconds``.
     """
+    model_config = ConfigDict(json_schema_extra={"allOf": [
+        {"if": {"properties": {"type": {"enum": ["ping", "tcp"]}}, "required": ["type"]},
+         "then": {"properties": {"target": IPV4_SCHEMA}, "required": ["target"]}},
+        {"if": {"properties": {"type": {"const": "tcp"}}, "required": ["type"]},
+         "then": {"properties": {"port": {"type": "integer"}}, "required": ["port"]},
+         "else": {"properties": {"port": {"type": "null"}}}}]})
+
     type: Literal["gateway", "ping", "dns", "tcp"]
-    target: IPv4 | None = Field(default=None, validate_default=True)
+    target: IPv4 | None = Field(default=None, validate_default=True, json_schema_extra=rule(
+        "a gateway or dns check without one needs the personality's subnet or dns_servers"))
     port: Annotated[int, Field(strict=True, ge=1, le=65535)] | None = Field(default=None, validate_default=True)
     timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 3.0
 
@@ -79,7 +87,8 @@ class HealthCheck(DocumentModel):
 
 class SwitchRequest(DocumentModel):
     """Body of ``POST /v1/interfaces/{id}/switch``."""
-    personality_id: Annotated[str, Field(min_length=1, max_length=64)]
+    personality_id: Annotated[str, Field(min_length=1, max_length=64)] = Field(
+        json_schema_extra=rule("names a stored personality"))
     drain: Drain = Field(default_factory=Drain)
     health_checks: list[HealthCheck] = Field(default_factory=list)
     dry_run: bool = False
