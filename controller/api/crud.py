@@ -37,7 +37,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError, create_model
 
 from controller.core import claims
-from controller.core.documents import DocumentInvalid, DocumentModel, errors_of
+from controller.core.documents import DocumentInvalid, DocumentModel, errors_of, merge_patch
 from controller.store import AlreadyExists, Document, Store
 
 from .bodies import MERGE_PATCH, Body, PatchBody, as_patch, model_schema, request_body
@@ -76,19 +76,6 @@ class StoredMeta(BaseModel):
 def stored_model(model: type[BaseModel], name: str | None = None) -> type[BaseModel]:
     """The documentation model of ``view(doc)`` for documents of ``model``."""
     return create_model(name or f"Stored{model.__name__}", __base__=(StoredMeta, model))
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7396: objects merge, ``null`` removes a member, anything else replaces."""
-    if not isinstance(patch, dict):
-        return patch
-    out = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = merge_patch(out.get(key), value)
-    return out
 
 
 # -- what a kind says -----------------------------------------------------------------------

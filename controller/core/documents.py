@@ -254,3 +254,16 @@ def id_problem(value: Any) -> str | None:
         return ("must be 1-64 characters of letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit")
     return None
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396: objects merge, ``null`` removes a member, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out

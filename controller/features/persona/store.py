@@ -35,7 +35,7 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from controller.core import claims
-from controller.core.documents import DocumentInvalid
+from controller.core.documents import DocumentInvalid, merge_patch
 from controller.core.topology import Subnet
 from controller.features.persona.allocation import (DEFAULT_NAT_POOL, MAX_INDEX, Plan,
                                                     allocate_block, plan)
@@ -96,19 +96,6 @@ def create(store: Store, body: Any, now: float, subnets: Sequence[Subnet],
         _journal(store, p.id, "created", doc.revision, index=p.body["index"],
                  nat=p.body["nat"], expires_at=p.body["expires_at"])
     return Created(doc, p.remapped)
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch: objects merge, null removes, anything else replaces."""
-    if not isinstance(patch, dict):
-        return patch
-    out = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = merge_patch(out.get(key), value)
-    return out
 
 
 def _active(store: Store, id: str) -> Document:
