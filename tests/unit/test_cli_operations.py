@@ -242,7 +242,10 @@ def test_personality_apply(capsys: pytest.CaptureFixture[str], http: TestClient,
     assert code == 1 and "Interface busy (HTTP 409)" in err and IF2 in err
     assert len(store.list("operation")) == 1
     code, _, err = run(capsys, http, "personality", "apply", "lockdown", "--interface", "ghost")
-    assert code == 1 and "body.interfaces[0]: no interface with id 'ghost'" in err
+    assert code == 1 and "body.interfaces[0]: string should match pattern" in err
+    code, _, err = run(capsys, http, "personality", "apply", "lockdown", "--interface",
+                       "00000000000000ff:9")
+    assert code == 1 and "body.interfaces[0]: no interface with id '00000000000000ff:9'" in err
 
 
 def test_personality_apply_wait(capsys: pytest.CaptureFixture[str], http: TestClient, store: Store,
