@@ -7,8 +7,9 @@ command groups listed in it.  Adding a feature is a folder under
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
+from controller.core.feature import FeatureFactory
 from controller.core.plugin import Plugin
 from controller.features import fabric, persona, personality
 
@@ -19,7 +20,8 @@ FEATURES: tuple[Plugin, ...] = (
 )
 
 
-def feature_factories(settings: Mapping[str, Any] | None = None) -> list[Callable]:
-    """One factory per feature, `factory(ctx) -> Feature`, with its validated settings."""
+def feature_factories(settings: Mapping[str, Any] | None = None) -> list[FeatureFactory]:
+    """How the hub builds each feature: `build(ctx) -> Feature`, with its validated settings."""
     settings = settings or {}
-    return [lambda ctx, p=p: p.feature_class()(ctx, settings.get(p.name)) for p in FEATURES]
+    return [FeatureFactory(p.name, lambda ctx, p=p: p.feature_class()(ctx, settings.get(p.name)))
+            for p in FEATURES]

@@ -23,7 +23,7 @@ in a later `tick` once `ctx.realization(...)` says the switches hold it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, NamedTuple
 
 from controller.pipeline.flowspec import FlowSpec
 from controller.pipeline.meters import MeterSpec
@@ -54,6 +54,12 @@ class PacketIn:
     in_port: int
     data: bytes
     packet: Any            # controller.packets.Packet (parsed once by the core)
+
+
+class FeatureFactory(NamedTuple):
+    """How the hub builds one feature: its name (its context's), and the builder."""
+    name: str
+    build: Callable[["FeatureContext"], "Feature"]
 
 
 class Feature:

@@ -20,7 +20,7 @@ from controller.core.channel import SwitchChannel
 from controller.core.context import FeatureContext, HeldPacket, Realization
 from controller.core.convergence import Convergence
 from controller.core.discovery import Discovery, Punted, bootstrap_flows, is_lldp, table_name
-from controller.core.feature import Contribution, Feature, PacketIn
+from controller.core.feature import Contribution, Feature, FeatureFactory, PacketIn
 from controller.core.metrics import Metrics
 from controller.core.snapshot import Snapshot, empty_snapshot, publish
 from controller.core.topology import Port, Subnet, dpid_str
@@ -36,7 +36,6 @@ LOG = logging.getLogger("hubshift.hub")
 
 ROUTER_MAC = "02:b5:00:00:00:01"
 MAX_ROUNDS = 8   # converge + tick rounds per step, at most
-FeatureFactory = Callable[[FeatureContext], Feature]
 
 
 class Hub:
@@ -71,15 +70,12 @@ class Hub:
         self._tunnels_wanted: dict[int, list[TunnelPort]] = {}
         self.features: list[Feature] = []
         for factory in features:
-            ctx = FeatureContext("?", self, store=store, metrics=self.metrics, clock=clock,
-                                 wallclock=wallclock, seed=seed)
-            feature = factory(ctx)
-            ctx.name = feature.name
-            ctx.random.seed(f"{seed}:{feature.name}" if seed is not None else None)
-            self.features.append(feature)
+            ctx = FeatureContext(factory.name, self, store=store, metrics=self.metrics,
+                                 clock=clock, wallclock=wallclock, seed=seed)
+            self.features.append(factory.build(ctx))
         self._by_name = {f.name: f for f in self.features}
-        self._punts = _punt_owners(self.features)
-        self._kinds = {k: f for f in self.features for k in f.document_kinds}
+        self._punts = _owners(self.features, "punts from table", lambda f: f.punt_tables)
+        self._kinds = _owners(self.features, "owns documents of kind", lambda f: f.document_kinds)
         self.discovery.load()
         for feature in self.features:
             feature.load()
@@ -371,14 +367,16 @@ class Hub:
         return out
 
 
-def _punt_owners(features: Iterable[Feature]) -> dict[int, Feature]:
-    owners: dict[int, Feature] = {}
+def _owners(features: Iterable[Feature], what: str,
+            owned: Callable[[Feature], Iterable[Any]]) -> dict[Any, Feature]:
+    """What each feature owns (punt tables, document kinds): one owner each."""
+    owners: dict[Any, Feature] = {}
     for feature in features:
-        for table_id in feature.punt_tables:
-            if table_id in owners:
-                raise ValueError(f"table {table_id} punts to both {owners[table_id].name} "
-                                 f"and {feature.name}")
-            owners[table_id] = feature
+        for item in owned(feature):
+            if item in owners:
+                raise ValueError(f"{owners[item].name} and {feature.name} both say it "
+                                 f"{what} {item!r}")
+            owners[item] = feature
     return owners
 
 

@@ -342,3 +342,20 @@ def test_subnet_reload_recompiles(ready):
     key = (10, 300, (("arp_op", 1), ("arp_tpa", "10.0.3.1"), ("eth_type", ETH_ARP)))
     assert key in ready.a.flows and key in ready.b.flows
     assert len(ready.a.applies) == 1 and ready.a.applies[0].delete == ()
+
+
+def test_two_features_cannot_own_one_punt_table_or_document_kind():
+    from controller.core.feature import Feature, FeatureFactory
+    from controller.store import open_store
+
+    def feature(name: str, tables_=frozenset(), kinds=()):
+        cls = type(name, (Feature,), {"name": name, "punt_tables": frozenset(tables_),
+                                      "document_kinds": tuple(kinds)})
+        return FeatureFactory(name, cls)
+    with pytest.raises(ValueError, match="punts from table 50"):
+        Hub(open_store(":memory:"), features=[feature("a", {50}), feature("b", {50})])
+    with pytest.raises(ValueError, match="owns documents of kind 'x'"):
+        Hub(open_store(":memory:"), features=[feature("a", kinds=["x"]),
+                                              feature("b", kinds=["x"])])
+    hub = Hub(open_store(":memory:"), features=[feature("a", {50}, ["x"]), feature("b", {60})])
+    assert [f.name for f in hub.features] == ["a", "b"]
