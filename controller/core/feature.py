@@ -11,8 +11,12 @@ imports a feature: it calls these hooks, in this order of life:
     documents_changed(kind)      the API wrote a document of a kind it owns
     tick() / next_wakeup()       time: after every batch of work and every converge
     query(name, **args)          reads and previews asked by the API, on the worker
-    claims(kind, id, body)       what a write of its documents takes (checked in the
-                                 same store transaction; see `controller.core.claims`)
+
+What a feature's documents claim (interfaces, address ranges) it declares
+with `controller.core.claims.declare` in its `claims.py`; the claims are
+kept and checked in the write's own store transaction.  Its REST router,
+hubctl group and settings parser are named by its registry entry
+(`controller.core.plugin.Plugin`).
 
 A feature sees a `FeatureContext` (clocks, seeded randomness, store, journal,
 metrics, the read-only topology, asynchronous switch requests), never the hub.
