@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import Header, Path, Query
 
-from controller.core.documents import ID_PATTERN, id_problem
+from controller.core.documents import ID_PATTERN, id_problem, rule
 
 from .problems import Problem, field_error
 
@@ -37,7 +37,9 @@ IfMatch = Annotated[str, Header(alias="If-Match", description='The revision last
 BodyIfMatch = Annotated[str, Header(alias="If-Match", include_in_schema=False)]
 """``If-Match`` where the body's ``revision`` is the documented way (one place for one value:
 a schema cannot say that two must agree); accepted all the same."""
-DryRun = Annotated[bool, Query(description="Validate and check everything, store nothing")]
+DryRun = Annotated[bool, Query(description="Validate and check everything, store nothing", json_schema_extra=rule(
+    "where the answer is a preview the hub compiles (a persona's), 422 when the hub cannot "
+    "compile it, e.g. no persona gateway is configured"))]
 
 
 def take_id(body: dict[str, Any]) -> tuple[str | None, list[dict[str, str]]]:

@@ -225,7 +225,7 @@ class PersonaKind(DocumentKind):
             return super().dry_run_answer(ctx, written, created)
         doc = written.document
         preview = ask(ctx, "persona", "preview", body={"id": doc.id, **doc.body}, what="dry run",
-                      subject=f"persona {doc.id!r}", field="body")
+                      subject=f"persona {doc.id!r}", field="query.dry_run")
         return JSONResponse({"id": doc.id, "record": doc.body, "remapped": written.extra["remapped"],
                              "flows": preview.get("flows", {}), "meters": preview.get("meters", [])})
 

@@ -88,7 +88,8 @@ class HealthCheck(DocumentModel):
 class SwitchRequest(DocumentModel):
     """Body of ``POST /v1/interfaces/{id}/switch``."""
     personality_id: Annotated[str, Field(min_length=1, max_length=64)] = Field(
-        json_schema_extra=rule("names a stored personality"))
+        json_schema_extra=rule(
+            "names a stored personality (a dry run: one the hub can compile for the interface)"))
     drain: Drain = Field(default_factory=Drain)
     health_checks: list[HealthCheck] = Field(default_factory=list)
     dry_run: bool = False
