@@ -13,7 +13,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, NoReturn
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -186,8 +186,21 @@ _UNIT = "[smhdSMHD]"
 
 IPV4_SCHEMA: dict[str, Any] = {"type": "string", "pattern": rf"^{_OCTET}(?:\.{_OCTET}){{3}}$",
                                "examples": ["10.0.1.10"]}
-NOT_BLANK = r"\S"
-"""Pattern of text that is not only whitespace."""
+NOT_BLANK = (r"[^\t\n\u000b\f\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029"
+             r"\u202f\u205f\u3000]")
+"""Pattern of text that is not only whitespace: one character that is not what Python's
+``str.isspace`` calls space (the same class for the schema and for `NotBlank`; ECMA's
+``\S`` disagrees with Python's on \x1c-\x1f)."""
+
+
+def not_blank(value: str) -> str:
+    if not re.search(NOT_BLANK, value):
+        fail("must not be blank")
+    return value
+
+
+NotBlank = AfterValidator(not_blank)
+"""Annotate a text field that must not be only whitespace (its schema: ``NOT_BLANK``)."""
 
 
 def cidr_schema(min_prefix: int = 0, max_prefix: int = 32) -> dict[str, Any]:

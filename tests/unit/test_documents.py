@@ -469,3 +469,22 @@ def test_examples_are_valid(store: Store) -> None:
     assert lock.default_action == "deny"
     assert [(r.protocol, r.port, r.direction, r.action) for r in lock.firewall_rules] == [
         ("tcp", 443, "ingress", "allow")]
+
+
+def test_not_blank_means_the_same_to_the_schema_and_the_validator():
+    """The OpenAPI pattern and the model agree on every character (schemathesis found
+    \\x1f, which ECMA's \\S calls text and Python's str.isspace calls space)."""
+    import re
+    import sys
+
+    from controller.core.documents import NOT_BLANK
+    from controller.features.persona.document import parse_persona
+    disagree = [hex(c) for c in range(sys.maxunicode + 1)
+                if bool(re.search(NOT_BLANK, chr(c))) == chr(c).isspace()]
+    assert disagree == []
+    for blank in ("\x1f", " \t", "\u3000"):
+        with pytest.raises(DocumentInvalid, match="body.name"):
+            parse_personality({"name": blank})
+        with pytest.raises(DocumentInvalid, match="body.name"):
+            parse_persona({"name": blank, "ip_range": "10.1.0.0/24", "protocols": ["tcp"],
+                           "expiration": "2099-01-01T00:00:00Z"}, None)

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Callable, ClassVar, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from controller.core.documents import (ANY_NETWORK, DURATION_SCHEMA, NOT_BLANK, PORT_SCHEMA, DocumentInvalid,
+from controller.core.documents import (ANY_NETWORK, DURATION_SCHEMA, NOT_BLANK, NotBlank, PORT_SCHEMA, DocumentInvalid,
                                       DocumentModel, IPv4Cidr, cidr_schema, errors_of, fail, field_path,
                                       parse_duration, parse_port, rule)
 
@@ -246,7 +246,8 @@ DERIVED = {section: tuple(computed for computed, _ in model.UNITS.values())
 class Persona(DocumentModel):
     """A persona document. ``name``, ``ip_range``, ``protocols`` and ``expiration`` are required."""
 
-    name: Annotated[str, Field(min_length=1, max_length=64)] = Field(json_schema_extra={"pattern": NOT_BLANK})
+    name: Annotated[str, Field(min_length=1, max_length=64), NotBlank] = Field(
+        json_schema_extra={"pattern": NOT_BLANK})
     ip_range: IPv4Cidr = Field(description=f"IPv4 CIDR, prefix length {MIN_PREFIX}..{MAX_PREFIX}",
                                examples=["10.100.0.0/24"], json_schema_extra={
                                    **cidr_schema(MIN_PREFIX, MAX_PREFIX),
@@ -261,13 +262,6 @@ class Persona(DocumentModel):
     description: Annotated[str, Field(max_length=1024)] | None = None
     owner: Annotated[str, Field(max_length=128)] | None = None
     alert_thresholds: AlertThresholds | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name_not_blank(cls, name: str) -> str:
-        if not name.strip():
-            fail("must not be blank")
-        return name
 
     @field_validator("ip_range")
     @classmethod

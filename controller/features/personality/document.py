@@ -18,7 +18,7 @@ from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_v
 from controller.store import Store
 from controller.core.topology import Subnet as TopologySubnet
 
-from controller.core.documents import (ANY_NETWORK, NOT_BLANK, PORT_SCHEMA, DocumentInvalid, DocumentModel,
+from controller.core.documents import (ANY_NETWORK, NOT_BLANK, NotBlank, PORT_SCHEMA, DocumentInvalid, DocumentModel,
                                       IPv4, IPv4Cidr, Seconds, StrictPositiveInt, errors_of, fail,
                                       field_path, parse_port, rule)
 
@@ -167,7 +167,7 @@ class Personality(DocumentModel):
     rule matches takes ``default_action`` (deny unless set).
     """
 
-    name: Name = Field(json_schema_extra={"pattern": NOT_BLANK, **rule(
+    name: Annotated[Name, NotBlank] = Field(json_schema_extra={"pattern": NOT_BLANK, **rule(
         "without an id, holds a letter or digit to make the id from")})
     subnet_id: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
         default=None, json_schema_extra=rule("names a stored subnet"))
@@ -182,13 +182,6 @@ class Personality(DocumentModel):
     routing_table: list[RouteEntry] = Field(default_factory=list, json_schema_extra=rule(
         "one route per destination"))
     expires_after: Seconds | None = Field(default=None, description='Seconds, or "45s", "30m", "2h", "1d"')
-
-    @field_validator("name")
-    @classmethod
-    def _name_not_blank(cls, name: str) -> str:
-        if not name.strip():
-            fail("must not be blank")
-        return name
 
     @field_validator("ip_addresses", "dns_servers")
     @classmethod
