@@ -1,0 +1,1 @@
+"""Ephemeral network shards (in progress: the rotation engine's decisions)."""
