@@ -1,1 +1,2 @@
-"""Ephemeral network shards (in progress: the rotation engine's decisions)."""
+"""Ephemeral network shards (in progress: the rotation engine's decisions and the RAP
+message format; see docs/rap.md and docs/notes.md)."""
