@@ -11,12 +11,13 @@ from typing import Any, Mapping
 
 from controller.core.feature import FeatureFactory
 from controller.core.plugin import Plugin
-from controller.features import fabric, persona, personality
+from controller.features import fabric, persona, personality, shard
 
 FEATURES: tuple[Plugin, ...] = (
     fabric.PLUGIN,
     personality.PLUGIN,
     persona.PLUGIN,
+    shard.PLUGIN,
 )
 
 

@@ -159,7 +159,7 @@ SHADOW = Budget(
            Priorities(T.CLASSIFY.id, Span(65100, 65199)),    # a shadow's port: above all
            Priorities(T.L2.id, Span(165, 179))))
 SHARD = Budget(
-    "shard", Feature.SHARD, reserved=True,
+    "shard", Feature.SHARD,
     tables=(Span(12, 19), Span(90, 99)),     # translation before routing; after l2
     zones=(Span(0xA000, 0xBFFF),),
     meters=(Span(0x20000, 0x20FFF),),        # RAP punts

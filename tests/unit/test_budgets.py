@@ -56,7 +56,7 @@ def test_every_feature_and_the_three_to_come_have_a_budget():
                                        "shard", "shadow", "policy"}
     assert {b.cookie for b in budgets.BUDGETS if b.cookie} == set(Feature)
     reserved = {b.feature for b in budgets.BUDGETS if b.reserved}
-    assert reserved == {"shard", "shadow", "policy"}
+    assert reserved == {"shadow", "policy"}
     for name in reserved:   # each gets zones, marks or labels, and tables of its own
         b = budgets.BY_FEATURE[name]
         assert b.zones and (b.ct_mark or b.ct_label) and sum(len(t) for t in b.tables) >= 4

@@ -1,2 +1,8 @@
-"""Ephemeral network shards (in progress: the rotation engine's decisions and the RAP
-message format; see docs/rap.md and docs/notes.md)."""
+"""The shard feature: ephemeral network shards (see docs/architecture.md for a feature's parts)."""
+from controller.core.plugin import Plugin
+from controller.features.shard import claims as _claims  # noqa: F401  (declares its claims)
+
+PLUGIN = Plugin(name="shard",
+                feature="controller.features.shard.feature:ShardFeature",
+                api="controller.features.shard.api:router",
+                cli="controller.features.shard.cli:register")

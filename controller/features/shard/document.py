@@ -22,13 +22,10 @@ PRIVATE = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12"
                                                    "192.168.0.0/16"))
 
 
-PositiveSeconds = Annotated[Seconds, Field(gt=0)]
-
-
 class Lifespan(DocumentModel):
     """How long a shard lives; each shard draws its own from [min, max]."""
-    min: PositiveSeconds = 300
-    max: PositiveSeconds = Field(default=900, json_schema_extra=rule("not shorter than min"))
+    min: Seconds = 300
+    max: Seconds = Field(default=900, json_schema_extra=rule("not shorter than min"))
 
     @field_validator("max")
     @classmethod
@@ -51,7 +48,8 @@ class ShardPool(DocumentModel):
                            examples=["10.200.0.0/16"],
                            json_schema_extra=rule("private (RFC 1918); holds at least one "
                                                   "shard; overlaps no other range of the hub"))
-    shard_prefix: Literal[28, 29] = Field(default=28, validate_default=True)
+    shard_prefix: Literal[28, 29] = Field(default=28, validate_default=True, json_schema_extra=rule(
+        "the pool holds at least one shard of this size"))
     lifespan: Lifespan = Field(default_factory=Lifespan)
     rotation_interval: Seconds = 600
     underutilized_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.2
