@@ -165,7 +165,10 @@ def test_stock_dhclient_gets_the_assigned_address(veth: None, tmp_path: Path) ->
         try:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and client.poll() is None:
-                if any(a["local"] == ASSIGNED for a in addresses()):
+                # dhclient-script adds the address first and writes resolv.conf after it
+                if any(a["local"] == ASSIGNED for a in addresses()) and all(
+                        f"nameserver {ip}" in (NETNS_ETC / "resolv.conf").read_text()
+                        for ip in DNS):
                     break
                 time.sleep(0.05)
             got = addresses()
