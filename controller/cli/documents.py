@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 from controller.cli.client import EXIT_LOCAL_ERROR, EXIT_OK, HubClient
 from controller.cli.commands import Common, Subparsers
-from controller.cli.output import Output, Table
+from controller.cli.output import Output, Table, format_table, format_time
 
 JSON_TYPE, YAML_TYPE = "application/json", "application/yaml"
 
@@ -89,6 +89,16 @@ class Filter(NamedTuple):
     name: str
     help: str
     choices: tuple[str, ...] | None = None
+
+
+def row_tables(headers: list[str], row: Any, empty: str) -> tuple[Table, Table]:
+    """The `one` and `many` tables of a kind shown one row per document."""
+    def one(doc: dict[str, Any]) -> str:
+        return f"{format_table(headers, [row(doc)])}\n\nupdated: {format_time(doc['updated_at'])}"
+
+    def many(docs: list[dict[str, Any]]) -> str:
+        return format_table(headers, map(row, docs)) if docs else empty
+    return one, many
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from controller.cli.commands import Common, Subparsers
-from controller.cli.documents import Collection, add_document_group, fields_of
-from controller.cli.output import format_table, format_time
+from controller.cli.documents import Collection, add_document_group, fields_of, row_tables
 
 SUBNET_HEADERS = ["ID", "CIDR", "GATEWAY", "REVISION", "DESCRIPTION"]
 
@@ -16,12 +15,7 @@ def _subnet_row(doc: dict[str, Any]) -> list[object]:
     return [doc["id"], f.get("cidr"), f.get("gateway"), doc["revision"], f.get("description")]
 
 
-def subnets_table(docs: list[dict[str, Any]]) -> str:
-    return format_table(SUBNET_HEADERS, map(_subnet_row, docs)) if docs else "(no subnets)"
-
-
-def subnet_table(doc: dict[str, Any]) -> str:
-    return f"{format_table(SUBNET_HEADERS, [_subnet_row(doc)])}\n\nupdated: {format_time(doc['updated_at'])}"
+subnet_table, subnets_table = row_tables(SUBNET_HEADERS, _subnet_row, "(no subnets)")
 
 
 SUBNETS = Collection("subnet", "/v1/subnets", one=subnet_table, many=subnets_table)

@@ -4,8 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from controller.cli.commands import Common, Subparsers
-from controller.cli.documents import Collection, add_document_group, fields_of
-from controller.cli.output import format_table, format_time
+from controller.cli.documents import Collection, add_document_group, fields_of, row_tables
 
 HEADERS = ["ID", "NAME", "POOL", "PREFIX", "EXTERNAL", "LIFESPAN", "REVISION"]
 
@@ -17,14 +16,7 @@ def _row(doc: dict[str, Any]) -> list[object]:
             f.get("external_range"), f"{life.get('min')}-{life.get('max')} s", doc["revision"]]
 
 
-def pools_table(docs: list[dict[str, Any]]) -> str:
-    return format_table(HEADERS, map(_row, docs)) if docs else "(no shard pools)"
-
-
-def pool_table(doc: dict[str, Any]) -> str:
-    return f"{format_table(HEADERS, [_row(doc)])}\n\nupdated: {format_time(doc['updated_at'])}"
-
-
+pool_table, pools_table = row_tables(HEADERS, _row, "(no shard pools)")
 POOLS = Collection("shard-pool", "/v1/shard-pools", one=pool_table, many=pools_table)
 
 
