@@ -55,7 +55,8 @@ class AttachmentBody(BaseModel):
 
 class StoredPersona(StoredMeta):
     document: Persona = Field(description="The normalized document (with computed values)")
-    index: int | None = Field(description="1..32767 while active: conntrack zone 32768+index, meters")
+    index: int | None = Field(description="1..16384 while active: conntrack zone 24575+index (0x6000..0x9fff), "
+                                                 "meters 65536+2*index")
     gateway: str = Field(examples=["10.100.0.1"])
     nat: NatMapping | None
     attachments: list[AttachmentBody]
