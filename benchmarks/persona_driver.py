@@ -79,16 +79,18 @@ def drive_controller(argv: list[str]) -> int:
         return flow_counters
     wrap(channel_mod.OsKenChannel, "flow_counters", counters)
 
+    # The worker's part of a usage poll: the answer folded in (the request and its
+    # decoding run on the hub's request pool, timed by flow_counters above).
     def poll(orig):
-        def _poll(self, *args, **kwargs):
+        def _counted(self, *args, **kwargs):
             last_stats.clear()
             t0, c0 = pc(), time.thread_time()
             orig(self, *args, **kwargs)
             record(what="poll", ms=(pc() - t0) * 1000, cpu_ms=(time.thread_time() - c0) * 1000,
                    personas=len(getattr(self, "active", ())), stats_flows=last_stats.get("n"),
                    stats_ms=last_stats.get("ms"))
-        return _poll
-    wrap(Personas, "_poll", poll)
+        return _counted
+    wrap(Personas, "_counted", poll)
 
     # Reading every persona record on the worker (the runtime's reloads, the poll's counts).
     def listing(orig):
@@ -101,15 +103,15 @@ def drive_controller(argv: list[str]) -> int:
         return store_list
     wrap(SQLiteStore, "list", listing)
 
+    # A teardown batch's end: its three stages took `ms` since the batch began.
     def teardown(orig):
-        def _teardown(self, ids, *args, **kwargs):
-            t0 = pc()
-            result = orig(self, ids, *args, **kwargs)
-            record(what="teardown", ms=(pc() - t0) * 1000,
-                   personas=len(ids) if isinstance(ids, (list, tuple, set, dict)) else 1)
+        def _torn_down(self, batch, *args, **kwargs):
+            result = orig(self, batch, *args, **kwargs)
+            record(what="teardown", ms=(self.ctx.clock() - batch.started) * 1000,
+                   personas=len(batch.ids))
             return result
-        return _teardown
-    wrap(Personas, "_teardown", teardown)
+        return _torn_down
+    wrap(Personas, "_torn_down", teardown)
 
     # compile vs reconcile inside a converge: the first reconcile of a converge
     # starts after its compile; time the reconciles themselves.
