@@ -184,24 +184,43 @@ def new_nonce() -> bytes:
 
 
 class Receiver:
-    """One end's view of the other: the highest counter seen per resource, the epoch.
+    """One end's view of the other: the highest counter seen per resource, the epoch check.
 
     `accept` decodes and authenticates a datagram and refuses a counter that
     does not grow (a replay, or a reordered duplicate) and, at the hub, a
-    client message naming another server epoch (0 means "none known yet",
-    which only REGISTER may say)."""
+    message whose epoch `epoch_ok(resource, epoch, type)` refuses (stale).
+    `counters` may be seeded (the hub keeps them with each resource)."""
 
-    def __init__(self, key_of: Callable[[str], bytes | None], epoch: int | None = None) -> None:
+    def __init__(self, key_of: Callable[[str], bytes | None],
+                 epoch_ok: Callable[[str, int, Type], bool] | None = None,
+                 counters: dict[str, int] | None = None) -> None:
         self.key_of = key_of
-        self.epoch = epoch                      # the hub's own epoch; None at a client
-        self.counters: dict[str, int] = {}
+        self.epoch_ok = epoch_ok
+        self.counters: dict[str, int] = dict(counters or {})
 
     def accept(self, data: bytes) -> Message:
         msg = decode(data, self.key_of)
         if msg.counter <= self.counters.get(msg.resource, -1):
             raise Rejected("replay", f"{msg.resource} counter {msg.counter}")
-        if self.epoch is not None and msg.epoch != self.epoch and not (
-                msg.epoch == 0 and msg.type == Type.REGISTER):
+        if self.epoch_ok is not None and not self.epoch_ok(msg.resource, msg.epoch, msg.type):
             raise Rejected("stale", f"{msg.resource} epoch {msg.epoch}")
         self.counters[msg.resource] = msg.counter
         return msg
+
+
+def key_bytes(key: str) -> bytes:
+    """The HMAC key of a resource's secret as REST shows it (its ASCII bytes)."""
+    return key.encode("ascii")
+
+
+class Counter:
+    """A sender's counters: from the wall clock in microseconds, one more per message,
+    so a restarted sender still sends larger ones without storing anything."""
+
+    def __init__(self, now: Callable[[], float]) -> None:
+        self._now = now
+        self._last = 0
+
+    def next(self) -> int:
+        self._last = max(self._last + 1, int(self._now() * 1_000_000))
+        return self._last
