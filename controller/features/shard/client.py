@@ -1,0 +1,411 @@
+"""hub-rap: the RAP client of a resource, keeping its shard addresses on one interface.
+
+Python standard library only, so it runs on a bare resource.  docs/rap.md
+specifies the protocol; in short the client
+
+  registers (REGISTER, retransmitted from 1 s doubling up to 32 s) and puts the
+  leased address on the interface, which then carries only its shard addresses
+  and an on-link default route (the hub answers every ARP); renews at T1 = 0.5
+  of the valid lifetime (RENEW to the server) and T2 = 0.875 (REBIND to
+  255.255.255.255); on ANNOUNCE adds the new address and deprecates the old one
+  (`preferred_lft 0`); on RELEASE removes that address; on NAK or expiry starts
+  again; on SIGTERM/SIGINT releases what it holds.  It logs every change.
+
+`Client` is the state machine: it takes `send(data, (ip, port))`, a clock and
+an `Addresses` (client_addresses.py), so tests drive it without a socket or
+root.  `main` wires the real socket, the `select` loop and the signals.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import enum
+import logging
+import select
+import shlex
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface
+
+from controller.features.shard import rap
+from controller.features.shard.client_addresses import AddressError, Addresses, IpAddresses
+
+log = logging.getLogger("hub-rap")
+
+BROADCAST = IPv4Address("255.255.255.255")
+DEFAULT_PORT = 6699
+REGISTER_FIRST = 1.0      # s: REGISTER retransmission starts here, doubling ...
+REGISTER_MAX = 32.0       # ... up to this, then stays
+RETRANSMIT = 2.0          # s: RENEW and REBIND retransmission
+T1, T2 = 0.5, 0.875       # shares of the valid lifetime: RENEW, then REBIND
+
+Send = Callable[[bytes, tuple[str, int]], None]
+
+
+class State(enum.Enum):
+    INIT = "init"              # not started
+    SELECTING = "selecting"    # REGISTER sent, waiting for an OFFER
+    BOUND = "bound"            # leased, before T1
+    RENEWING = "renewing"      # past T1: RENEW to the server
+    REBINDING = "rebinding"    # past T2: REBIND to 255.255.255.255
+    STOPPED = "stopped"        # released everything
+
+
+@dataclass(frozen=True)
+class Held:
+    """A shard address on the interface: its lease, and when (client clock) it arrived."""
+    lease: rap.Lease
+    since: float
+
+    @property
+    def address(self) -> IPv4Address:
+        return self.lease.address
+
+    @property
+    def interface(self) -> IPv4Interface:
+        return IPv4Interface(f"{self.lease.address}/{self.lease.prefix}")
+
+    def at(self, share: float) -> float:
+        """The time `share` of the valid lifetime has passed (1.0: it is over)."""
+        return self.since + share * self.lease.valid
+
+
+@dataclass(frozen=True)
+class Request:
+    """The request awaiting an OFFER: for its round-trip time (from its last try)."""
+    type: rap.Type
+    sent: float
+    tries: int
+
+
+class Client:
+    """The resource's side of RAP.  Call `start()`, then `receive()` each datagram and
+    `tick()` whenever `deadline()` has passed; `stop()` releases everything."""
+
+    def __init__(self, resource: str, key: bytes, server: IPv4Address, port: int,
+                 addresses: Addresses, send: Send, now: Callable[[], float] = time.monotonic,
+                 counter: rap.Counter | None = None) -> None:
+        self.resource, self.key, self.server, self.port = resource, key, server, port
+        self.addresses, self._send_datagram, self.now = addresses, send, now
+        self.counter = counter or rap.Counter(time.time)
+        self.receiver = rap.Receiver(lambda rid: key if rid == resource else None)
+        self.state = State.INIT
+        self.epoch = 0                                  # the hub's, from its last OFFER/ANNOUNCE
+        self.current: Held | None = None                # the lease being renewed
+        self.deprecated: dict[IPv4Address, Held] = {}   # older addresses until RELEASE or expiry
+        self.rejected: collections.Counter[str] = collections.Counter()
+        self._request: Request | None = None
+        self._backoff = REGISTER_FIRST
+        self._next = now()
+
+    # -- driving ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._restart()
+
+    def deadline(self) -> float | None:
+        """When `tick` has something to do (client clock); None once stopped."""
+        return None if self.state is State.STOPPED else self._next
+
+    def tick(self) -> None:
+        now = self.now()
+        self._forget_expired(now)
+        if self.state in (State.INIT, State.STOPPED) or now < self._next:
+            return
+        if self.state is State.SELECTING:
+            self._register(now)
+            return
+        held = self.current
+        assert held is not None
+        if now >= held.at(1.0):
+            log.info("lease of %s expired; registering again", held.interface)
+            self._remove(held)
+            self.current = None
+            self._restart()
+        elif now >= held.at(T2):
+            if self.state is not State.REBINDING:
+                log.info("no answer to RENEW: rebinding %s", held.address)
+            self.state = State.REBINDING
+            self._request_again(rap.Type.REBIND, BROADCAST, held.address, now)
+            self._next = min(now + RETRANSMIT, held.at(1.0))
+        elif now >= held.at(T1):
+            if self.state is not State.RENEWING:
+                log.info("renewing %s", held.address)
+            self.state = State.RENEWING
+            self._request_again(rap.Type.RENEW, self.server, held.address, now)
+            self._next = min(now + RETRANSMIT, held.at(T2))
+        else:
+            self._next = held.at(T1)
+
+    def receive(self, data: bytes, source: tuple[str, int]) -> None:
+        try:
+            msg = self.receiver.accept(data)
+        except rap.Rejected as exc:
+            self.rejected[exc.reason] += 1
+            log.debug("dropped a datagram from %s:%d (%s)", source[0], source[1], exc)
+            return
+        handler = {rap.Type.OFFER: self._on_offer, rap.Type.ANNOUNCE: self._on_announce,
+                   rap.Type.RELEASE: self._on_release, rap.Type.NAK: self._on_nak}.get(msg.type)
+        if handler is None or self.state in (State.INIT, State.STOPPED):
+            log.debug("ignored %s in state %s", msg.type.name, self.state.value)
+            return
+        try:
+            handler(msg)
+        except AddressError as exc:
+            log.error("%s failed: %s", msg.type.name, exc)
+
+    def stop(self) -> None:
+        """RELEASE every address held and remove it."""
+        for held in self._held():
+            self._send(rap.Type.RELEASE, self.server, held.address)
+            self._remove(held)
+            log.info("released %s (stopping)", held.address)
+        self.current, self.deprecated = None, {}
+        self.state = State.STOPPED
+
+    # -- the hub's messages --------------------------------------------------------
+
+    def _on_offer(self, msg: rap.Message) -> None:
+        now, lease = self.now(), msg.lease
+        assert lease is not None
+        self._round_trip(now, msg.type)
+        self._note_epoch(msg.epoch)
+        held = Held(lease, now)
+        if not self._refresh(held):
+            self._put(held, keep={lease.address, *self.deprecated})
+            log.info("leased %s (valid %d s, epoch %d)", held.interface, lease.valid, msg.epoch)
+        self._bind(held)
+
+    def _refresh(self, held: Held) -> bool:
+        """The current address again: new lifetimes only.  False if it is another one
+        (or no longer on the interface)."""
+        if self.current is None or self.current.address != held.address:
+            return False
+        try:
+            self.addresses.change(held.interface, held.lease.valid, held.lease.preferred)
+        except AddressError as exc:
+            log.warning("%s: adding it again", exc)
+            return False
+        log.info("renewed %s (valid %d s)", held.interface, held.lease.valid)
+        return True
+
+    def _on_announce(self, msg: rap.Message) -> None:
+        new, old = msg.lease, msg.address
+        assert new is not None and old is not None
+        if self.current is not None and self.current.address == new.address:
+            log.debug("ANNOUNCE of %s again: ACK again", new.address)
+            self._send(rap.Type.ACK, self.server, new.address)
+            return
+        now = self.now()
+        self._note_epoch(msg.epoch)
+        held = Held(new, now)
+        gone = {h.address: h for h in (self.current, self.deprecated.get(old)) if h}
+        self._put(held, keep={new.address, *self.deprecated, *gone})
+        for dep in gone.values():         # no new connections from it; open ones go on
+            self.addresses.change(dep.interface, max(1, int(dep.at(1.0) - now)), 0)
+            self.deprecated[dep.address] = dep
+        log.info("announced %s, %s deprecated", held.interface, old)
+        self._bind(held)
+
+    def _on_release(self, msg: rap.Message) -> None:
+        address = msg.address
+        if address in self.deprecated:
+            self._remove(self.deprecated.pop(address))
+            log.info("released %s", address)
+        elif self.current is not None and self.current.address == address:
+            self._remove(self.current)
+            self.current = None
+            log.info("released %s, the current lease; registering again", address)
+            self._restart()
+        else:
+            log.debug("RELEASE of %s, not an address held", address)
+
+    def _on_nak(self, msg: rap.Message) -> None:
+        reason = msg.reason.name.lower() if msg.reason is not None else "?"
+        for held in self._held():
+            self._remove(held)
+            log.info("removed %s (NAK)", held.interface)
+        self.current, self.deprecated = None, {}
+        log.info("NAK (%s) from the hub: registering again", reason)
+        if self.state is not State.SELECTING:      # in SELECTING the REGISTER back-off goes on
+            self._restart()
+
+    # -- steps -----------------------------------------------------------------------
+
+    def _restart(self) -> None:
+        """INIT: REGISTER now, then from 1 s doubling."""
+        self._backoff, self._request = REGISTER_FIRST, None
+        self._register(self.now())
+
+    def _register(self, now: float) -> None:
+        self.state = State.SELECTING
+        self._request_again(rap.Type.REGISTER, self._register_to(), None, now)
+        self._next = now + self._backoff
+        self._backoff = min(self._backoff * 2, REGISTER_MAX)
+
+    def _register_to(self) -> IPv4Address:
+        """The server, or 255.255.255.255 while the interface has no IPv4 address."""
+        try:
+            return self.server if self.addresses.ipv4() else BROADCAST
+        except AddressError as exc:
+            log.warning("%s", exc)
+            return self.server
+
+    def _put(self, held: Held, keep: set[IPv4Address]) -> None:
+        """The address on the interface, no other address there but those in `keep`,
+        the default route on link."""
+        self.addresses.replace(held.interface, held.lease.valid, held.lease.preferred)
+        for other in self.addresses.ipv4():
+            if other.ip not in keep:
+                self.addresses.delete(other)
+                log.info("removed %s (not a shard address held)", other)
+        self.addresses.default_route()
+        log.info("default route on link")
+
+    def _bind(self, held: Held) -> None:
+        """BOUND on this lease, the one to renew: ACK it, RENEW at T1."""
+        self.current = held
+        self.state, self._request, self._backoff = State.BOUND, None, REGISTER_FIRST
+        self._next = held.at(T1)
+        self._send(rap.Type.ACK, self.server, held.address)
+
+    def _remove(self, held: Held) -> None:
+        try:
+            self.addresses.delete(held.interface)
+        except AddressError as exc:         # the kernel may have expired it already
+            log.debug("%s", exc)
+
+    def _forget_expired(self, now: float) -> None:
+        """Deprecated addresses past their valid lifetime: the kernel removed them."""
+        for address, held in list(self.deprecated.items()):
+            if now >= held.at(1.0):
+                del self.deprecated[address]
+                log.info("%s expired (deprecated)", address)
+
+    def _held(self) -> list[Held]:
+        return ([self.current] if self.current else []) + list(self.deprecated.values())
+
+    def _note_epoch(self, epoch: int) -> None:
+        if self.epoch and epoch != self.epoch:
+            log.info("hub restarted (epoch %d -> %d)", self.epoch, epoch)
+        self.epoch = epoch
+
+    def _round_trip(self, now: float, answer: rap.Type) -> None:
+        request, self._request = self._request, None
+        if request is not None:
+            tries = f" (try {request.tries})" if request.tries > 1 else ""
+            log.info("%s -> %s in %.1f ms%s", request.type.name, answer.name,
+                     (now - request.sent) * 1000, tries)
+
+    def _request_again(self, type_: rap.Type, to: IPv4Address, address: IPv4Address | None,
+                       now: float) -> None:
+        tries = self._request.tries + 1 if self._request and self._request.type == type_ else 1
+        self._request = Request(type_, now, tries)
+        self._send(type_, to, address)
+
+    def _send(self, type_: rap.Type, to: IPv4Address, address: IPv4Address | None) -> None:
+        epoch = 0 if type_ == rap.Type.REGISTER else self.epoch   # 0 is always allowed there
+        msg = rap.Message(type_, self.resource, self.counter.next(), rap.new_nonce(), epoch,
+                          address=address)
+        self._send_datagram(rap.encode(msg, self.key), (str(to), self.port))
+
+
+# -- the process -------------------------------------------------------------------------
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="hub-rap", description=(
+        "Keep this resource's shard addresses on an interface, leased from the hub over RAP."))
+    p.add_argument("--server", required=True, type=IPv4Address,
+                   help="the hub's address for this resource (rap.server of its enrolment)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="RAP port (default 6699)")
+    p.add_argument("--resource", required=True, help="the resource id")
+    p.add_argument("--key", required=True, help="the resource's RAP key")
+    p.add_argument("--interface", required=True, help="the interface facing the hub")
+    p.add_argument("--ip-command", default="ip",
+                   help="the iproute2 command to run, split like a shell line (default: ip)")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    args = p.parse_args(argv)
+    try:
+        rap.key_bytes(args.key)
+        args.resource.encode("ascii")
+    except UnicodeEncodeError:
+        p.error("--resource and --key are ASCII")
+    if not 1 <= len(args.resource) <= rap.MAX_ID:
+        p.error(f"--resource is 1..{rap.MAX_ID} characters")
+    return args
+
+
+def open_socket(interface: str) -> socket.socket:
+    """One UDP socket for the life of the process (the hub answers to its port): any
+    address, an ephemeral port, broadcasts allowed, bound to the interface."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+        sock.bind(("0.0.0.0", 0))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def run(client: Client, sock: socket.socket) -> int:
+    """Until SIGTERM or SIGINT: datagrams to the client, its timers; then release."""
+    stopping: list[int] = []
+    wake_r, wake_w = socket.socketpair()
+    for end in (wake_r, wake_w):
+        end.setblocking(False)
+    signal.set_wakeup_fd(wake_w.fileno())
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda number, _frame: stopping.append(number))
+    client.start()
+    while not stopping:
+        deadline = client.deadline()
+        timeout = None if deadline is None else max(0.0, deadline - client.now())
+        ready, _, _ = select.select([sock, wake_r], [], [], timeout)
+        if wake_r in ready:
+            wake_r.recv(64)
+        if sock in ready:
+            try:
+                data, source = sock.recvfrom(65535)
+            except OSError as exc:
+                log.warning("receive: %s", exc)
+            else:
+                client.receive(data, source)
+        client.tick()
+    log.info("stopping (%s)", signal.Signals(stopping[0]).name)
+    client.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
+                        format="hub-rap: %(message)s")
+    try:
+        sock = open_socket(args.interface)
+    except OSError as exc:
+        log.error("cannot open a socket on %s: %s", args.interface, exc)
+        return 1
+
+    def send(data: bytes, to: tuple[str, int]) -> None:
+        try:
+            sock.sendto(data, to)
+        except OSError as exc:          # no route yet, say: the retransmission tries again
+            log.warning("send to %s:%d: %s", to[0], to[1], exc)
+
+    addresses = IpAddresses(args.interface, shlex.split(args.ip_command))
+    client = Client(args.resource, rap.key_bytes(args.key), args.server, args.port,
+                    addresses, send)
+    log.info("resource %s on %s, server %s:%d", args.resource, args.interface, args.server,
+             args.port)
+    with sock:
+        return run(client, sock)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
