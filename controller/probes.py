@@ -267,3 +267,40 @@ def tcp_reset(src_mac: str, src_ip: str, dst_mac: str, dst_ip: str, sport: int, 
     _check("dport", dport, 16)
     tcp = _tcp(src_ip, dst_ip, sport, dport, seq & 0xFFFFFFFF, 0, TCP_RST, 0)
     return _ethernet(src_mac, dst_mac) + _ipv4(src_ip, dst_ip, PROTO_TCP, tcp, seq)
+
+
+@dataclass(frozen=True)
+class UdpDatagram:
+    """A whole, unfragmented IPv4 UDP datagram in an Ethernet frame."""
+    eth_src: str
+    ip_src: str
+    ip_dst: str
+    sport: int
+    dport: int
+    payload: bytes
+
+
+def udp_frame(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, sport: int, dport: int,
+              payload: bytes, ident: int = 0) -> bytes:
+    """An Ethernet frame carrying one UDP datagram (checksums filled in)."""
+    return _ethernet(src_mac, dst_mac) + _ipv4(src_ip, dst_ip, PROTO_UDP,
+                                               _udp(src_ip, dst_ip, sport, dport, payload), ident)
+
+
+def parse_udp(frame: bytes) -> UdpDatagram | None:
+    """The UDP datagram of an untagged IPv4 frame, or None (never raises on garbage)."""
+    if len(frame) < 42 or frame[12:14] != b"\x08\x00":
+        return None
+    ver_ihl, _, total, _, frag, _, proto = struct.unpack_from("!BBHHHBB", frame, 14)
+    ihl = (ver_ihl & 0x0F) * 4
+    if ver_ihl >> 4 != 4 or ihl < 20 or proto != PROTO_UDP or frag & 0x3FFF:
+        return None
+    if total < ihl + 8 or len(frame) < 14 + total:
+        return None
+    udp = 14 + ihl
+    sport, dport, length = struct.unpack_from("!HHH", frame, udp)
+    if length < 8 or udp + length > 14 + total:
+        return None
+    return UdpDatagram(mac_str(frame[6:12]), socket.inet_ntoa(frame[26:30]),
+                       socket.inet_ntoa(frame[30:34]), sport, dport,
+                       frame[udp + 8:udp + length])

@@ -65,6 +65,23 @@ PERSONA_EDGE = Table(6, "persona_edge",
                      "IPv4 from the attached address goes to l2 toward the gateway; the "
                      "rest is dropped.",
                      "drop", owner="persona")
+SHARD_EDGE = Table(12, "shard_edge",
+                   "Packets from an interface enrolled in a shard pool (classify sends them "
+                   "here): every ARP request is answered with the router MAC; RAP to the "
+                   "gateway or broadcast goes to the controller under a meter; IPv4 from "
+                   "one of the resource's shard addresses records its connection "
+                   "(shard_connections) and goes through conntrack in the resource's zone "
+                   "(un-NATing replies), resuming in shard_out; the rest is dropped.",
+                   "drop", owner="shard")
+SHARD_OUT = Table(13, "shard_out",
+                  "After conntrack, from a resource: packets of known connections go to "
+                  "route (their source already its external address); a new connection "
+                  "from a shard address is committed with its source NATed to the "
+                  "external address, resuming in shard_out_nat.",
+                  "drop", owner="shard")
+SHARD_OUT_NAT = Table(14, "shard_out_nat",
+                      "A resource's new connection, source-NATed: on to route.",
+                      "goto:route", owner="shard")
 ARP = Table(10, "arp",
             "Answer ARP requests for gateways and known hosts from flows; punt "
             "requests for unknown targets (the controller floods them to edge ports).",
@@ -105,6 +122,28 @@ PERSONALITY_CONNECTIONS = Table(63, "personality_connections",
                                 "with aggregate stats while a personality switch drains.",
                                 "drop", learned=True, owner="personality")
 
+SHARD_IN = Table(90, "shard_in",
+                 "On a resource's switch, IPv4 to its MAC (l2 sends it here): to its "
+                 "external address goes through conntrack in its zone (applying the "
+                 "translation a connection was committed with), resuming in shard_in_ct; "
+                 "to a shard address it is a probe, dropped and counted; the rest dropped.",
+                 "drop", owner="shard")
+SHARD_IN_CT = Table(91, "shard_in_ct",
+                    "After conntrack, to a resource: packets of known connections are "
+                    "output to its port (already translated); a new connection to its "
+                    "external address (TCP only with SYN) is committed with its "
+                    "destination NATed to the resource's current shard address, resuming "
+                    "in shard_deliver.",
+                    "drop", owner="shard")
+SHARD_DELIVER = Table(92, "shard_deliver",
+                      "A resource's new inbound connection, translated: output to its port.",
+                      "drop", owner="shard")
+SHARD_CONNECTIONS = Table(95, "shard_connections",
+                          "Never visited by packets: one learned flow per live connection "
+                          "of a resource's shard address (cookie: resource and address; "
+                          "hard timeout: a connection silent that long is over).  Counted "
+                          "with aggregate stats while a deprecated address drains.",
+                          "drop", learned=True, owner="shard")
 PERSONA_GATEWAY = Table(70, "persona_gateway",
                         "On the persona gateway only (l2 sends it packets to the gateway "
                         "MAC): echo to a persona's gateway address is answered; packets from "
@@ -138,11 +177,12 @@ PERSONA_FORWARD = Table(75, "persona_forward",
                         "controller", owner="persona")
 
 LAYOUT: tuple[Table, ...] = (CLASSIFY, PERSONALITY_EGRESS, PERSONALITY_EGRESS_FW,
-                             PERSONALITY_EGRESS_COUNT, PERSONALITY_ROUTES, PERSONA_EDGE, ARP,
-                             ROUTE, L2, PERSONALITY_INGRESS, PERSONALITY_INGRESS_FW,
+                             PERSONALITY_EGRESS_COUNT, PERSONALITY_ROUTES, PERSONA_EDGE, ARP, SHARD_EDGE,
+                             SHARD_OUT, SHARD_OUT_NAT, ROUTE, L2, PERSONALITY_INGRESS, PERSONALITY_INGRESS_FW,
                              PERSONALITY_INGRESS_COUNT, PERSONALITY_CONNECTIONS, PERSONA_GATEWAY,
                              PERSONA_OUT_FW, PERSONA_IN_FW, PERSONA_OUT, PERSONA_IN,
-                             PERSONA_FORWARD)
+                             PERSONA_FORWARD, SHARD_IN, SHARD_IN_CT, SHARD_DELIVER,
+                             SHARD_CONNECTIONS)
 BY_ID = {t.id: t for t in LAYOUT}
 BY_NAME = {t.name: t for t in LAYOUT}
 LEARNED = frozenset(t.id for t in LAYOUT if t.learned)

@@ -9,7 +9,7 @@ from controller.core.hub import ROUTER_MAC
 from controller.core.topology import Host, Subnet
 from controller.features.fabric.compile import FabricInput, compile_fabric
 from controller.features.shard.document import parse_pool
-from controller.features.shard.feature import probe_flows
+from controller.features.shard.translate import ShardInput, compile_shards
 from controller.pipeline.ofctl import render_flows
 
 pytestmark = pytest.mark.trace
@@ -17,6 +17,11 @@ pytestmark = pytest.mark.trace
 H1 = Host("00:00:00:00:01:0a", ("10.0.1.10",), 0, 1)
 H2 = Host("00:00:00:00:02:14", ("10.0.2.20",), 0, 2)
 POOL = parse_pool({"name": "web", "pool": "10.200.0.0/16", "external_range": "198.51.100.64/26"})
+
+
+def shard_flows(dpid: int):
+    inp = ShardInput(frozenset({dpid}), ROUTER_MAC, (("web", POOL.pool),), ())
+    return compile_shards(inp)[dpid]
 
 
 def routed(dst_ip: str) -> str:
@@ -33,7 +38,7 @@ def test_a_routed_packet_into_a_pool_is_dropped_and_others_are_not(make_bridge):
     fabric = compile_fabric(FabricInput(frozenset({bridge.dpid}), frozenset(), hosts, subnets,
                                         ROUTER_MAC))[bridge.dpid]
     bridge.add_flows(render_flows([*bootstrap_flows(), *fabric,
-                                   *probe_flows({"web": POOL}, ROUTER_MAC)]))
+                                   *shard_flows(bridge.dpid)]))
     into_pool = bridge.trace(routed("10.200.3.17"))
     assert into_pool.dropped, into_pool.text
     assert "nw_dst=10.200.0.0/16, priority 310, cookie 0xb504" in into_pool.text, into_pool.text

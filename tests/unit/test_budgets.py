@@ -108,7 +108,7 @@ def test_the_layout_names_owners_whose_budgets_hold_the_tables(monkeypatch):
     for table in tables.LAYOUT:
         owner = budgets.BY_FEATURE[table.owner]
         assert any(table.id in s for s in owner.tables), table
-    assert {t.owner for t in tables.LAYOUT} == {"fabric", "personality", "persona"}
+    assert {t.owner for t in tables.LAYOUT} == {"fabric", "personality", "persona", "shard"}
     stray = tables.Table(30, "stray", "nobody's", "drop", owner="persona")
     monkeypatch.setattr(tables, "LAYOUT", tables.LAYOUT + (stray,))
     with pytest.raises(BudgetError, match="stray .30. is outside the tables of its owner"):

@@ -7,7 +7,7 @@ import pytest
 
 from controller.core import budgets
 from controller.core.hub import ROUTER_MAC
-from controller.features.shard.feature import PROBE_DROP, probe_cookie
+from controller.features.shard.translate import PROBE_DROP, probe_cookie
 from controller.pipeline import tables
 from controller.store import Store, open_store
 from tests.unit.hubtest import A, B, Fabric

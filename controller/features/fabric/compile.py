@@ -52,6 +52,14 @@ def arp_responder(mac: str, ip: str) -> tuple:
             Output(IN_PORT))
 
 
+def proxy_arp_responder(mac: str) -> tuple[Action, ...]:
+    """Answer any ARP request with `mac` (the asked address swapped into the sender)."""
+    return (Move("eth_src", "eth_dst", 48), SetField("eth_src", mac), SetField("arp_op", 2),
+            Move("arp_sha", "arp_tha", 48), SetField("arp_sha", mac),
+            Move("arp_tpa", "reg5", 32), Move("arp_spa", "arp_tpa", 32),
+            Move("reg5", "arp_spa", 32), Output(IN_PORT))
+
+
 def icmp_echo_responder(mac: str, ip: str) -> tuple:
     """Turn an echo request to `ip` into its reply; the caller sends it on to l2.
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from ipaddress import IPv4Network
 
-from controller.features.fabric.compile import icmp_echo_responder
+from controller.features.fabric.compile import icmp_echo_responder, proxy_arp_responder
 from controller.features.persona.firewall import firewall_flows, isolation_flows, range_match
 # The compiler's surface: what callers need of net.py is importable from here too.
 from controller.features.persona.net import (CONNECTION, DENIED, GATEWAY_COOKIE,  # noqa: F401
@@ -47,7 +47,7 @@ from controller.features.persona.net import (CONNECTION, DENIED, GATEWAY_COOKIE,
                                              persona_meters, protocol_numbers, usage_cookie,
                                              usage_mask)
 from controller.pipeline import tables
-from controller.pipeline.actions import IN_PORT, Action, Conntrack, DecTtl, Move, Output, SetField
+from controller.pipeline.actions import Action, Conntrack, DecTtl, Move, Output, SetField
 from controller.pipeline.flowspec import FlowSpec, flow
 
 ETH_ARP = 0x0806
@@ -70,14 +70,6 @@ OUT_MEMBER = 200
 
 
 # ------------------------------------------------------------------------ flows
-def proxy_arp_responder(mac: str) -> tuple[Action, ...]:
-    """Answer any ARP request with `mac` (the asked address swapped into the sender)."""
-    return (Move("eth_src", "eth_dst", 48), SetField("eth_src", mac), SetField("arp_op", 2),
-            Move("arp_sha", "arp_tha", 48), SetField("arp_sha", mac),
-            Move("arp_tpa", "reg5", 32), Move("arp_spa", "arp_tpa", 32),
-            Move("reg5", "arp_spa", 32), Output(IN_PORT))
-
-
 def _toward(inp: GatewayInput, dpid: int, port: int) -> int | None:
     """The gateway's output port toward (dpid, port)."""
     if dpid == inp.gateway_dpid:

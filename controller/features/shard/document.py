@@ -60,6 +60,9 @@ class ShardPool(DocumentModel):
                                      json_schema_extra=rule("overlaps neither the pool nor any "
                                                             "other range of the hub"))
     rap: RapSettings = Field(default_factory=RapSettings)
+    deprecated_lifetime: Seconds = Field(default=3600, description=(
+        "How long a deprecated address keeps the connections it still has before it is "
+        "released anyway (an address without connections is released at once)"))
     quarantine: Seconds = Field(default=120, json_schema_extra=rule(
         f"longer than the UDP conntrack timeout ({UDP_CONNTRACK_TIMEOUT} s)"))
 

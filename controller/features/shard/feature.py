@@ -1,68 +1,108 @@
-"""Ephemeral network shards as a feature (being built: see docs/notes.md).
+"""Ephemeral network shards as a feature: the Feature interface over the shard runtime.
 
-Today: shard pools are stored and validated (`/v1/shard-pools`), their ranges
-claimed, and the hub keeps every pool's range invisible from outside: a
-routed packet addressed into a pool is dropped by a counted flow (a probe)
-on every switch, since shard addresses are reachable only through the hub's
-translation.  The rotation engine's decisions (`rotation.py`) and the RAP
-messages (`rap.py`, docs/rap.md) are written and tested; leases, resources,
-translation and the runtime that rotates come next.
+Pools and resources come from the store (`documents_changed`); leases,
+moves and rounds are the runtime's (`runtime.ShardState`, `rapd.RapService`,
+`rotor.Rotor`).  The flows are compiled from the state as it is
+(`translate.compile_shards`), so a restarted hub puts back exactly what the
+switches held: leases, external addresses and the translation of every
+established connection (conntrack keeps it across a controller restart).
 """
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from controller.core import budgets
-from controller.core.documents import DocumentInvalid
-from controller.core.feature import Contribution, Feature
+from controller.core.feature import Contribution, Feature, PacketIn
 from controller.core.view import FabricView
-from controller.features.shard.document import KIND, ShardPool, parse_pool
-from controller.packets import ETH_IPV4
-from controller.pipeline import cookies, tables
-from controller.pipeline.flowspec import FlowSpec, flow
+from controller.features.shard.document import KIND
+from controller.features.shard.probes import ProbeCounter
+from controller.features.shard.rapd import RapService
+from controller.features.shard.records import RESOURCE
+from controller.features.shard.rotor import Rotor
+from controller.features.shard.runtime import ShardState
+from controller.features.shard.translate import ShardInput, compile_shards, rap_meter
+from controller.pipeline import tables
 
 LOG = logging.getLogger("hubshift.shards")
-PROBE_DROP = 310          # route: to the router MAC, into a pool (budget: route 301..349)
-
-
-def probe_cookie(pool_id: str) -> int:
-    """The counted drop of routed packets into one pool (flow stats read it as probes)."""
-    return cookies.make(cookies.Feature.SHARD, f"probe:{pool_id}")
-
-
-def probe_flows(pools: dict[str, ShardPool], router_mac: str) -> tuple[FlowSpec, ...]:
-    return tuple(flow(tables.ROUTE.id, PROBE_DROP,
-                      {"eth_dst": router_mac, "eth_type": ETH_IPV4, "ipv4_dst": str(p.pool)},
-                      cookie=probe_cookie(id))
-                 for id, p in sorted(pools.items()))
+IDLE_TICK = 1.0         # seconds: leases, rounds and metrics are looked at this often
 
 
 class ShardFeature(Feature):
     name = "shard"
     budget = budgets.SHARD
-    document_kinds = (KIND,)
+    document_kinds = (KIND, RESOURCE)
+    punt_tables = frozenset({tables.SHARD_EDGE.id})
 
     def __init__(self, ctx, settings=None) -> None:
         super().__init__(ctx, settings)
-        self.pools: dict[str, ShardPool] = {}
+        self.state = ShardState(ctx)
+        self.rapd = RapService(ctx, self.state, self._acked)
+        self.rotor = Rotor(ctx, self.state, self.rapd)
+        self.probes = ProbeCounter(ctx, self.state)
+        self._next_tick = 0.0
+
+    def _acked(self, lease, now: float) -> None:
+        self.rotor.on_ack(lease, now)
+
+    @property
+    def pools(self):
+        return self.state.pools
 
     def load(self) -> None:
-        self._read()
+        self.state.load()
+        self.rapd.resumed()
+        self.rotor.resumed()
+        self.ctx.changed()
 
     def documents_changed(self, kind: str) -> None:
-        self._read()
-
-    def _read(self) -> None:
-        pools = {}
-        for doc in self.ctx.store.list(KIND):
-            try:
-                pools[doc.id] = parse_pool(doc.body)
-            except DocumentInvalid as exc:
-                LOG.error("ignoring invalid shard pool %s: %s", doc.id, exc)
-        if pools != self.pools:
-            self.pools = pools
+        if self.state.reload():
             self.ctx.changed()
 
     def contribute(self, view: FabricView) -> Contribution:
-        flows = probe_flows(self.pools, view.router_mac)
-        return Contribution(flows={d: flows for d in view.switches} if flows else {})
+        nets = self.state.nets(view)
+        pools = tuple(sorted((pid, p.pool) for pid, p in self.state.pools.items()))
+        flows = compile_shards(ShardInput(view.switches, view.router_mac, pools, tuple(nets)))
+        meter = (rap_meter(),)
+        return Contribution(flows=flows,
+                            meters={n.dpid: meter for n in nets if n.dpid in view.switches})
+
+    def on_packet_in(self, punt: PacketIn) -> None:
+        self.rapd.on_packet_in(punt)
+
+    def tick(self) -> None:
+        now, mono = self.ctx.wallclock(), self.ctx.clock()
+        self.rotor.announce(now)
+        self.rotor.realized(now)
+        if mono < self._next_tick:
+            return
+        self._next_tick = mono + IDLE_TICK
+        self.rapd.expire(now)
+        self.rotor.drain(now)
+        self.rotor.due_rounds(now)
+        self.probes.poll(mono)
+        self.state.publish(now)
+
+    def next_wakeup(self) -> float | None:
+        if not self.state.pools:
+            return None
+        mono = self.ctx.clock()
+        times = [max(0.0, self._next_tick - mono)]
+        rotor = self.rotor.next_wakeup()
+        if rotor is not None:
+            times.append(rotor)
+        return min(times)
+
+    def query(self, name: str, **args: Any) -> Any:
+        if name == "rotate":
+            pool_id = args["pool_id"]
+            if pool_id not in self.state.pools:
+                raise LookupError(f"no shard pool {pool_id!r}")
+            resources = args.get("resources")
+            unknown = [r for r in resources or () if r not in self.state.resources
+                       or self.state.resources[r].pool_id != pool_id]
+            if unknown:
+                raise LookupError(f"no resource {unknown[0]!r} in shard pool {pool_id!r}")
+            rotation = self.rotor.force(pool_id, resources)
+            return {"id": rotation.id, "state": rotation.state}
+        return super().query(name, **args)
