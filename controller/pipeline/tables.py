@@ -122,20 +122,20 @@ PERSONALITY_CONNECTIONS = Table(63, "personality_connections",
                                 "with aggregate stats while a personality switch drains.",
                                 "drop", learned=True, owner="personality")
 
-SHARD_IN = Table(90, "shard_in",
+SHARD_IN = Table(91, "shard_in",
                  "On a resource's switch, IPv4 to its MAC (l2 sends it here): to its "
                  "external address goes through conntrack in its zone (applying the "
                  "translation a connection was committed with), resuming in shard_in_ct; "
                  "to a shard address it is a probe, dropped and counted; the rest dropped.",
                  "drop", owner="shard")
-SHARD_IN_CT = Table(91, "shard_in_ct",
+SHARD_IN_CT = Table(92, "shard_in_ct",
                     "After conntrack, to a resource: packets of known connections are "
                     "output to its port (already translated); a new connection to its "
                     "external address (TCP only with SYN) is committed with its "
                     "destination NATed to the resource's current shard address, resuming "
                     "in shard_deliver.",
                     "drop", owner="shard")
-SHARD_DELIVER = Table(92, "shard_deliver",
+SHARD_DELIVER = Table(93, "shard_deliver",
                       "A resource's new inbound connection, translated: output to its port.",
                       "drop", owner="shard")
 SHARD_CONNECTIONS = Table(95, "shard_connections",

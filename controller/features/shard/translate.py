@@ -12,10 +12,10 @@ else sees the resource's stable external address.  Per enrolled resource:
                           ct(zone, nat) ─► shard_out (13)
                       shard_out: known connection ─► route;  new ─► ct(commit,
                           nat(src=external)) ─► shard_out_nat (14) ─► route
-                      l2 (50): IPv4 to its MAC ─► shard_in (90); anything else to it dropped
-                      shard_in: to its external address ─► ct(zone, nat) ─► shard_in_ct (91)
+                      l2 (50): IPv4 to its MAC ─► shard_in (91); anything else to it dropped
+                      shard_in: to its external address ─► ct(zone, nat) ─► shard_in_ct (92)
                       shard_in_ct: known ─► its port;  new ─► ct(commit,
-                          nat(dst=current shard address)) ─► shard_deliver (92) ─► its port
+                          nat(dst=current shard address)) ─► shard_deliver (93) ─► its port
 
 A rotation changes one thing for inbound traffic, the `nat(dst=...)` of new
 connections, and keeps the old address among the sources shard_edge
