@@ -2,7 +2,6 @@
 clock, its `ip` calls, the real process over loopback UDP, and its stdlib-only imports."""
 from __future__ import annotations
 
-import json
 import logging
 import shlex
 import signal
@@ -68,8 +67,8 @@ class FakeAddresses:
         if self.on.pop(address, 0) == 0:
             raise AddressError(f"ip addr del {address}: Cannot assign requested address")
 
-    def default_route(self):
-        self.calls.append(("route",))
+    def default_route(self, source):
+        self.calls.append(("route", str(source)))
 
 
 class Hub:
@@ -154,7 +153,7 @@ def test_an_offer_puts_the_address_alone_on_the_interface_and_is_acked(rig, capl
     rig.clock.t += 0.25
     rig.give(rap.Type.OFFER, lease=LEASE)
     assert rig.calls() == [("replace", "10.200.3.5/28", 60, 60), ("delete", "192.168.1.10/24"),
-                           ("route",)]
+                           ("route", "10.200.3.5")]
     assert rig.addresses.ipv4() == [IPv4Interface("10.200.3.5/28")]
     (ack, to), = [s for s in rig.sent if s[0].type == rap.Type.ACK]
     assert (ack.address, ack.epoch, to[0]) == (LEASE.address, 1234, "192.168.1.1")
@@ -223,7 +222,7 @@ def test_announce_adds_the_new_address_deprecates_the_old_and_acks_once_per_copy
     caplog.set_level(logging.INFO, "hub-rap")
     rig.clock.t += 20
     rig.give(rap.Type.ANNOUNCE, lease=NEW, address=LEASE.address)
-    assert rig.calls() == [("replace", "10.200.7.2/28", 60, 60), ("route",),
+    assert rig.calls() == [("replace", "10.200.7.2/28", 60, 60), ("route", "10.200.7.2"),
                            ("change", "10.200.3.5/28", 40, 0)]      # its remaining 40 s
     assert set(rig.addresses.ipv4()) == {IPv4Interface("10.200.7.2/28"),
                                          IPv4Interface("10.200.3.5/28")}
@@ -330,15 +329,15 @@ def test_ip_addresses_runs_ip_as_the_decisions_say(tmp_path):
     ip.replace(IPv4Interface("10.200.3.5/28"), 60, 30)
     ip.change(IPv4Interface("10.200.3.5/28"), 12, 0)
     ip.delete(IPv4Interface("10.200.3.5/28"))
-    ip.default_route()
+    ip.default_route(IPv4Address("10.200.3.5"))
     assert _lines(log) == [
         "-j -4 addr show dev eth1",
         "addr replace 10.200.3.5/28 dev eth1 valid_lft 60 preferred_lft 30",
         "addr change 10.200.3.5/28 dev eth1 valid_lft 12 preferred_lft 0",
-        "addr del 10.200.3.5/28 dev eth1", "route replace default dev eth1"]
+        "addr del 10.200.3.5/28 dev eth1", "route replace default dev eth1 src 10.200.3.5"]
     with pytest.raises(AddressError, match="no such thing"):
         IpAddresses("eth1", [sys.executable, "-c", "import sys; sys.exit('no such thing')"]
-                    ).default_route()
+                    ).default_route(IPv4Address("10.200.3.5"))
 
 
 def test_the_real_client_over_loopback_registers_takes_the_offer_acks_and_releases(tmp_path):
@@ -378,7 +377,7 @@ def test_the_real_client_over_loopback_registers_takes_the_offer_acks_and_releas
     assert "hub-rap: released 10.200.3.5 (stopping)" in stderr
     changes = [line for line in _lines(log) if not line.startswith("-j")]
     assert changes == ["addr replace 10.200.3.5/28 dev lo valid_lft 60 preferred_lft 60",
-                       "addr del 127.0.0.1/8 dev lo", "route replace default dev lo",
+                       "addr del 127.0.0.1/8 dev lo", "route replace default dev lo src 10.200.3.5",
                        "addr del 10.200.3.5/28 dev lo"]
 
 

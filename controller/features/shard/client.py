@@ -1,19 +1,10 @@
 """hub-rap: the RAP client of a resource, keeping its shard addresses on one interface.
 
-Python standard library only, so it runs on a bare resource.  docs/rap.md
-specifies the protocol; in short the client
-
-  registers (REGISTER, retransmitted from 1 s doubling up to 32 s) and puts the
-  leased address on the interface, which then carries only its shard addresses
-  and an on-link default route (the hub answers every ARP); renews at T1 = 0.5
-  of the valid lifetime (RENEW to the server) and T2 = 0.875 (REBIND to
-  255.255.255.255); on ANNOUNCE adds the new address and deprecates the old one
-  (`preferred_lft 0`); on RELEASE removes that address; on NAK or expiry starts
-  again; on SIGTERM/SIGINT releases what it holds.  It logs every change.
-
-`Client` is the state machine: it takes `send(data, (ip, port))`, a clock and
-an `Addresses` (client_addresses.py), so tests drive it without a socket or
-root.  `main` wires the real socket, the `select` loop and the signals.
+Python standard library only, so it runs on a bare resource; docs/rap.md says
+what it does ("The resource's state machine").  `Client` is that state machine:
+it takes `send(data, (ip, port))`, a clock and an `Addresses`
+(client_addresses.py), so tests drive it without a socket or root.  `main`
+wires the real socket, the `select` loop and the signals.
 """
 from __future__ import annotations
 
@@ -176,8 +167,9 @@ class Client:
         self._note_epoch(msg.epoch)
         held = Held(lease, now)
         if not self._refresh(held):
-            self._put(held, keep={lease.address, *self.deprecated})
+            self._add(held)
             log.info("leased %s (valid %d s, epoch %d)", held.interface, lease.valid, msg.epoch)
+            self._alone(held, keep={lease.address, *self.deprecated})
         self._bind(held)
 
     def _refresh(self, held: Held) -> bool:
@@ -204,7 +196,8 @@ class Client:
         self._note_epoch(msg.epoch)
         held = Held(new, now)
         gone = {h.address: h for h in (self.current, self.deprecated.get(old)) if h}
-        self._put(held, keep={new.address, *self.deprecated, *gone})
+        self._add(held)
+        self._alone(held, keep={new.address, *self.deprecated, *gone})
         for dep in gone.values():         # no new connections from it; open ones go on
             self.addresses.change(dep.interface, max(1, int(dep.at(1.0) - now)), 0)
             self.deprecated[dep.address] = dep
@@ -255,16 +248,18 @@ class Client:
             log.warning("%s", exc)
             return self.server
 
-    def _put(self, held: Held, keep: set[IPv4Address]) -> None:
-        """The address on the interface, no other address there but those in `keep`,
-        the default route on link."""
+    def _add(self, held: Held) -> None:
         self.addresses.replace(held.interface, held.lease.valid, held.lease.preferred)
+
+    def _alone(self, held: Held, keep: set[IPv4Address]) -> None:
+        """No other address on the interface but those in `keep`; the default route on
+        link, from `held` (so new connections start from it)."""
         for other in self.addresses.ipv4():
             if other.ip not in keep:
                 self.addresses.delete(other)
                 log.info("removed %s (not a shard address held)", other)
-        self.addresses.default_route()
-        log.info("default route on link")
+        self.addresses.default_route(held.address)
+        log.info("default route on link, from %s", held.address)
 
     def _bind(self, held: Held) -> None:
         """BOUND on this lease, the one to renew: ACK it, RENEW at T1."""
@@ -319,15 +314,19 @@ class Client:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="hub-rap", description=(
         "Keep this resource's shard addresses on an interface, leased from the hub over RAP."))
-    p.add_argument("--server", required=True, type=IPv4Address,
+    p.add_argument("--server", required=True, type=IPv4Address, metavar="ADDR",
                    help="the hub's address for this resource (rap.server of its enrolment)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="RAP port (default 6699)")
-    p.add_argument("--resource", required=True, help="the resource id")
-    p.add_argument("--key", required=True, help="the resource's RAP key")
-    p.add_argument("--interface", required=True, help="the interface facing the hub")
-    p.add_argument("--ip-command", default="ip",
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, metavar="N",
+                   help="the RAP port (default 6699)")
+    p.add_argument("--resource", required=True, metavar="ID", help="the resource id")
+    p.add_argument("--key", required=True, metavar="KEY", help="the resource's RAP key")
+    p.add_argument("--interface", required=True, metavar="IFNAME",
+                   help="the interface facing the hub")
+    p.add_argument("--ip-command", default="ip", metavar="CMD",
                    help="the iproute2 command to run, split like a shell line (default: ip)")
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--log-level", default="info", metavar="LEVEL",
+                   choices=("debug", "info", "warning", "error"),
+                   help="debug also logs every datagram dropped (default: info)")
     args = p.parse_args(argv)
     try:
         rap.key_bytes(args.key)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Sequence
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface
 from typing import Protocol
 
 
@@ -33,8 +33,9 @@ class Addresses(Protocol):
     def delete(self, address: IPv4Interface) -> None:
         """Remove the address."""
 
-    def default_route(self) -> None:
-        """Send everything out of the interface, on link (the hub answers every ARP)."""
+    def default_route(self, source: IPv4Address) -> None:
+        """Send everything out of the interface, on link (the hub answers every ARP),
+        from `source`: IPv4 ignores `preferred_lft 0` when it picks a source address."""
 
 
 class IpAddresses:
@@ -62,8 +63,8 @@ class IpAddresses:
     def delete(self, address: IPv4Interface) -> None:
         self._run("addr", "del", str(address), "dev", self.dev)
 
-    def default_route(self) -> None:
-        self._run("route", "replace", "default", "dev", self.dev)
+    def default_route(self, source: IPv4Address) -> None:
+        self._run("route", "replace", "default", "dev", self.dev, "src", str(source))
 
     def _run(self, *args: str) -> str:
         argv = [*self.command, *args]
