@@ -168,8 +168,9 @@ class Bridge:
                     mapping[int(m.group(3))] = int(m.group(2))
         return mapping
 
-    def trace(self, packet: str) -> Trace:
-        text = run("ovs-appctl", "ofproto/trace", self.name, packet)
+    def trace(self, packet: str, *options: str) -> Trace:
+        """`options`: more arguments of ofproto/trace, e.g. "--ct-next", "trk,new"."""
+        text = run("ovs-appctl", "ofproto/trace", self.name, packet, *options)
         flow = parse_flow_text(_line(text, "Flow:"))
         final = _line(text, "Final flow:")
         return Trace(text=text, flow=flow,

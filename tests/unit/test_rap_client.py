@@ -16,7 +16,7 @@ import pytest
 
 from controller.features.shard import rap
 from controller.features.shard.client import Client, State
-from controller.features.shard.client_addresses import AddressError, IpAddresses
+from controller.features.shard.client_addresses import FOREVER, AddressError, IpAddresses
 
 ROOT = Path(__file__).resolve().parents[2]
 RID = "web-1"
@@ -223,7 +223,7 @@ def test_announce_adds_the_new_address_deprecates_the_old_and_acks_once_per_copy
     rig.clock.t += 20
     rig.give(rap.Type.ANNOUNCE, lease=NEW, address=LEASE.address)
     assert rig.calls() == [("replace", "10.200.7.2/28", 60, 60), ("route", "10.200.7.2"),
-                           ("change", "10.200.3.5/28", 40, 0)]      # its remaining 40 s
+                           ("change", "10.200.3.5/28", FOREVER, 0)]   # until RELEASE
     assert set(rig.addresses.ipv4()) == {IPv4Interface("10.200.7.2/28"),
                                          IPv4Interface("10.200.3.5/28")}
     assert rig.take() == [(rap.Type.ACK, "192.168.1.1", NEW.address)]
@@ -302,7 +302,7 @@ def test_a_failing_ip_command_acks_nothing_and_the_next_offer_is_taken(rig, capl
     assert rig.client.state is State.BOUND
 
 
-def test_stop_releases_every_address_held_but_those_expired(rig):
+def test_stop_releases_every_address_held_deprecated_ones_included(rig):
     rig.leased()
     rig.clock.t += 10
     rig.give(rap.Type.ANNOUNCE, lease=NEW, address=LEASE.address)
@@ -310,12 +310,14 @@ def test_stop_releases_every_address_held_but_those_expired(rig):
     rig.give(rap.Type.ANNOUNCE, lease=rap.Lease(IPv4Address("10.200.9.9"), 29, 60, 60),
              address=NEW.address)
     rig.take(), rig.calls()
-    rig.at(60.5)                                      # the first lease's valid lifetime is over
+    rig.at(60.5)          # the first lease's lifetime is over: deprecated, it stays till RELEASE
     rig.take()                                        # (and the current one's T1 passed)
     rig.client.stop()
     assert rig.take() == [(rap.Type.RELEASE, "192.168.1.1", IPv4Address("10.200.9.9")),
+                          (rap.Type.RELEASE, "192.168.1.1", LEASE.address),
                           (rap.Type.RELEASE, "192.168.1.1", NEW.address)]
-    assert rig.calls() == [("delete", "10.200.9.9/29"), ("delete", "10.200.7.2/28")]
+    assert rig.calls() == [("delete", "10.200.9.9/29"), ("delete", "10.200.3.5/28"),
+                           ("delete", "10.200.7.2/28")]
     assert rig.client.state is State.STOPPED and rig.client.deadline() is None
     rig.give(rap.Type.OFFER, lease=LEASE)
     assert rig.take() == [] and rig.calls() == []

@@ -19,11 +19,12 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface
 
 from controller.features.shard import rap
-from controller.features.shard.client_addresses import AddressError, Addresses, IpAddresses
+from controller.features.shard.client_addresses import (FOREVER, AddressError, Addresses,
+                                                        IpAddresses)
 
 log = logging.getLogger("hub-rap")
 
@@ -114,8 +115,9 @@ class Client:
         assert held is not None
         if now >= held.at(1.0):
             log.info("lease of %s expired; registering again", held.interface)
-            self._remove(held)
-            self.current = None
+            for gone in self._held():        # the hub forgot the deprecated ones with it
+                self._remove(gone)
+            self.current, self.deprecated = None, {}
             self._restart()
         elif now >= held.at(T2):
             if self.state is not State.REBINDING:
@@ -198,9 +200,11 @@ class Client:
         gone = {h.address: h for h in (self.current, self.deprecated.get(old)) if h}
         self._add(held)
         self._alone(held, keep={new.address, *self.deprecated, *gone})
-        for dep in gone.values():         # no new connections from it; open ones go on
-            self.addresses.change(dep.interface, max(1, int(dep.at(1.0) - now)), 0)
-            self.deprecated[dep.address] = dep
+        for dep in gone.values():         # no new connections from it; open ones go on,
+            # for as long as they last: the hub RELEASEs it once they are gone.
+            self.addresses.change(dep.interface, FOREVER, 0)
+            self.deprecated[dep.address] = replace(dep, lease=replace(dep.lease, valid=FOREVER))
+
         log.info("announced %s, %s deprecated", held.interface, old)
         self._bind(held)
 

@@ -77,5 +77,10 @@ class IpAddresses:
         return done.stdout
 
 
+FOREVER = 0xFFFFFFFF     # a lifetime without end (`ip` says "forever")
+
+
 def _lifetimes(valid: int, preferred: int) -> tuple[str, ...]:
-    return ("valid_lft", str(valid), "preferred_lft", str(preferred))
+    def text(seconds: int) -> str:
+        return "forever" if seconds >= FOREVER else str(seconds)
+    return ("valid_lft", text(valid), "preferred_lft", text(preferred))

@@ -182,6 +182,7 @@ def _switch_flows(inp: ShardInput) -> list[FlowSpec]:
     base = cookies.make(cookies.Feature.SHARD, "base")
     out = [flow(tables.SHARD_OUT.id, KNOWN, ct_match(state), goto=tables.ROUTE.id, cookie=base)
            for state in ("+est+trk", "+rel+trk")]
+    out.append(flow(tables.SHARD_OUT_NAT.id, 0, goto=tables.ROUTE.id, cookie=base))
     out += [flow(tables.SHARD_IN.id, KNOWN - 1, {"eth_type": ETH_IPV4, "ipv4_dst": str(net)},
                  cookie=probe_cookie(pid)) for pid, net in inp.pools]
     return out
