@@ -1,4 +1,5 @@
-"""Shard pools over REST: ``/v1/shard-pools``, served by the CRUD layer."""
+"""Shard pools over REST: ``/v1/shard-pools``, served by the CRUD layer, with the
+pool's resources (``resources_api``), shards and rotations (``rotations_api``)."""
 from __future__ import annotations
 
 from ipaddress import IPv4Network
@@ -9,6 +10,7 @@ from fastapi import APIRouter
 from controller.api.crud import Change, DocumentKind, crud_router
 from controller.api.problems import Problem, field_error
 from controller.core.documents import slugify
+from controller.features.shard import resources_api, rotations_api
 from controller.features.shard.document import KIND, ShardPool
 
 
@@ -36,6 +38,7 @@ class ShardPoolKind(DocumentKind):
         "create": "The id is the body's `id`, or made from the name. 409 when the pool or "
                   "the external range overlaps a subnet, a persona range or NAT block, or "
                   "another pool.",
+        "delete": "409 while resources are enrolled in it (release them first).",
     }
 
     def derive_id(self, document: Any) -> str:
@@ -48,5 +51,18 @@ class ShardPoolKind(DocumentKind):
                           errors=[field_error(f, r) for f, r in clashes],
                           extra={"kind": KIND})
 
+    def check_delete(self, change: Change) -> None:
+        enrolled = [d.id for d in resources_api.resources_of(change.store, change.id or "")]
+        if enrolled:
+            shown = ", ".join(enrolled[:5]) + (", ..." if len(enrolled) > 5 else "")
+            raise Problem(409, title="Resources enrolled",
+                          detail=f"shard pool {change.id!r} still has {len(enrolled)} enrolled "
+                                 f"resource(s) ({shown}); release them first",
+                          errors=[field_error("path.id", "has enrolled resources")],
+                          extra={"kind": KIND, "resources": enrolled})
 
-router: APIRouter = crud_router(ShardPoolKind())
+
+router = APIRouter()
+router.include_router(crud_router(ShardPoolKind()))
+router.include_router(resources_api.router)
+router.include_router(rotations_api.router)

@@ -1,12 +1,20 @@
-"""The shard feature's claims: a pool takes its range and its external range."""
+"""The shard feature's claims (see controller.core.claims).
+
+* a pool takes its range and its external range (``ipv4``);
+* an enrolled resource (``shard-resource``) takes its interface (no persona
+  or personality may hold it, nor another resource), its external address
+  (``shard.external_ip``) and its index (``shard.index``, its conntrack zone).
+"""
 from __future__ import annotations
 
 from typing import Any
 
 from controller.core import claims
 from controller.core.claims import Claim
+from controller.features.shard.records import RESOURCE
 
 POOL = "shard-pool"
+EXTERNAL_IP, INDEX = "shard.external_ip", "shard.index"
 
 
 def pool_claims(id: str, body: dict[str, Any]) -> list[Claim]:
@@ -20,4 +28,15 @@ def pool_claims(id: str, body: dict[str, Any]) -> list[Claim]:
     return out
 
 
+def resource_claims(id: str, body: dict[str, Any]) -> list[Claim]:
+    pool = body["pool_id"]
+    return [Claim.interface(body["interface_id"], "body.interface_id",
+                            f"is enrolled in shard pool {pool!r} as resource {id!r}"),
+            Claim.unique(EXTERNAL_IP, body["external_ip"], "body.external_ip",
+                         f"is the external address of shard resource {id!r}"),
+            Claim.unique(INDEX, int(body["index"]), "body.index",
+                         f"is the index of shard resource {id!r}")]
+
+
 claims.declare(POOL, pool_claims, feature="shard")
+claims.declare(RESOURCE, resource_claims, feature="shard")
