@@ -57,6 +57,8 @@ class HubClient:
             raise Unreachable(self.base_url, str(exc) or type(exc).__name__) from exc
         if resp.is_error:
             raise ApiError(resp.status_code, _problem_of(resp))
+        if resp.status_code == 204:  # No Content
+            return None
         try:
             return resp.json()
         except ValueError as exc:
