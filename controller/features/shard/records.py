@@ -26,7 +26,7 @@ from controller.features.shard.rotation import ACTIVE, Shard
 
 RESOURCE, LEASE, STATE, ROTATION = "shard-resource", "shard-lease", "shard-state", "shard-rotation"
 ZONES = budgets.SHARD.zones[0]
-MAX_INDEX = ZONES.last - ZONES.first
+MAX_INDEX = 0xFFF             # zones 0xA000..0xAFFF; services take 0xB000.. (services.py)
 HISTORY = 50                # entries kept per resource
 
 # Lease states (the hub's side of docs/rap.md).
