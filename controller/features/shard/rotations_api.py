@@ -48,8 +48,8 @@ class RotateRequest(DocumentModel):
     """Body of ``POST /v1/shard-pools/{id}/rotate`` (optional)."""
     resources: list[Annotated[str, Field(pattern=ID_SCHEMA["pattern"])]] | None = Field(
         default=None, max_length=MAX_INDEX + 1,
-        description="Move these resources (at most the pool's max_migrations_per_round); "
-                    "without: a round as the interval would run it",
+        description="Move these resources (a round moves at most the pool's "
+                    "max_migrations_per_round); without: the round the interval would run",
         json_schema_extra=rule("each names a resource enrolled in this pool"))
 
 
