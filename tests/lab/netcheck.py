@@ -11,6 +11,8 @@
     netcheck.py udpsink PORT LOG             count numbered datagrams; LOG gets "received N max M"
     netcheck.py udpecho PORT                 answer each datagram with "echo <datagram>"
     netcheck.py udpask HOST PORT TEXT [-t S] one datagram; exit 0 if answered
+    netcheck.py whoami PORT                  TCP and UDP on PORT: answer each line (datagram)
+                                             with "local=<its local address> peer=<address>"
 """
 from __future__ import annotations
 
@@ -126,11 +128,40 @@ def udpask(host: str, port: int, text: str, timeout: float) -> int:
     return 0
 
 
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+
+
+def whoami(port: int) -> None:
+    """What this host sees of each peer: its own local address and the peer's."""
+    class Who(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            local, peer = self.connection.getsockname()[0], self.client_address[0]
+            for line in self.rfile:
+                self.wfile.write(f"local={local} peer={peer} ".encode() + line)
+
+    class Server(socketserver.ThreadingTCPServer):
+        allow_reuse_address = True
+        daemon_threads = True
+
+    tcp = Server(("0.0.0.0", port), Who)
+    threading.Thread(target=tcp.serve_forever, daemon=True).start()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+    udp.bind(("0.0.0.0", port))
+    while True:
+        data, ancillary, _, peer = udp.recvmsg(2048, 64)
+        local = next((socket.inet_ntoa(d[8:12]) for level, kind, d in ancillary
+                      if level == socket.IPPROTO_IP and kind == IP_PKTINFO), "?")
+        udp.sendto(f"local={local} peer={peer[0]} ".encode() + data, peer)
+
+
 def main(argv: list[str]) -> int:
     cmd, args = argv[1], argv[2:]
     if cmd == "serve":
         name = args[args.index("--name") + 1] if "--name" in args else socket.gethostname()
         serve([int(p) for p in args if p.isdigit()], name)
+    elif cmd == "whoami":
+        whoami(int(args[0]))
     elif cmd == "connect":
         timeout = float(args[args.index("-t") + 1]) if "-t" in args else 1.0
         first = args[args.index("--send") + 1] if "--send" in args else "hello"

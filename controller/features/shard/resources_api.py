@@ -45,6 +45,11 @@ ResourceId = Annotated[str, Path(description="Resource id",
                                  json_schema_extra={"pattern": ID_SCHEMA["pattern"]})]
 
 
+def new_key() -> str:
+    """A resource's RAP secret: 48 hex digits (192 bits), safe on any command line."""
+    return secrets.token_hex(24)
+
+
 # -- documentation models (answers are built from the store) ----------------------------
 
 class EnrollRequest(DocumentModel):
@@ -232,7 +237,7 @@ def enroll(ctx: ApiContext, pool_id: str, body: dict[str, Any]) -> dict[str, Any
             raise Problem(409, "Resources exhausted",
                           detail=f"all {MAX_INDEX + 1} shard resource indexes are held")
         record = {"pool_id": pool_id, "interface_id": request.interface_id,
-                  "external_ip": external, "key": secrets.token_urlsafe(24), "index": index,
+                  "external_ip": external, "key": new_key(), "index": index,
                   "created_at": time.time()}
         claims.check_write(store, RESOURCE, rid, record)
         store.create(RESOURCE, rid, record)
@@ -290,7 +295,7 @@ def get_resource(id: DocId, rid: ResourceId, ctx: Ctx) -> JSONResponse:
              description="The old key stops authenticating; the client needs the new one.",
              responses={200: {"model": NewKey}, **problem_responses(404)})
 def reissue_key(id: DocId, rid: ResourceId, ctx: Ctx) -> JSONResponse:
-    key = secrets.token_urlsafe(24)
+    key = new_key()
     with ctx.store.transaction():
         doc = resource_of(ctx.store, id, rid)
         ctx.store.update(RESOURCE, rid, {**doc.body, "key": key}, doc.revision)
