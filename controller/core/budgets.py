@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from controller.pipeline import cookies, tables
-from controller.pipeline.actions import Conntrack, Learn, Move, SetField
+from controller.pipeline.actions import Conntrack, Learn, Move, Multipath, SetField
 from controller.pipeline.cookies import Feature
 from controller.pipeline.flowspec import FlowSpec
 
@@ -374,6 +374,10 @@ def _flow_problems(budget: Budget, f: FlowSpec) -> list[str]:
                     continue
                 if writes or not _register_bits(FABRIC, reg, mask):
                     why.append(f"{'writes' if writes else 'reads'} {name}")
+        elif isinstance(a, Multipath):
+            reg = _register(a.dst)
+            if reg is None or not _register_bits(budget, reg, ((1 << a.n_bits) - 1) << a.ofs):
+                why.append(f"multipath writes {a.dst}")
         elif isinstance(a, Learn):
             learned = tables.BY_ID.get(a.table)
             if learned is None or learned.owner != budget.feature or \

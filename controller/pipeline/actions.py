@@ -204,9 +204,52 @@ class Learn:
 
 
 @dataclass(frozen=True)
+class Multipath:
+    """Nicira `multipath(fields, basis, algorithm, n_links, arg, dst[ofs..ofs+n_bits-1])`.
+
+    Hashes the packet's `fields` (with `basis`) and writes a link number in
+    0..n_links-1, chosen by `algorithm`, into bits of a register: flows
+    further on match it.  `symmetric_l3l4+udp` hashes addresses, protocol and
+    TCP/UDP ports, so every packet of one flow (and of its replies) gets the
+    same number: flow-consistent spreading without the controller.  Encoded
+    as os-ken's NXActionMultipath (its `max_link` is n_links - 1).
+    """
+    n_links: int
+    dst: str                                # a register: "reg1"
+    n_bits: int = 16
+    ofs: int = 0
+    fields: str = "symmetric_l3l4+udp"
+    algorithm: str = "modulo_n"
+    basis: int = 0
+    arg: int = 0
+
+    def __post_init__(self) -> None:
+        if self.fields not in MULTIPATH_FIELDS:
+            raise ValueError(f"multipath fields {self.fields!r} is not one of "
+                             f"{', '.join(MULTIPATH_FIELDS)}")
+        if self.algorithm not in MULTIPATH_ALGORITHMS:
+            raise ValueError(f"multipath algorithm {self.algorithm!r} is not one of "
+                             f"{', '.join(MULTIPATH_ALGORITHMS)}")
+        if not (0 < self.n_bits <= 32 and 0 <= self.ofs and self.ofs + self.n_bits <= 32):
+            raise ValueError(f"multipath bits {self.ofs}..{self.ofs + self.n_bits - 1} are "
+                             "not within a 32-bit register")
+        if not 1 <= self.n_links <= min(1 << self.n_bits, 0x10000):
+            raise ValueError(f"multipath n_links {self.n_links} is outside 1.."
+                             f"{min(1 << self.n_bits, 0x10000)}")
+        if not (0 <= self.basis <= 0xFFFF and 0 <= self.arg <= 0xFFFFFFFF):
+            raise ValueError("multipath basis is 16 bits and arg 32 bits")
+
+
+# OVS's enum nx_hash_fields and enum nx_mp_algorithm, by the names ovs-ofctl uses.
+MULTIPATH_FIELDS = {"eth_src": 0, "symmetric_l4": 1, "symmetric_l3l4": 2,
+                    "symmetric_l3l4+udp": 3, "nw_src": 4, "nw_dst": 5, "symmetric_l3": 6}
+MULTIPATH_ALGORITHMS = {"modulo_n": 0, "hash_threshold": 1, "hrw": 2, "iter_hash": 3}
+
+
+@dataclass(frozen=True)
 class Opaque:
     """An action read back from a switch that the hub does not model."""
     text: str
 
 
-Action = Union[Output, SetField, Move, DecTtl, Conntrack, Learn, Opaque]
+Action = Union[Output, SetField, Move, DecTtl, Conntrack, Learn, Multipath, Opaque]

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.pipeline.actions import (Action, Conntrack, DecTtl, Learn, LearnMatch, Move, Nat,
-                                         Opaque, Output, SetField)
+from controller.pipeline.actions import (MULTIPATH_ALGORITHMS, MULTIPATH_FIELDS, Action, Conntrack,
+                                         DecTtl, Learn, LearnMatch, Move, Multipath, Nat, Opaque,
+                                         Output, SetField)
 from controller.pipeline.flowspec import FlowSpec, Match, make_match
 from controller.pipeline.meters import MeterSpec
 from controller.pipeline import cookies
@@ -110,6 +111,11 @@ def encode_action(parser: Any, action: Action):
             idle_timeout=action.idle_timeout, hard_timeout=action.hard_timeout,
             priority=action.priority, cookie=action.cookie, flags=0,
             fin_idle_timeout=0, fin_hard_timeout=0)
+    if isinstance(action, Multipath):
+        return parser.NXActionMultipath(
+            fields=MULTIPATH_FIELDS[action.fields], basis=action.basis,
+            algorithm=MULTIPATH_ALGORITHMS[action.algorithm], max_link=action.n_links - 1,
+            arg=action.arg, ofs_nbits=action.ofs << 6 | (action.n_bits - 1), dst=action.dst)
     raise TypeError(f"cannot encode {action!r}")
 
 
@@ -170,7 +176,25 @@ def decode_action(parser: Any, action: Any) -> Action:
         if None not in specs:
             return Learn(action.table_id, action.cookie, action.idle_timeout,
                          action.hard_timeout, action.priority, tuple(specs))
+    if isinstance(action, parser.NXActionMultipath):
+        mp = _decode_multipath(action)
+        if mp is not None:
+            return mp
     return Opaque(repr(action))
+
+
+def _decode_multipath(action: Any) -> Multipath | None:
+    """A Multipath for an NXActionMultipath of known fields and algorithm into a register."""
+    fields = {v: k for k, v in MULTIPATH_FIELDS.items()}.get(action.fields)
+    algorithm = {v: k for k, v in MULTIPATH_ALGORITHMS.items()}.get(action.algorithm)
+    if fields is None or algorithm is None:
+        return None
+    try:
+        return Multipath(action.max_link + 1, _oxm_name(action.dst),
+                         n_bits=(action.ofs_nbits & 0x3F) + 1, ofs=action.ofs_nbits >> 6,
+                         fields=fields, algorithm=algorithm, basis=action.basis, arg=action.arg)
+    except ValueError:
+        return None
 
 
 def _decode_conntrack(parser: Any, action: Any) -> Conntrack | None:

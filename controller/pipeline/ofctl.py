@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Iterable
 
 from controller.pipeline.actions import (CONTROLLER, CT_FLAGS, IN_PORT, LOCAL, TABLE, Action,
-                                         Conntrack, DecTtl, Learn, LearnMatch, Move, Nat, Output,
-                                         SetField)
+                                         Conntrack, DecTtl, Learn, LearnMatch, Move, Multipath, Nat,
+                                         Output, SetField)
 from controller.pipeline.flowspec import FlowSpec, MatchValue
 
 # OXM field name (as used in FlowSpec matches and actions) -> ovs-ofctl field name.
@@ -134,6 +134,10 @@ def render_action(action: Action) -> str:
         args.append(f"cookie=0x{action.cookie:x}")
         args += [_learn_match(m) for m in action.specs]
         return f"learn({','.join(args)})"
+    if isinstance(action, Multipath):
+        dst = _subfield(action.dst, action.ofs, action.n_bits)
+        return (f"multipath({action.fields},{action.basis},{action.algorithm},{action.n_links},"
+                f"{action.arg},{dst})")
     raise TypeError(f"cannot render {action!r} for ovs-ofctl")
 
 
