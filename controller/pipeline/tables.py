@@ -122,6 +122,14 @@ PERSONALITY_CONNECTIONS = Table(63, "personality_connections",
                                 "with aggregate stats while a personality switch drains.",
                                 "drop", learned=True, owner="personality")
 
+SHARD_SERVICE = Table(90, "shard_service",
+                      "A service's decision (route sends packets to a service's external "
+                      "address here): a hashed one by the link number multipath wrote in "
+                      "reg1, a client-prefix route by the source, a patterned UDP flow by "
+                      "the resource its ct_mark was pinned to (new unpinned ones go to the "
+                      "controller, which pins them); the packet is rewritten to the "
+                      "resource's MAC and goes to shard_in on its switch, toward it elsewhere.",
+                      "drop", owner="shard")
 SHARD_IN = Table(91, "shard_in",
                  "On a resource's switch, IPv4 to its MAC (l2 sends it here): to its "
                  "external address goes through conntrack in its zone (applying the "
@@ -181,7 +189,7 @@ LAYOUT: tuple[Table, ...] = (CLASSIFY, PERSONALITY_EGRESS, PERSONALITY_EGRESS_FW
                              SHARD_OUT, SHARD_OUT_NAT, ROUTE, L2, PERSONALITY_INGRESS, PERSONALITY_INGRESS_FW,
                              PERSONALITY_INGRESS_COUNT, PERSONALITY_CONNECTIONS, PERSONA_GATEWAY,
                              PERSONA_OUT_FW, PERSONA_IN_FW, PERSONA_OUT, PERSONA_IN,
-                             PERSONA_FORWARD, SHARD_IN, SHARD_IN_CT, SHARD_DELIVER,
+                             PERSONA_FORWARD, SHARD_SERVICE, SHARD_IN, SHARD_IN_CT, SHARD_DELIVER,
                              SHARD_CONNECTIONS)
 BY_ID = {t.id: t for t in LAYOUT}
 BY_NAME = {t.name: t for t in LAYOUT}

@@ -15,7 +15,9 @@ from typing import Any
 from controller.core import budgets
 from controller.core.feature import Contribution, Feature, PacketIn
 from controller.core.view import FabricView
+from controller.features.shard import services
 from controller.features.shard.document import KIND
+from controller.features.shard.hrt import ServiceRouter
 from controller.features.shard.probes import ProbeCounter
 from controller.features.shard.rapd import RapService
 from controller.features.shard.records import RESOURCE
@@ -31,8 +33,8 @@ IDLE_TICK = 1.0         # seconds: leases, rounds and metrics are looked at this
 class ShardFeature(Feature):
     name = "shard"
     budget = budgets.SHARD
-    document_kinds = (KIND, RESOURCE)
-    punt_tables = frozenset({tables.SHARD_EDGE.id})
+    document_kinds = (KIND, RESOURCE, services.SERVICE, services.ROUTE)
+    punt_tables = frozenset({tables.SHARD_EDGE.id, tables.SHARD_SERVICE.id})
 
     def __init__(self, ctx, settings=None) -> None:
         super().__init__(ctx, settings)
@@ -40,6 +42,7 @@ class ShardFeature(Feature):
         self.rapd = RapService(ctx, self.state, self._acked)
         self.rotor = Rotor(ctx, self.state, self.rapd)
         self.probes = ProbeCounter(ctx, self.state)
+        self.router = ServiceRouter(ctx, self.state)
         self._next_tick = 0.0
 
     def _acked(self, lease, now: float) -> None:
@@ -51,23 +54,29 @@ class ShardFeature(Feature):
 
     def load(self) -> None:
         self.state.load()
+        self.router.load()
         self.rapd.resumed()
         self.rotor.resumed()
         self.ctx.changed()
 
     def documents_changed(self, kind: str) -> None:
-        if self.state.reload():
+        changed = self.state.reload()
+        if self.router.documents_changed() or changed:
             self.ctx.changed()
 
     def contribute(self, view: FabricView) -> Contribution:
         nets = self.state.nets(view)
         pools = tuple(sorted((pid, p.pool) for pid, p in self.state.pools.items()))
         flows = compile_shards(ShardInput(view.switches, view.router_mac, pools, tuple(nets)))
+        for dpid, extra in self.router.flows(view, nets).items():
+            flows[dpid] = (*flows.get(dpid, ()), *extra)
         meter = (rap_meter(),)
         return Contribution(flows=flows,
                             meters={n.dpid: meter for n in nets if n.dpid in view.switches})
 
     def on_packet_in(self, punt: PacketIn) -> None:
+        if punt.table_id == tables.SHARD_SERVICE.id:
+            return self.router.on_packet_in(punt)
         self.rapd.on_packet_in(punt)
 
     def tick(self) -> None:
@@ -78,6 +87,7 @@ class ShardFeature(Feature):
             return
         self._next_tick = mono + IDLE_TICK
         self.rapd.expire(now)
+        self.router.tick(now)
         self.rotor.drain(now)
         self.rotor.due_rounds(now)
         self.probes.poll(mono)
