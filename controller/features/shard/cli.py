@@ -12,7 +12,7 @@ from typing import Any
 
 from controller.cli.commands import Common, Subparsers
 from controller.cli.documents import Collection, add_document_group, fields_of, row_tables
-from controller.features.shard import cli_rotate, cli_shard
+from controller.features.shard import cli_rotate, cli_services, cli_shard
 
 HEADERS = ["ID", "NAME", "POOL", "PREFIX", "EXTERNAL", "LIFESPAN", "REVISION"]
 
@@ -30,6 +30,7 @@ POOLS = Collection("shard-pool", "/v1/shard-pools", one=pool_table, many=pools_t
 SHARD_VERBS: tuple[Callable[[Subparsers, Common], None], ...] = (
     cli_shard.add_verbs,
     cli_rotate.add_verbs,
+    cli_services.add_verbs,
 )
 """Who adds verbs to ``hubctl shard``, in help order (services and routes go here)."""
 
