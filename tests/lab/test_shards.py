@@ -167,7 +167,7 @@ def test_forged_and_replayed_rap_is_ignored_and_counted(lab):
     host = lab.host("h1_2")
     key = lab.res["h1_2"]["key"]
     before = {r: metric(lab, "hub_rap_rejected_total", reason=r) for r in ("bad_mac", "replay")}
-    script = ("import socket,sys;from controller.features.shard import rap;"
+    script = ("import socket,sys;from controller.rap import protocol as rap;"
               "from ipaddress import IPv4Address as A;"
               "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(1.5);"
               f"m=lambda c:rap.Message(rap.Type.REGISTER,'h1_2',c,rap.new_nonce(),0);"

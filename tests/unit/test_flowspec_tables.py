@@ -79,8 +79,9 @@ def test_actions_are_hashable_values():
 
 def test_layout_is_ordered_and_indexed():
     ids = [t.id for t in tables.LAYOUT]
-    assert ids == sorted(ids) == [0, 2, 3, 4, 5, 6, 10, 40, 50, 60, 61, 62, 63,
-                                  70, 71, 72, 73, 74, 75]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert {0, 2, 3, 4, 5, 6, 10, 12, 13, 14, 40, 50, 60, 61, 62, 63, 70, 71, 72, 73, 74, 75,
+            91, 92, 93, 95} <= set(ids)
     assert len(set(t.name for t in tables.LAYOUT)) == len(tables.LAYOUT)
     assert tables.BY_NAME["l2"] is tables.L2 and tables.BY_ID[40] is tables.ROUTE
     assert tables.BY_NAME["personality_egress"] is tables.PERSONALITY_EGRESS
@@ -114,11 +115,11 @@ def test_table_misses_name_declared_tables():
     assert tables.PERSONALITY_EGRESS_COUNT.miss == tables.PERSONALITY_INGRESS_COUNT.miss == "drop"
 
 
-def test_only_personality_connections_is_learned():
-    assert tables.LEARNED == frozenset({63}) == frozenset({tables.PERSONALITY_CONNECTIONS.id})
+def test_only_the_connection_tables_are_learned():
+    connections = (tables.PERSONALITY_CONNECTIONS, tables.SHARD_CONNECTIONS)
+    assert tables.LEARNED == frozenset({63, 95}) == frozenset(t.id for t in connections)
     assert isinstance(tables.LEARNED, frozenset)
-    assert tables.PERSONALITY_CONNECTIONS.learned
-    assert not any(t.learned for t in tables.LAYOUT if t is not tables.PERSONALITY_CONNECTIONS)
+    assert not any(t.learned for t in tables.LAYOUT if t not in connections)
     assert tables.Table(99, "x", "y", "drop").learned is False   # the default
 
 

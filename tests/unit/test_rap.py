@@ -8,7 +8,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from controller.features.shard.rap import (MAC_BYTES, Lease, Message, Reason, Receiver, Rejected,
+from controller.rap.protocol import (MAC_BYTES, Lease, Message, Reason, Receiver, Rejected,
                                            Type, decode, encode)
 
 KEY = b"k" * 32

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.features.shard import rap
-from controller.features.shard.client import Client, State
-from controller.features.shard.client_addresses import FOREVER, AddressError, IpAddresses
+from controller.rap import protocol as rap
+from controller.rap.client import Client, State
+from controller.rap.addresses import FOREVER, AddressError, IpAddresses
 
 ROOT = Path(__file__).resolve().parents[2]
 RID = "web-1"
@@ -349,7 +349,7 @@ def test_the_real_client_over_loopback_registers_takes_the_offer_acks_and_releas
         hub.bind(("127.0.0.1", 0))
         hub.settimeout(10)                            # the deadline of every step below
         proc = subprocess.Popen(
-            [sys.executable, "-m", "controller.features.shard.client", "--server", "127.0.0.1",
+            [sys.executable, "-m", "controller.rap.client", "--server", "127.0.0.1",
              "--port", str(hub.getsockname()[1]), "--resource", RID, "--key", "s3cret-key",
              "--interface", "lo", "--ip-command", ip_command],
             cwd=ROOT, stderr=subprocess.PIPE, text=True)
@@ -386,7 +386,7 @@ def test_the_real_client_over_loopback_registers_takes_the_offer_acks_and_releas
 def test_the_client_imports_nothing_but_the_standard_library():
     code = textwrap.dedent("""
         import sys
-        import controller.features.shard.client
+        import controller.rap.client
         print([m for m in sorted(sys.modules) if m.split(".")[0] not in sys.stdlib_module_names
                and m.split(".")[0] not in ("controller", "__main__")])
     """)

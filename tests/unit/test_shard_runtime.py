@@ -8,8 +8,8 @@ import pytest
 
 from controller.core.hub import ROUTER_MAC
 from controller.core.interfaces import interface_id
-from controller.features.shard import rap
-from controller.features.shard.rap import Message, Type
+from controller.rap import protocol as rap
+from controller.rap.protocol import Message, Type
 from controller.features.shard.records import LEASE, RESOURCE, ROTATION
 from controller.pipeline import tables
 from controller.pipeline.actions import Conntrack

@@ -15,7 +15,7 @@ from ipaddress import IPv4Address
 from typing import Callable
 
 from controller.core.feature import PacketIn
-from controller.features.shard import rap
+from controller.rap import protocol as rap
 from controller.features.shard.addresses import quarantine, settle_shards
 from controller.features.shard.records import LEASED, OFFERED, Client, Lease, Resource
 from controller.features.shard.runtime import ShardState

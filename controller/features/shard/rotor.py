@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 
 from controller.core.context import Realization
-from controller.features.shard import moves, rap
+from controller.features.shard import moves
+from controller.rap import protocol as rap
 from controller.features.shard.addresses import settle_shards
 from controller.features.shard.records import ANNOUNCING, SWITCHING, Lease, Rotation
 from controller.features.shard.runtime import ShardState

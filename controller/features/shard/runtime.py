@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from controller.core.documents import DocumentInvalid
 from controller.core.interfaces import KIND as INTERFACE
-from controller.features.shard import rap
+from controller.rap import protocol as rap
 from controller.features.shard.addresses import quarantine, settle_shards, with_members
 from controller.features.shard.document import KIND as POOL, ShardPool, parse_pool
 from controller.features.shard.metrics import ShardMetrics

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from typing import Mapping
 
-from controller.features.shard import rap
+from controller.rap import protocol as rap
 from controller.features.shard.addresses import place_new, quarantine
 from controller.features.shard.document import ShardPool
 from controller.features.shard.records import (ANNOUNCING, LEASED, OFFERED, UNLEASED, Client,
                                                Lease, PoolState)
-from controller.features.shard.rap import Type
+from controller.rap.protocol import Type
 
 
 @dataclass(frozen=True)

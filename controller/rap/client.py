@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface
 
-from controller.features.shard import rap
-from controller.features.shard.client_addresses import (FOREVER, AddressError, Addresses,
+from controller.rap import protocol as rap
+from controller.rap.addresses import (FOREVER, AddressError, Addresses,
                                                         IpAddresses)
 
 log = logging.getLogger("hub-rap")
