@@ -44,7 +44,10 @@ class HubView(Protocol):
         ...
 
     def query(self, feature: str, name: str, **args: Any) -> Any:
-        """Ask feature ``feature`` the query ``name`` on the hub's worker; changes nothing.
+        """Ask feature ``feature`` the query ``name`` on the hub's worker.
+
+        Queries change nothing, but for ``("shard", "rotate")``, which starts a
+        round (the worker is the one writer of rounds).
 
         Blocks until answered.  Raises LookupError (unknown feature, query, or
         an unknown object named in ``args``), ValueError (cannot be compiled),
@@ -60,6 +63,9 @@ class HubView(Protocol):
         * ``("persona", "usage", id=)`` -> ``{"bytes": {"in", "out"},
           "packets": {"in", "out"}, "connections", "denied", "rate_bps": {"in",
           "out"}, "updated_at", "latency_ms"}`` or None when nothing is counted yet
+        * ``("shard", "rotate", pool_id=, resources=)``: a rotation round now
+          (``resources``: the ones to move, or None for the algorithm's choice)
+          -> ``{"id", "state"}``; LookupError for an unknown pool or resource
         """
         ...
 
