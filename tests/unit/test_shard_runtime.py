@@ -195,3 +195,17 @@ def test_a_restarted_hub_keeps_the_lease_and_its_flows(fab):
     c.send(Type.RENEW, address)                 # the epoch it knows is still accepted
     (offer,) = c.answers()
     assert offer.type == Type.OFFER and offer.epoch != 0
+
+
+def test_a_resource_released_in_the_middle_of_a_move_ends_its_round(fab):
+    c, old = leased(fab)
+    answer = fab.query("shard", "rotate", pool_id="web", resources=["web-1"])
+    assert [m.type for m in c.answers()] == [Type.ANNOUNCE]
+    fab.store.delete(RESOURCE, "web-1")
+    fab.hub.documents_changed(RESOURCE)
+    fab.settle()
+    rotation = fab.store.get(ROTATION, answer["id"]).body
+    assert rotation["state"] == "failed" and "abandoned" in rotation["steps"][0]["message"]
+    assert fab.store.find(LEASE, "web-1") is None and nat_targets(fab) == set()
+    state = fab.store.get("shard-state", "web").body
+    assert old in {q["address"] for q in state["quarantine"]}

@@ -89,6 +89,7 @@ class ShardFeature(Feature):
         self.rapd.expire(now)
         self.router.tick(now)
         self.rotor.drain(now)
+        self.rotor.settle_rounds(now)
         self.rotor.due_rounds(now)
         self.probes.poll(mono)
         self.state.publish(now)

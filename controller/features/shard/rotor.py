@@ -31,6 +31,7 @@ LOG = logging.getLogger("hubshift.shards.rotation")
 ALL_BITS = (1 << 64) - 1
 DRAIN_POLL = 1.0            # seconds between connection counts of a deprecated address
 EXPIRED_RETRY = 5.0         # a round for expired shards again after this, if members wait
+RETRY_SECONDS = 1.0         # a switch that failed a move's recompile is asked again after this
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Announce:
 class Switching:
     generation: int
     dpid: int
+    retry_at: float = 0.0   # monotonic: a switch that failed it is asked again after this
 
 
 class Rotor:
@@ -146,8 +148,11 @@ class Rotor:
             state = self.ctx.realization([sw.dpid], sw.generation)
             if state == Realization.PENDING:
                 continue
-            if state == Realization.FAILED:     # not connected, or refused: ask again
-                self.switching[rid] = Switching(self.ctx.changed(), sw.dpid)
+            if state == Realization.FAILED:     # not connected, or refused: ask again, soon
+                mono = self.ctx.clock()
+                if mono >= sw.retry_at:
+                    self.switching[rid] = Switching(self.ctx.changed(), sw.dpid,
+                                                    mono + RETRY_SECONDS)
                 continue
             del self.switching[rid]
             lease = self.s.leases.get(rid)
@@ -170,6 +175,23 @@ class Rotor:
         self.s.metrics.moves.labels(pool_id, "failed").inc()
         self.ctx.journal("shard", lease.id, f"move failed: {why}", rotation=round_id)
         self._step(round_id, lease.id, now, "failed", why)
+
+    def settle_rounds(self, now: float) -> None:
+        """Steps whose move is gone without an end of its own (the resource was released,
+        its lease ran out) end here, so their round ends too."""
+        for rotation in list(self.s.rotations.values()):
+            for step in rotation.steps:
+                if step.state in ("done", "failed"):
+                    continue
+                lease = self.s.leases.get(step.resource)
+                if lease is not None and lease.move is not None \
+                        and lease.move.round_id == rotation.id:
+                    continue
+                if lease is not None and lease.address == step.to_address:
+                    self._step(rotation.id, step.resource, now, "done")
+                else:
+                    self._step(rotation.id, step.resource, now, "failed",
+                               "the move was abandoned (the resource left or its lease ended)")
 
     def _step(self, round_id: str, rid: str, now: float, state: str, message: str = "") -> None:
         rotation = self.s.rotations.get(round_id)
