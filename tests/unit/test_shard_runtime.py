@@ -209,3 +209,22 @@ def test_a_resource_released_in_the_middle_of_a_move_ends_its_round(fab):
     assert fab.store.find(LEASE, "web-1") is None and nat_targets(fab) == set()
     state = fab.store.get("shard-state", "web").body
     assert old in {q["address"] for q in state["quarantine"]}
+
+
+def test_a_pools_stats_gather_its_metrics(fab):
+    from controller.features.shard.cli_stats import stats_text
+    from controller.features.shard.stats_api import stats
+    c, old = leased(fab)
+    c.send(Type.RENEW, old)
+    fab.query("shard", "rotate", pool_id="web", resources=["web-1"])
+    (announce,) = [m for m in c.answers() if m.type == Type.ANNOUNCE]
+    c.send(Type.ACK, str(announce.lease.address))
+    fab.settle()
+    fab.settle()
+    s = stats(fab.hub.metrics.registry, "web")
+    assert s["rounds"] == {"forced": 1} and s["moves"] == {"moved": 1}
+    assert s["lease_renewals"] == 1 and s["announce_to_realized"]["count"] == 1
+    assert s["rap_rtt"]["count"] >= 2                   # the OFFER and the ANNOUNCE, ACKed
+    assert s["shards"]["active"] >= 1 and 0 < s["utilization"] <= 1
+    text = stats_text(s)
+    assert "moves                 moved 1" in text and "announce -> realized  1, mean" in text

@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from controller.api.crud import Change, DocumentKind, crud_router
 from controller.api.problems import Problem, field_error
 from controller.core.documents import slugify
-from controller.features.shard import resources_api, rotations_api, services_api
+from controller.features.shard import resources_api, rotations_api, services_api, stats_api
 from controller.features.shard.document import KIND, ShardPool
 
 
@@ -67,3 +67,4 @@ router.include_router(crud_router(ShardPoolKind()))
 router.include_router(resources_api.router)
 router.include_router(rotations_api.router)
 router.include_router(services_api.router)
+router.include_router(stats_api.router)

@@ -12,7 +12,7 @@ from typing import Any
 
 from controller.cli.commands import Common, Subparsers
 from controller.cli.documents import Collection, add_document_group, fields_of, row_tables
-from controller.features.shard import cli_rotate, cli_services, cli_shard
+from controller.features.shard import cli_rotate, cli_services, cli_shard, cli_stats
 
 HEADERS = ["ID", "NAME", "POOL", "PREFIX", "EXTERNAL", "LIFESPAN", "REVISION"]
 
@@ -31,6 +31,7 @@ SHARD_VERBS: tuple[Callable[[Subparsers, Common], None], ...] = (
     cli_shard.add_verbs,
     cli_rotate.add_verbs,
     cli_services.add_verbs,
+    cli_stats.add_verbs,
 )
 """Who adds verbs to ``hubctl shard``, in help order (services and routes go here)."""
 
