@@ -168,6 +168,11 @@ def _inbound_flows(r: ResourceNet) -> list[FlowSpec]:
     for state in ("+est+trk", "+rel+trk"):
         out.append(flow(T.SHARD_IN_CT.id, KNOWN, {**mine, **ct_match(state)}, [Output(r.port)],
                         cookie=c))
+    # A one-way UDP flow stays +new after its commit, already translated by ct(nat): known.
+    for address in r.sources:
+        out.append(flow(T.SHARD_IN_CT.id, KNOWN, {**mine, **ct_match("+new+trk"),
+                                                  "ipv4_dst": address}, [Output(r.port)],
+                        cookie=c))
     for number in PROTOCOLS.values():
         out.append(flow(T.SHARD_IN_CT.id, NEW, {**mine, **ct_match("+new+trk"),
                                                 "ipv4_dst": r.external_ip, "ip_proto": number},
