@@ -14,6 +14,7 @@ from __future__ import annotations
 from ipaddress import IPv4Network
 
 import pytest
+from os_ken.ofproto import ofproto_v1_3, ofproto_v1_4
 
 from controller.core.discovery import bootstrap_flows
 from controller.core.hub import ROUTER_MAC
@@ -22,11 +23,12 @@ from controller.features.fabric.compile import FabricInput, compile_fabric
 from controller.features.shard.services import (MARK_BITS, Service, ServiceNet, ServicesInput,
                                                 compile_services, mark_of)
 from controller.features.shard.translate import ResourceNet, ShardInput, compile_shards
-from controller.pipeline import tables
+from controller.pipeline import cookies, ofcodec, tables
 from controller.pipeline.actions import Conntrack
 from controller.pipeline.ofctl import render_action, render_flows
 from controller.probes import udp_frame
 from tests.trace.conftest import run
+from tests.trace.ofsession import OFSession
 
 pytestmark = pytest.mark.trace
 
@@ -159,3 +161,23 @@ def test_the_controllers_pin_takes_this_and_every_later_datagram_to_its_resource
         send(bridge, frame, "resubmit(,0)")                   # the flow's next datagrams
     after = [n_packets(bridge, *p) for p in counted]
     assert [a - b for a, b in zip(after, before)] == [3, 1, 2, 0], (before, after)
+
+
+@pytest.mark.parametrize("version", [ofproto_v1_3.OFP_VERSION, ofproto_v1_4.OFP_VERSION],
+                         ids=["of13", "of14"])
+def test_service_flows_read_back_exactly_as_written(make_bridge, version):
+    """What the reconciler sees: flows written by the codec (multipath, conntrack with a
+    zone and a masked mark) decode back from the switch's flow stats to the same FlowSpecs."""
+    b = make_bridge(ports=3)
+    resources = nets(b.dpid)
+    flows = compile_services(ServicesInput(frozenset({b.dpid}), ROUTER_MAC, {}, (
+        ServiceNet(DNS, resources), ServiceNet(GAME, resources),
+        ServiceNet(WEB, resources, ((IPv4Network("198.51.100.0/25"), 1),)))))[b.dpid]
+    with OFSession(b.name, version) as of:
+        of.barrier([ofcodec.flow_add(of.dp, f) for f in flows])
+        back = {f.key: f for f in (ofcodec.decode_flow(of.dp, s) for s in
+                                   of.flow_stats(*cookies.hub_mask()))}
+    want = {f.key: f for f in flows}
+    assert set(back) == set(want)
+    for key, spec in want.items():
+        assert back[key] == spec, (spec, back[key])
