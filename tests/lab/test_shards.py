@@ -44,9 +44,9 @@ def addresses(host) -> set[str]:
     return set(re.findall(r"inet (\d+\.\d+\.\d+\.\d+)/", host.cmd(f"ip -4 addr show {host.intf()}")))
 
 
-def who(host, ip: str, port: int = 80, udp: bool = False) -> dict[str, str]:
+def who(host, ip: str, port: int = 80, udp: bool = False, text: str = "hi") -> dict[str, str]:
     if udp:
-        out = host.cmd(f"{NETCHECK} udpask {ip} {port} hi -t 2")
+        out = host.cmd(f"{NETCHECK} udpask {ip} {port} {text} -t 2")
     else:
         out = host.cmd(f"{NETCHECK} connect {ip} {port} -t 2")
     return dict(re.findall(r"(local|peer)=(\S+)", out))
@@ -98,7 +98,8 @@ def lab(tmp_path_factory):
             lab.bg(host, f"bash -c 'exec {HUB_RAP} --server {GATEWAY} --port 6699 --resource {name} "
                          f"--key {enrolled['key']} --interface {host.intf()} "
                          f"--log-level debug 2>>/tmp/{LAB_PREFIX}-rap-{name}.log'")
-            lab.bg(host, f"{NETCHECK} whoami 80")
+            for port in (80, 7777, 7778):
+                lab.bg(host, f"{NETCHECK} whoami {port}")
         for name in lab.res:
             leased_address(lab, name)
         yield lab
@@ -177,6 +178,41 @@ def test_forged_and_replayed_rap_is_ignored_and_counted(lab):
     assert host.cmd(f"cd {ROOT} && {PYTHON} -c \"{script}\"").strip().endswith("silent")
     wait_for("rejections counted", lambda: all(
         metric(lab, "hub_rap_rejected_total", reason=r) >= before[r] + 1 for r in before), 10)
+
+
+def test_a_udp_service_routes_sessions_and_spreads_clients_over_two_resources(lab):
+    ext = lab.host("ext")
+    patterned = api(lab, "POST", f"{PATH}/services",
+                    {"external_ip": "203.0.113.80", "protocol": "udp", "port": 7777,
+                     "resources": ["h1_1", "h1_2"], "metadata": {"pattern": r"session=(\w+)"}},
+                    expect=201)
+    hashed = api(lab, "POST", f"{PATH}/services",
+                 {"external_ip": "203.0.113.81", "protocol": "udp", "port": 7778,
+                  "resources": ["h1_1", "h1_2"]}, expect=201)
+    api(lab, "POST", f"{PATH}/routes", {"service_id": patterned["id"], "session": "alice",
+                                        "resource_id": "h1_2"}, expect=201)
+    lab.controller.wait_in_sync(lab.dpids)
+    home = {leased_address(lab, n): n for n in ("h1_1", "h1_2")}
+
+    def landed(ip: str, port: int, text: str) -> str | None:
+        return home.get(who(ext, ip, port, udp=True, text=text).get("local"))
+    # A routed session reaches its resource, from any client port (each ask is a new one).
+    assert [landed("203.0.113.80", 7777, "session=alice") for _ in range(4)] == ["h1_2"] * 4
+    # Without metadata, 20 client ports spread over both resources.
+    spread = [landed("203.0.113.81", 7778, f"n{n}") for n in range(20)]
+    assert set(spread) == {"h1_1", "h1_2"}, spread
+    # A route added over REST takes effect for new sessions.
+    api(lab, "POST", f"{PATH}/routes", {"service_id": patterned["id"], "session": "carol",
+                                        "resource_id": "h1_1"}, expect=201)
+    assert [landed("203.0.113.80", 7777, "session=carol") for _ in range(3)] == ["h1_1"] * 3
+    # A session without a route is learned where it first went, and stays there.
+    first = landed("203.0.113.80", 7777, "session=dave")
+    assert first in home.values()
+    assert [landed("203.0.113.80", 7777, "session=dave") for _ in range(3)] == [first] * 3
+    routes = api(lab, "GET", f"{PATH}/routes", expect=200)
+    assert any(r["session"] == "dave" and r["learned"] for r in routes), routes
+    for service in (patterned, hashed):
+        api(lab, "DELETE", f"{PATH}/services/{service['id']}")
 
 
 def test_a_restarted_controller_keeps_leases_addresses_and_connections(lab):
