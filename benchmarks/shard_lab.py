@@ -19,7 +19,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -63,6 +63,8 @@ class LabResult:
     after_s: float
     setup_s: float
     load: tuple[float, float, float]
+    planned_at: float | None        # the round's journal entry (planned and stored)
+    in_process: tuple[float, str] | None = None     # the hub alone: seconds, final state
 
 
 class RotationLab:
@@ -197,7 +199,13 @@ class RotationLab:
         cpu = cpu_seconds(pid) - cpu0
         time.sleep(self.args.after)
         return LabResult(self.n, rotation, post_to_final, cpu, before, self.read_status(),
-                         self.args.after, setup_s, os.getloadavg())
+                         self.args.after, setup_s, os.getloadavg(), self.planned_at(rotation))
+
+    def planned_at(self, rotation: dict) -> float | None:
+        """When the round was planned and stored: its journal entry, written just before
+        the hub's next tick sends the ANNOUNCEs."""
+        page = self.api("GET", f"/v1/events?kind=shard&subject={POOL_ID}&limit=1000", expect=200)
+        return next((e["ts"] for e in page["items"] if rotation["id"] in e["message"]), None)
 
     # ------------------------------------------------------------ teardown
     def stop(self) -> None:
@@ -221,10 +229,11 @@ class RotationLab:
 
 
 def ms(values: list[float]) -> str:
+    """min, p50, p99 and max of durations in seconds, as milliseconds."""
     if not values:
-        return "     -        -        -"
-    return (f"{pct(values, 50) * 1000:>8,.0f} {pct(values, 99) * 1000:>8,.0f} "
-            f"{max(values) * 1000:>8,.0f}")
+        return "       -        -        -        -"
+    return (f"{min(values) * 1000:>8,.0f} {pct(values, 50) * 1000:>8,.0f} "
+            f"{pct(values, 99) * 1000:>8,.0f} {max(values) * 1000:>8,.0f}")
 
 
 @dataclass(frozen=True)
@@ -264,7 +273,7 @@ def round_figures(rotation: dict) -> dict:
         "done": len(done), "failed": sum(s["state"] == "failed" for s in steps),
         "all_realized": max(s["realized_at"] for s in done) - start if done else None,
         "per_move": [s["realized_at"] - s["started_at"] for s in done],
-        "announce_ack": [s["acked_at"] - s["started_at"] for s in done if s["acked_at"]],
+        "start_ack": [s["acked_at"] - s["started_at"] for s in done if s["acked_at"]],
         "ack_realized": [s["realized_at"] - s["acked_at"] for s in done if s["acked_at"]],
         "new_address": sum(s["to_address"] not in (None, s["from_address"]) for s in done),
         "finished": (rotation["finished_at"] or start) - start,
@@ -286,16 +295,23 @@ def report(r: LabResult) -> None:
           f"{f['finished']:.2f} s after its start)")
     print(f"  POST -> final state seen by the client  {r.post_to_final:.2f} s; controller CPU "
           f"in that time {r.controller_cpu:.2f} s")
-    print(f"  per move, ms from the round's start       p50      p99      max")
-    print(f"    ANNOUNCE sent -> ACK (acked_at)      {ms(f['announce_ack'])}")
-    print(f"    ACK -> realized                      {ms(f['ack_realized'])}")
-    print(f"    start -> realized (realized_at)      {ms(f['per_move'])}")
+    if r.planned_at is not None:
+        print(f"  round start -> planned and stored (its journal entry; the ANNOUNCEs leave at "
+              f"the next tick)  {(r.planned_at - rot['created_at']) * 1000:,.0f} ms")
+    print(f"  per move, ms                              min      p50      p99      max")
+    print(f"    round start -> ACK (acked_at)    {ms(f['start_ack'])}")
+    print(f"    ACK -> realized                  {ms(f['ack_realized'])}")
+    print(f"    round start -> realized          {ms(f['per_move'])}")
     print(f"  connections (ext -> external address, a line every 100 ms), {r.after_s:g} s "
           f"after the final state: {c.held} held, reset {c.reset}, stalled {c.stalled}, "
           f"late answers {c.late} (goal 0); {c.answered:,} lines answered around the round; "
           f"{c.on_old_address}/{c.held} still answered from their old shard address; "
           f"longest round trip {c.max_rtt * 1000:.0f} ms, longest gap between answers "
           f"{c.max_gap * 1000:.0f} ms")
+    if r.in_process is not None:
+        took, state = r.in_process
+        print(f"  the hub's own part: the same round in-process (shard_rig: fake switch, clients "
+              f"answering at once, no ip commands) {took:.2f} s, {state}")
 
 
 def summary(r: LabResult) -> str:
@@ -337,8 +353,6 @@ def run(args) -> LabResult | None:
         print(f"  lab up, {args.resources} resources leased and {args.resources} connections "
               f"answering after {setup:.0f} s; rotating ...", flush=True)
         result = bench.rotate(setup)
-        report(result)
-        return result
     except KeyboardInterrupt:
         failed = True
         print("rotation: interrupted", file=sys.stderr)
@@ -354,3 +368,8 @@ def run(args) -> LabResult | None:
             print(f"rotation: work dir kept: {tmp}", file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+    # The same round with the hub alone, once the lab is gone (its load with it).
+    from benchmarks.shard_sim import forced_round
+    result = replace(result, in_process=forced_round(args.resources, 1))
+    report(result)
+    return result

@@ -119,8 +119,9 @@ class ReconResult:
 
 
 class Sim:
-    def __init__(self, db: Path, resources: int, seed: int, step: float) -> None:
-        self.rig = Rig(db, POOLS, {pid: resources for pid in POOLS}, seed=seed)
+    def __init__(self, db: Path, pools: dict[str, dict], resources: int, seed: int,
+                 step: float = 1.0) -> None:
+        self.rig = Rig(db, pools, {pid: resources for pid in pools}, seed=seed)
         self.resources = {m.id: Resource(self.rig, m) for m in self.rig.members}
         self.step_s = step
         self.mismatches = 0
@@ -176,7 +177,7 @@ def measure(args) -> ReconResult:
     tmp = Path(tempfile.mkdtemp(prefix="sb-recon-"))
     w0 = time.perf_counter()
     try:
-        sim = Sim(tmp / "hub.db", args.recon_resources, args.seed, args.step)
+        sim = Sim(tmp / "hub.db", POOLS, args.recon_resources, args.seed, args.step)
         leased = sum(1 for lease in sim.rig.shard.state.leases.values()
                      if lease.state == "leased")
         assert leased == len(sim.resources), f"only {leased} of {len(sim.resources)} leased"
@@ -213,6 +214,30 @@ def measure(args) -> ReconResult:
         shutil.rmtree(tmp, ignore_errors=True)
     return ReconResult(args.seed, args.recon_resources, tuple(samples), moved / minutes,
                        rounds, failed, sim.mismatches, simulated, time.perf_counter() - w0)
+
+
+def forced_round(resources: int, seed: int) -> tuple[float, str]:
+    """The hub's own part of one forced round of `resources` moves: wall seconds from
+    the query to the round's final state, in-process (fake switch, clients that answer
+    at once, no `ip` commands), and that state."""
+    pool = pool_body("bench", "10.200.0.0/16", "203.0.113.0/24",
+                     lifespan={"min": NEVER, "max": NEVER}, rotation_interval=NEVER,
+                     max_migrations_per_round=max(resources, 10))
+    tmp = Path(tempfile.mkdtemp(prefix="sb-round-"))
+    try:
+        sim = Sim(tmp / "hub.db", {"bench": pool}, resources, seed)
+        shard = sim.rig.shard
+        t0 = time.perf_counter()
+        started = shard.query("rotate", pool_id="bench", resources=list(sim.resources))
+        sim.settle()
+        while (rotation := shard.state.rotations.get(started["id"])) is not None:
+            sim.advance(0.05)           # the realization poll, the drain's first count
+        took = time.perf_counter() - t0
+        state = sim.rig.store.get("shard-rotation", started["id"]).body["state"]
+        sim.rig.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return took, state
 
 
 def shares(result: ReconResult, minutes: int, pool_id: str) -> list[float]:
