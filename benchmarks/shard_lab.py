@@ -298,7 +298,7 @@ def report(r: LabResult) -> None:
     if r.planned_at is not None:
         print(f"  round start -> planned and stored (its journal entry; the ANNOUNCEs leave at "
               f"the next tick)  {(r.planned_at - rot['created_at']) * 1000:,.0f} ms")
-    print(f"  per move, ms                              min      p50      p99      max")
+    print("  per move, ms                              min      p50      p99      max")
     print(f"    round start -> ACK (acked_at)    {ms(f['start_ack'])}")
     print(f"    ACK -> realized                  {ms(f['ack_realized'])}")
     print(f"    round start -> realized          {ms(f['per_move'])}")

@@ -187,17 +187,16 @@ def repeat(pass_, seconds: float) -> Timed:
 
 
 def measure_one(tmp: Path, n: int, seconds: float, seed: int) -> RapResult:
-    leases, carving, placing = None, Timed((), 0.0, 0), Timed((), 0.0, 0)
-    run = 0
-    while leases is None or leases.work.wall < seconds:   # fresh rigs: K new leases a pass
-        if run:
-            bench.rig.close()
+    bench = Bench(new_rig(tmp, n, seed, 0))
+    leases, carving, placing = bench.lease_all()
+    run = 1
+    while leases.work.wall < seconds:               # fresh rigs: K new leases a pass
+        bench.rig.close()
         bench = Bench(new_rig(tmp, n, seed, run))
         rate, carved, placed = bench.lease_all()
-        assert rate.count == n, f"only {rate.count} of {n} leased"
-        leases = rate if leases is None else Rate(rate.what, leases.count + rate.count,
-                                                  leases.work + rate.work)
+        leases = Rate(rate.what, leases.count + rate.count, leases.work + rate.work)
         carving, placing, run = carving + carved, placing + placed, run + 1
+    assert leases.count == n * run, f"only {leases.count} of {n * run} leased"
     rig = bench.rig
     rig.run()                                       # the recompile the new leases asked for
     converge_ms = statistics.median(recompile(rig) for _ in range(3)) * 1000

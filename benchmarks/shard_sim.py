@@ -26,6 +26,9 @@ the resource's interface still carries it.  Printed: the share per pool
 (mean over the leaks, and the range), the ratio rotating / static, the
 leaked addresses now held by another resource, and the rotating pool's moves
 per minute over the measured span.
+
+`forced_round` is the rotation benchmark's in-process counterpart: the same
+forced round of N moves with the hub alone (clients answering at once).
 """
 from __future__ import annotations
 
@@ -230,7 +233,7 @@ def forced_round(resources: int, seed: int) -> tuple[float, str]:
         t0 = time.perf_counter()
         started = shard.query("rotate", pool_id="bench", resources=list(sim.resources))
         sim.settle()
-        while (rotation := shard.state.rotations.get(started["id"])) is not None:
+        while started["id"] in shard.state.rotations:      # still running
             sim.advance(0.05)           # the realization poll, the drain's first count
         took = time.perf_counter() - t0
         state = sim.rig.store.get("shard-rotation", started["id"]).body["state"]
