@@ -99,13 +99,6 @@ class RotationLab:
         ctl.start()
         self.net = build_net(segments=1, hosts=self.n, cores=1, spares=0, prefix=LAB_PREFIX,
                              controller_port=ctl.of_port)
-        # Mininet's batch startup: one ovs-vsctl run as a process.  build_net hands Mininet
-        # a functools.partial of HubOVS, which hides batchStartup from it, so each switch
-        # is made by one ovs-vsctl line typed into its shell, and the terminal cuts lines
-        # at 4,095 characters: an attachment switch with more than about 50 hosts is
-        # silently never created.
-        for switch in self.net.switches:
-            switch.batch = True
         self.net.start()
         self.lab = Lab(self.net, ctl, LAB_PREFIX, 1, self.n, 1)
         ctl.wait_in_sync(self.lab.dpids, timeout=60)

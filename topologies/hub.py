@@ -85,7 +85,6 @@ multicast-listener reports do not reach the controller (``ipv6=True`` keeps
 it).
 """
 
-import functools
 import re
 
 from mininet.log import warn
@@ -328,6 +327,22 @@ class HubHost(Host):
 # ---------------------------------------------------------------------------
 
 
+def _switch_class(fail_mode):
+    """HubOVS with this fail mode, as a class: Mininet starts a switch class that has
+    ``batchStartup`` with one ovs-vsctl process for all of them.  (A functools.partial
+    hides it; each bridge was then made by one ovs-vsctl line typed into a shell, which
+    the terminal cuts at 4,095 characters: a switch with ~50 hosts or more was never
+    created.)"""
+    if fail_mode == "secure":
+        return HubOVS
+
+    class Switch(HubOVS):
+        def __init__(self, name, **params):
+            params.setdefault("failMode", fail_mode)
+            HubOVS.__init__(self, name, **params)
+    return Switch
+
+
 def build_net(segments=2, hosts=2, cores=1, spares=2, prefix="",
               controller_port=6653, fail_mode="secure", **net_params):
     """Build (not start) the hub network with HubOVS switches and HubHosts.
@@ -344,9 +359,8 @@ def build_net(segments=2, hosts=2, cores=1, spares=2, prefix="",
                    spares=spares, prefix=prefix)
     params = dict(autoSetMacs=False, autoStaticArp=False, controller=None)
     params.update(net_params)
-    net = Mininet(topo=topo, switch=functools.partial(HubOVS,
-                                                      failMode=fail_mode),
-                  host=HubHost, build=False, **params)
+    net = Mininet(topo=topo, switch=_switch_class(fail_mode), host=HubHost, build=False,
+                  **params)
     if controller_port is not None:
         net.addController("%sctl" % (prefix or ""), controller=QuietRemoteController,
                           ip="127.0.0.1", port=int(controller_port))

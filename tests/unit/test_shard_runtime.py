@@ -228,3 +228,24 @@ def test_a_pools_stats_gather_its_metrics(fab):
     assert s["shards"]["active"] >= 1 and 0 < s["utilization"] <= 1
     text = stats_text(s)
     assert "moves                 moved 1" in text and "announce -> realized  1, mean" in text
+
+
+def test_rounds_run_every_rotation_interval_whatever_else_started_rounds(fab):
+    c, address = leased(fab)
+    registry = fab.hub.metrics.registry
+    for step in range(21):                      # 10.5 minutes; the interval is 10
+        fab.wall.advance(30)
+        fab.clock.advance(30)
+        c.send(Type.RENEW, c.ip)
+        for m in c.answers():                   # follow every move, as hub-rap does
+            if m.type == Type.ANNOUNCE:
+                c.ip = str(m.lease.address)
+                c.send(Type.ACK, c.ip)
+        if step % 3 == 0:                       # a forced round every 1.5 minutes
+            fab.query("shard", "rotate", pool_id="web", resources=["web-1"])
+        fab.settle()
+    interval = registry.get_sample_value("hub_shard_rotation_rounds_total",
+                                         {"pool": "web", "reason": "interval"})
+    assert interval == 1                        # 10 minutes after the first tick, not reset
+    assert registry.get_sample_value("hub_shard_rotation_rounds_total",
+                                     {"pool": "web", "reason": "forced"}) == 7

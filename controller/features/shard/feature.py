@@ -83,8 +83,11 @@ class ShardFeature(Feature):
         now, mono = self.ctx.wallclock(), self.ctx.clock()
         self.rotor.announce(now)
         self.rotor.realized(now)
-        if mono < self._next_tick:
-            return
+        if mono >= self._next_tick:
+            self._every_second(now, mono)
+        self.rotor.flush()
+
+    def _every_second(self, now: float, mono: float) -> None:
         self._next_tick = mono + IDLE_TICK
         self.rapd.expire(now)
         self.router.tick(now)

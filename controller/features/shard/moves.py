@@ -69,8 +69,9 @@ def start_round(pool: ShardPool, state: PoolState, leases: Mapping[str, Lease], 
         changed[lease.id] = replace(lease, move=Move(round_id, move.to_shard, address, ANNOUNCING,
                                                      now, now + ANNOUNCE_DEADLINE)).logged(
             now, "announcing", address=address, round=round_id)
-    state = settle_shards(replace(state, last_round_at=now), [*changed.values(), *leases.values()],
-                          rnd.retired)
+    if reason == "interval":    # the interval runs on whatever else started rounds meanwhile
+        state = replace(state, last_round_at=now)
+    state = settle_shards(state, [*changed.values(), *leases.values()], rnd.retired)
     rotation.settle(now)
     return Started(rotation, state, changed)
 

@@ -70,16 +70,15 @@ class RapService:
         now = self.ctx.wallclock()
         source = Client(dgram.ip_src if dgram.ip_src != "0.0.0.0" else BROADCAST, dgram.sport)
         lease = self.s.lease(resource.id)
-        leases = {r.id: self.s.lease(r.id) for r in self.s.resources.values()
-                  if r.pool_id == resource.pool_id}
         pool_id = resource.pool_id
         before = self.s.state(pool_id)
-        out = answer(msg, source, lease, pool, before, leases, now, self.ctx.random, self.s.epoch)
+        out = answer(msg, source, lease, pool, before, lambda: self.s.leases_by_id(pool_id), now,
+                     self.ctx.random, self.s.epoch)
         if out.event:
             out.lease = out.lease.logged(now, out.event, address=out.lease.address)
             self.ctx.journal("shard", resource.id, out.event, address=out.lease.address)
         if out.state != before:
-            self.s.put_state(settle_shards(out.state, leases.values()))
+            self.s.put_state(settle_shards(out.state, self.s.leases_of(pool_id)))
         if out.renewed:
             self.s.metrics.renewals.labels(pool_id).inc()
         if msg.type == rap.Type.ACK and resource.id in self.sent_at:

@@ -24,6 +24,7 @@ from ipaddress import IPv4Network
 from typing import Iterable, Sequence
 
 ACTIVE, DRAINING, RETIRED = "active", "draining", "retired"
+DRAWS = 32              # random tries at a free shard before listing every free one
 
 
 @dataclass(frozen=True)
@@ -85,11 +86,25 @@ def draw_lifespan(limits: Limits, rng: random.Random) -> float:
 
 
 def carve(limits: Limits, taken: Iterable[IPv4Network], rng: random.Random) -> IPv4Network | None:
-    """A free shard of the pool, drawn at random among the free ones (None: the pool is full)."""
+    """A free shard of the pool, drawn at random among the free ones (None: the pool is full).
+
+    A few random draws first (a /16 holds 4,096 /28s, and a pool is mostly free), then,
+    when those all hit taken shards, every free one is listed and one drawn."""
     used = list(taken)
-    free = [net for net in limits.pool.subnets(new_prefix=limits.prefix)
-            if not any(net.overlaps(u) for u in used)]
-    return rng.choice(free) if free else None
+    same = {u for u in used if u.prefixlen == limits.prefix}
+    other = [u for u in used if u.prefixlen != limits.prefix]    # shards of an older prefix
+    size = 2 ** (32 - limits.prefix)
+    count = 2 ** (limits.prefix - limits.pool.prefixlen)
+    base = int(limits.pool.network_address)
+
+    def free(net: IPv4Network) -> bool:
+        return net not in same and not any(net.overlaps(u) for u in other)
+    for _ in range(min(DRAWS, count)):
+        net = IPv4Network((base + rng.randrange(count) * size, limits.prefix))
+        if free(net):
+            return net
+    candidates = [net for net in limits.pool.subnets(new_prefix=limits.prefix) if free(net)]
+    return rng.choice(candidates) if candidates else None
 
 
 def plan_round(limits: Limits, shards: Sequence[Shard], now: float, rng: random.Random,

@@ -58,6 +58,7 @@ class Rotor:
         self.counting: set[tuple[str, str]] = set()
         self.next_count: dict[tuple[str, str], float] = {}
         self.expired_round_at: dict[str, float] = {}
+        self.dirty: set[str] = set()        # rounds whose steps changed since the last flush
 
     def resumed(self) -> None:
         """After a restart, moves in flight go on where they were."""
@@ -72,8 +73,7 @@ class Rotor:
 
     def _round(self, pool_id: str, now: float, force, reason: str) -> Rotation:
         pool = self.s.pools[pool_id]
-        leases = {r.id: self.s.lease(r.id) for r in self.s.resources.values()
-                  if r.pool_id == pool_id}
+        leases = self.s.leases_by_id(pool_id)
         started = moves.start_round(pool, self.s.state(pool_id), leases, self.s.new_rotation_id(),
                                     now, self.ctx.random, force, reason)
         self.s.put_state(started.state)
@@ -198,7 +198,16 @@ class Rotor:
         if rotation is None:
             return
         moves.step_update(rotation, rid, now, state, message)
-        self.s.put_rotation(rotation)
+        self.dirty.add(round_id)
+
+    def flush(self) -> None:
+        """Store the rounds whose steps changed (once per tick: a round of a hundred
+        moves is written a few times, not twice per move)."""
+        for round_id in sorted(self.dirty):
+            rotation = self.s.rotations.get(round_id)
+            if rotation is not None:
+                self.s.put_rotation(rotation)
+        self.dirty.clear()
 
     # ------------------------------------------------------------ draining
     def drain(self, now: float) -> None:

@@ -121,6 +121,9 @@ class ShardState:
     def leases_of(self, pool_id: str) -> list[Lease]:
         return [self.lease(r.id) for r in self.resources.values() if r.pool_id == pool_id]
 
+    def leases_by_id(self, pool_id: str) -> dict[str, Lease]:
+        return {lease.id: lease for lease in self.leases_of(pool_id)}
+
     def port_of(self, resource: Resource) -> Port | None:
         doc = self.ctx.store.find(INTERFACE, resource.interface_id)
         if doc is None:

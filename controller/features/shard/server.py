@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
-from typing import Mapping
+from typing import Callable, Mapping
 
 from controller.rap import protocol as rap
 from controller.features.shard.addresses import place_new, quarantine
@@ -46,7 +46,9 @@ def offer(lease: Lease, pool: ShardPool, prefix: int) -> Reply:
 
 
 def answer(msg: rap.Message, source: Client, lease: Lease, pool: ShardPool, state: PoolState,
-           leases: Mapping[str, Lease], now: float, rng: random.Random, epoch: int) -> Outcome:
+           leases: Callable[[], Mapping[str, Lease]], now: float, rng: random.Random,
+           epoch: int) -> Outcome:
+    """`leases()`: every lease of the pool (asked only when an address is placed)."""
     lease = replace(lease, client=source, counter=msg.counter)
     out = Outcome(lease, state)
     address = str(msg.address) if msg.address is not None else None
@@ -73,8 +75,8 @@ def answer(msg: rap.Message, source: Client, lease: Lease, pool: ShardPool, stat
     return out
 
 
-def _register(out: Outcome, pool: ShardPool, leases: Mapping[str, Lease], now: float,
-              rng: random.Random) -> None:
+def _register(out: Outcome, pool: ShardPool, leases: Callable[[], Mapping[str, Lease]],
+              now: float, rng: random.Random) -> None:
     lease = out.lease
     if lease.address is not None and lease.state in (LEASED, OFFERED):
         # The client restarted (or lost the OFFER): the same address again.
@@ -82,7 +84,7 @@ def _register(out: Outcome, pool: ShardPool, leases: Mapping[str, Lease], now: f
         out.replies.append(offer(out.lease, pool, pool.shard_prefix))
         out.event = "re-registered"
         return
-    others = {k: v for k, v in leases.items() if k != lease.id}
+    others = {k: v for k, v in leases().items() if k != lease.id}
     placed = place_new(pool.limits(), out.state, others, now, rng)
     if placed is None:
         out.replies.append(Reply(Type.NAK, reason=rap.Reason.NO_ADDRESS))
