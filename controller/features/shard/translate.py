@@ -31,6 +31,7 @@ address.  That is the one case that resets a connection.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from ipaddress import IPv4Network
 
 from controller.features.fabric.compile import proxy_arp_responder
@@ -123,12 +124,21 @@ def _route_flows(inp: ShardInput) -> list[FlowSpec]:
     return out
 
 
-def _edge_flows(inp: ShardInput, r: ResourceNet) -> list[FlowSpec]:
+@lru_cache(maxsize=1 << 14)
+def resource_flows(router_mac: str, r: ResourceNet) -> tuple[FlowSpec, ...]:
+    """One resource's flows on its own switch, made once per (router MAC, resource as it
+    is now): a lease or a move recompiles its own resource only."""
+    flows = _edge_flows(router_mac, r) + _inbound_flows(r)
+    tables.check(flows)
+    return tuple(flows)
+
+
+def _edge_flows(router_mac: str, r: ResourceNet) -> list[FlowSpec]:
     T, c = tables, resource_cookie(r.id)
     here = {"in_port": r.port, "eth_src": r.mac}
     out = [flow(T.CLASSIFY.id, HOOK_CLASSIFY, here, goto=T.SHARD_EDGE.id, cookie=c),
            flow(T.SHARD_EDGE.id, EDGE_ARP, {**here, "eth_type": ETH_ARP, "arp_op": 1},
-                proxy_arp_responder(inp.router_mac), cookie=c)]
+                proxy_arp_responder(router_mac), cookie=c)]
     for server in filter(None, (r.gateway_ip, BROADCAST)):
         out.append(flow(T.SHARD_EDGE.id, EDGE_RAP,
                         {**here, "eth_type": ETH_IPV4, "ipv4_dst": server, "ip_proto": 17,
@@ -204,13 +214,12 @@ def compile_shards(inp: ShardInput) -> dict[int, tuple[FlowSpec, ...]]:
         return {}
     everywhere = _route_flows(inp)
     out: dict[int, list[FlowSpec]] = {d: list(everywhere) for d in inp.switches}
+    tables.check(everywhere)
     for r in inp.resources:
         if r.dpid in out:
-            out[r.dpid] += _edge_flows(inp, r) + _inbound_flows(r)
+            out[r.dpid] += resource_flows(inp.router_mac, r)
     for dpid in {r.dpid for r in inp.resources} & set(out):
-        out[dpid] += _switch_flows(inp)
-    result = {}
-    for dpid, flows in out.items():
-        tables.check(flows)
-        result[dpid] = tuple(flows)
-    return result
+        shared = _switch_flows(inp)
+        tables.check(shared)
+        out[dpid] += shared
+    return {dpid: tuple(flows) for dpid, flows in out.items()}
