@@ -22,7 +22,7 @@ from controller.core.topology import Host, Subnet
 from controller.features.fabric.compile import FabricInput, compile_fabric
 from controller.features.shard.services import (MARK_BITS, Service, ServiceNet, ServicesInput,
                                                 compile_services, mark_of)
-from controller.features.shard.translate import ResourceNet, ShardInput, compile_shards
+from controller.features.shard.translate import PUNT_METER, ResourceNet, ShardInput, compile_shards
 from controller.pipeline import cookies, ofcodec, tables
 from controller.pipeline.actions import Conntrack
 from controller.pipeline.ofctl import render_action, render_flows
@@ -62,7 +62,7 @@ def load(bridge) -> None:
     services = compile_services(ServicesInput(switches, ROUTER_MAC, {}, (
         ServiceNet(DNS, resources), ServiceNet(GAME, resources),
         ServiceNet(WEB, resources, ((IPv4Network("198.51.100.0/25"), 1),)))))
-    bridge.ofctl("add-meter", bridge.name, "meter=131072,kbps,band=type=drop,rate=512")
+    bridge.ofctl("add-meter", bridge.name, f"meter={PUNT_METER},kbps,band=type=drop,rate=512")
     bridge.add_flows(render_flows([*bootstrap_flows(), *fabric[bridge.dpid],
                                    *shard[bridge.dpid], *services[bridge.dpid]]))
 
@@ -129,7 +129,7 @@ def test_the_first_datagram_of_a_patterned_flow_goes_to_the_controller(bridge):
     t = bridge.trace(from_ext(GAME.external_ip, 7777, 40000), "--ct-next", "trk,new")
     assert t.datapath_actions.startswith(f"ct(zone={GAME.zone})"), t.text
     assert f"Resuming from table {tables.SHARD_SERVICE.id}" in t.text, t.text
-    assert last_actions(t).startswith("userspace(") and "controller(" in last_actions(t), t.text
+    assert last_actions(t).startswith("meter(") and "controller(" in last_actions(t), t.text
 
 
 def n_packets(bridge, *parts: str) -> int:
@@ -169,6 +169,7 @@ def test_service_flows_read_back_exactly_as_written(make_bridge, version):
     """What the reconciler sees: flows written by the codec (multipath, conntrack with a
     zone and a masked mark) decode back from the switch's flow stats to the same FlowSpecs."""
     b = make_bridge(ports=3)
+    b.ofctl("add-meter", b.name, f"meter={PUNT_METER},kbps,band=type=drop,rate=512")
     resources = nets(b.dpid)
     flows = compile_services(ServicesInput(frozenset({b.dpid}), ROUTER_MAC, {}, (
         ServiceNet(DNS, resources), ServiceNet(GAME, resources),

@@ -15,7 +15,7 @@ from controller.core.discovery import bootstrap_flows
 from controller.core.hub import ROUTER_MAC
 from controller.core.topology import Host, Subnet
 from controller.features.fabric.compile import FabricInput, compile_fabric
-from controller.features.shard.translate import (RAP_METER, RAP_METER_KBPS, ResourceNet,
+from controller.features.shard.translate import (PUNT_METER, PUNT_METER_KBPS, ResourceNet,
                                                  ShardInput, compile_shards)
 from controller.pipeline.ofctl import render_flows
 
@@ -40,7 +40,7 @@ def load(bridge) -> None:
     shard = compile_shards(ShardInput(frozenset({bridge.dpid}), ROUTER_MAC, (("web", POOL),),
                                       (resource,)))[bridge.dpid]
     bridge.ofctl("add-meter", bridge.name,
-                 f"meter={RAP_METER},kbps,band=type=drop,rate={RAP_METER_KBPS}")
+                 f"meter={PUNT_METER},kbps,band=type=drop,rate={PUNT_METER_KBPS}")
     bridge.add_flows(render_flows([*bootstrap_flows(), *fabric, *shard]))
 
 
@@ -100,4 +100,4 @@ def test_the_resource_gets_arp_answers_and_its_rap_goes_to_the_controller(bridge
     for server in ("10.0.1.254", "255.255.255.255"):
         rap = bridge.trace(f"in_port=1,udp,dl_src={RES.mac},dl_dst={ROUTER_MAC},"
                            f"nw_src=10.0.1.10,nw_dst={server},nw_ttl=64,udp_src=40000,udp_dst=6699")
-        assert rap.to_controller and f"meter:{RAP_METER}" in rap.text, rap.text
+        assert rap.to_controller and f"meter:{PUNT_METER}" in rap.text, rap.text

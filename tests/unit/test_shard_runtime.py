@@ -13,6 +13,7 @@ from controller.rap.protocol import Message, Type
 from controller.features.shard.records import LEASE, RESOURCE, ROTATION
 from controller.pipeline import tables
 from controller.pipeline.actions import Conntrack
+from controller.features.shard.translate import PUNT_METER
 from controller.probes import parse_udp, udp_frame
 from tests.unit.hubtest import A, H1_IP, H1_MAC, SUBNETS, Fabric, run
 
@@ -109,6 +110,7 @@ def test_a_lease_puts_the_translation_in_place_and_renewals_extend_it(fab):
     external = [f for f in fab.b.flows.values() if f.table == tables.ROUTE.id
                 and dict(f.match).get("ipv4_dst") == EXTERNAL]
     assert len(external) == 1                   # every switch routes the external address
+    assert PUNT_METER in fab.a.meter_table and PUNT_METER not in fab.b.meter_table
     lease = fab.store.get(LEASE, "web-1").body
     assert lease["state"] == "leased" and lease["address"] == address
     fab.wall.advance(30)

@@ -23,7 +23,8 @@ from controller.features.shard.rapd import RapService
 from controller.features.shard.records import RESOURCE
 from controller.features.shard.rotor import Rotor
 from controller.features.shard.runtime import ShardState
-from controller.features.shard.translate import ShardInput, compile_shards, rap_meter
+from controller.features.shard.translate import (PUNT_METER, ShardInput, compile_shards,
+                                                 punt_meter)
 from controller.pipeline import tables
 
 LOG = logging.getLogger("hubshift.shards")
@@ -70,9 +71,9 @@ class ShardFeature(Feature):
         flows = compile_shards(ShardInput(view.switches, view.router_mac, pools, tuple(nets)))
         for dpid, extra in self.router.flows(view, nets).items():
             flows[dpid] = (*flows.get(dpid, ()), *extra)
-        meter = (rap_meter(),)
-        return Contribution(flows=flows,
-                            meters={n.dpid: meter for n in nets if n.dpid in view.switches})
+        meter = (punt_meter(),)
+        return Contribution(flows=flows, meters={
+            dpid: meter for dpid, fl in flows.items() if any(f.meter == PUNT_METER for f in fl)})
 
     def on_packet_in(self, punt: PacketIn) -> None:
         if punt.table_id == tables.SHARD_SERVICE.id:

@@ -46,7 +46,7 @@ from controller.core import budgets
 from controller.core.budgets import Span
 from controller.core.documents import (ID_PATTERN, IPv4, DocumentInvalid, DocumentModel, Seconds,
                                        errors_of, fail, rule)
-from controller.features.shard.translate import ETH_IPV4, ResourceNet, ct_match
+from controller.features.shard.translate import ETH_IPV4, PUNT_METER, ResourceNet, ct_match
 from controller.pipeline import cookies, tables
 from controller.pipeline.actions import (Conntrack, DecTtl, Multipath, Nat, Output, SetField)
 from controller.pipeline.flowspec import FlowSpec, flow
@@ -296,7 +296,7 @@ def _decision_flows(inp: ServicesInput, dpid: int, sn: ServiceNet) -> list[FlowS
                    for k, r in enumerate(sn.members)]
         out.append(flow(tables.SHARD_SERVICE.id, UNPINNED,
                         {**_to_service(s), **ct_match("+new+trk")}, [Output.controller()],
-                        cookie=service_cookie(s.id)))
+                        meter=PUNT_METER, cookie=service_cookie(s.id)))
     for priority, match, r in chosen:
         f = _deliver(inp, dpid, s, r, priority, match) if r is not None else None
         if f is not None:

@@ -45,8 +45,8 @@ ETH_ARP, ETH_IPV4 = 0x0806, 0x0800
 PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1}
 BROADCAST = "255.255.255.255"
 CONNECTION_SECONDS = 10     # a connection silent this long no longer holds its address
-RAP_METER = 0x20000         # budget: shard meters 0x20000..
-RAP_METER_KBPS = 512        # ~500 RAP datagrams a second per switch
+PUNT_METER = 0x20000        # budget: shard meters 0x20000..; every punt of the feature
+PUNT_METER_KBPS = 512       # ~500 RAP datagrams a second per switch
 
 # Priorities (budget: classify 225..239, route 301..349, l2 135..149)
 HOOK_CLASSIFY = 230
@@ -143,7 +143,7 @@ def _edge_flows(router_mac: str, r: ResourceNet) -> list[FlowSpec]:
         out.append(flow(T.SHARD_EDGE.id, EDGE_RAP,
                         {**here, "eth_type": ETH_IPV4, "ipv4_dst": server, "ip_proto": 17,
                          "udp_dst": r.rap_port},
-                        [Output.controller()], meter=RAP_METER, cookie=c))
+                        [Output.controller()], meter=PUNT_METER, cookie=c))
     track = Conntrack(zone=r.zone, nat=Nat(), table=T.SHARD_OUT.id)
     for address in r.sources:
         src = {**here, "eth_type": ETH_IPV4, "ipv4_src": address}
@@ -203,9 +203,10 @@ def _switch_flows(inp: ShardInput) -> list[FlowSpec]:
     return out
 
 
-def rap_meter() -> MeterSpec:
-    """The meter RAP punts go through, on every switch with a resource."""
-    return MeterSpec(RAP_METER, RAP_METER_KBPS)
+def punt_meter() -> MeterSpec:
+    """The meter the feature's punts go through (RAP, a patterned service's first
+    datagrams), on every switch with a flow that punts."""
+    return MeterSpec(PUNT_METER, PUNT_METER_KBPS)
 
 
 def compile_shards(inp: ShardInput) -> dict[int, tuple[FlowSpec, ...]]:
