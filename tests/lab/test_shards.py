@@ -143,6 +143,13 @@ def test_a_connection_survives_five_rotations_and_new_ones_land_on_the_new_addre
     ext.cmd(f"rm -f {log}")
     lab.bg(ext, f"{NETCHECK} stream {external} 80 {log}")
     wait_for("the stream flowing", lambda: oks(ext, log) >= 3, 10)
+    # A one-way UDP flow alongside: 20 datagrams a second for 12 s into a sink.
+    sink, res = f"/tmp/{LAB_PREFIX}-udpsink.log", lab.host("h1_1")
+    res.cmd(f"rm -f {sink}")
+    lab.bg(res, f"{NETCHECK} udpsink 9000 {sink}")
+    wait_for("the sink listening", lambda: ":9000" in res.cmd("ss -lun"), 10)
+    lab.bg(ext, f"{NETCHECK} udpstream {external} 9000 12 20")
+    started = time.monotonic()
     seen = [leased_address(lab, "h1_1")]
     for n in range(5):
         done = rotate(lab, "h1_1")
@@ -153,10 +160,13 @@ def test_a_connection_survives_five_rotations_and_new_ones_land_on_the_new_addre
         assert who(ext, external)["local"] == new           # a new connection: the new address
         time.sleep(1.0)
     assert fails(ext, log) == "" and oks(ext, log) > 50
+    time.sleep(max(0.0, started + 13.0 - time.monotonic()))     # the UDP flow is over
+    received, top = map(int, re.findall(r"received (\d+) max (\d+)", res.cmd(f"cat {sink}"))[0])
+    assert top >= 235 and received >= top - 5, (received, top)  # at most one lost a rotation
     r = resource(lab, "h1_1")
     assert seen[0] in {d["address"] for d in r["deprecated"]}   # the stream still holds it
-    host, pid = lab.background.pop()                            # stop the stream
-    host.cmd(f"kill {pid}")
+    for host, pid in [b for b in lab.background if b[0] in (ext, res)][-3:]:
+        host.cmd(f"kill {pid}")                                 # the stream, sink, UDP flow
 
     def released():
         left = {d["address"] for d in resource(lab, "h1_1")["deprecated"]}

@@ -151,8 +151,10 @@ def test_the_controllers_pin_takes_this_and_every_later_datagram_to_its_resource
                     table=tables.SHARD_SERVICE.id)
     marked = (" table=90,", "ct_mark=0x20000/0xf0000")        # to web-2
     translated = (" table=93,", f"dl_dst={RES2.mac}")          # the first: NATed, then out
-    # The later ones: one-way UDP stays +new in web-2's zone, already NATed by ct(nat).
-    known = (" table=92,", "ct_state=+new+trk", f"nw_dst={ADDRESSES[2]}")
+    # The later ones: one-way UDP stays +new in web-2's zone, already NATed by ct(nat);
+    # they are delivered and record their connection (so its address does not drain).
+    known = (" table=92,", "priority=201,ct_state=+new+trk,udp", f"nw_dst={ADDRESSES[2]}",
+             "learn(")
     punted = (" table=90,", "ct_state=+new+trk", "CONTROLLER")
     counted = (marked, translated, known, punted)
     before = [n_packets(bridge, *p) for p in counted]

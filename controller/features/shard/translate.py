@@ -95,20 +95,19 @@ def connection_cookie(resource_id: str, address: str) -> int:
     return cookies.make(cookies.Feature.SHARD, f"conn:{resource_id}:{address}")
 
 
-def learn_connection(r: ResourceNet, address: str) -> Learn:
-    """Record the packet's connection (its 5-tuple from the resource's side)."""
-    specs = (LearnMatch("reg0", 32, src="ipv4_src"), LearnMatch("reg1", 32, src="ipv4_dst"),
-             LearnMatch("reg3", 8, src="ip_proto"))
+def learn_connection(r: ResourceNet, address: str, proto: str | None = None,
+                     inbound: bool = False) -> Learn:
+    """Record the packet's connection, keyed from the resource's side whichever way the
+    packet goes (local address and port in reg0/reg2[0..15], the peer's in
+    reg1/reg2[16..31], the protocol in reg3): one learned flow per connection."""
+    local, peer = ("dst", "src") if inbound else ("src", "dst")
+    specs = [LearnMatch("reg0", 32, src=f"ipv4_{local}"), LearnMatch("reg1", 32, src=f"ipv4_{peer}"),
+             LearnMatch("reg3", 8, src="ip_proto")]
+    if proto is not None:
+        specs += [LearnMatch("reg2", 16, 0, src=f"{proto}_{local}"),
+                  LearnMatch("reg2", 16, 16, src=f"{proto}_{peer}")]
     return Learn(table=tables.SHARD_CONNECTIONS.id, cookie=connection_cookie(r.id, address),
-                 hard_timeout=CONNECTION_SECONDS, priority=1, specs=specs)
-
-
-def learn_tcp_udp(r: ResourceNet, address: str, proto: str) -> Learn:
-    base = learn_connection(r, address)
-    ports = (LearnMatch("reg2", 16, 0, src=f"{proto}_src"),
-             LearnMatch("reg2", 16, 16, src=f"{proto}_dst"))
-    return Learn(table=base.table, cookie=base.cookie, hard_timeout=base.hard_timeout,
-                 priority=base.priority, specs=base.specs + ports)
+                 hard_timeout=CONNECTION_SECONDS, priority=1, specs=tuple(specs))
 
 
 def _route_flows(inp: ShardInput) -> list[FlowSpec]:
@@ -149,7 +148,7 @@ def _edge_flows(router_mac: str, r: ResourceNet) -> list[FlowSpec]:
         src = {**here, "eth_type": ETH_IPV4, "ipv4_src": address}
         for proto in ("tcp", "udp"):
             out.append(flow(T.SHARD_EDGE.id, EDGE_IPV4 + 1, {**src, "ip_proto": PROTOCOLS[proto]},
-                            [learn_tcp_udp(r, address, proto), track], cookie=c))
+                            [learn_connection(r, address, proto), track], cookie=c))
         out.append(flow(T.SHARD_EDGE.id, EDGE_IPV4, src, [learn_connection(r, address), track],
                         cookie=c))
         for proto, number in PROTOCOLS.items():
@@ -170,7 +169,7 @@ def _inbound_flows(r: ResourceNet) -> list[FlowSpec]:
     mine = {"eth_dst": r.mac, "eth_type": ETH_IPV4}
     out = [flow(T.L2.id, HOOK_L2, mine, goto=T.SHARD_IN.id, cookie=c),
            flow(T.L2.id, L2_ISOLATE, {"eth_dst": r.mac}, cookie=c)]
-    if r.address is None:
+    if not r.sources:
         return out
     out += [flow(T.SHARD_IN.id, KNOWN, {**mine, "ipv4_dst": r.external_ip},
                  [Conntrack(zone=r.zone, nat=Nat(), table=T.SHARD_IN_CT.id)], cookie=c),
@@ -178,16 +177,25 @@ def _inbound_flows(r: ResourceNet) -> list[FlowSpec]:
     for state in ("+est+trk", "+rel+trk"):
         out.append(flow(T.SHARD_IN_CT.id, KNOWN, {**mine, **ct_match(state)}, [Output(r.port)],
                         cookie=c))
-    # A one-way UDP flow stays +new after its commit, already translated by ct(nat): known.
     for address in r.sources:
-        out.append(flow(T.SHARD_IN_CT.id, KNOWN, {**mine, **ct_match("+new+trk"),
-                                                  "ipv4_dst": address}, [Output(r.port)],
-                        cookie=c))
-    for number in PROTOCOLS.values():
-        out.append(flow(T.SHARD_IN_CT.id, NEW, {**mine, **ct_match("+new+trk"),
-                                                "ipv4_dst": r.external_ip, "ip_proto": number},
-                        [Conntrack(commit=True, zone=r.zone, nat=Nat(dst=r.address),
-                                   table=T.SHARD_DELIVER.id)], cookie=c))
+        to = {**mine, "ipv4_dst": address}
+        # A one-way UDP flow stays +new after its commit, already translated by ct(nat).
+        out.append(flow(T.SHARD_IN_CT.id, KNOWN, {**to, **ct_match("+new+trk")},
+                        [Output(r.port)], cookie=c))
+        # What comes in records its connection too: a flow that only ever comes in
+        # (one-way UDP) keeps its address from draining.
+        for proto in ("tcp", "udp"):
+            for state in ("+est+trk", "+new+trk") if proto == "udp" else ("+est+trk",):
+                out.append(flow(T.SHARD_IN_CT.id, KNOWN + 1,
+                                {**to, **ct_match(state), "ip_proto": PROTOCOLS[proto]},
+                                [learn_connection(r, address, proto, inbound=True),
+                                 Output(r.port)], cookie=c))
+    if r.address is not None:
+        for number in PROTOCOLS.values():
+            out.append(flow(T.SHARD_IN_CT.id, NEW, {**mine, **ct_match("+new+trk"),
+                                                    "ipv4_dst": r.external_ip, "ip_proto": number},
+                            [Conntrack(commit=True, zone=r.zone, nat=Nat(dst=r.address),
+                                       table=T.SHARD_DELIVER.id)], cookie=c))
     return out
 
 
