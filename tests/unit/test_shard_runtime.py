@@ -251,3 +251,19 @@ def test_rounds_run_every_rotation_interval_whatever_else_started_rounds(fab):
     assert interval == 1                        # 10 minutes after the first tick, not reset
     assert registry.get_sample_value("hub_shard_rotation_rounds_total",
                                      {"pool": "web", "reason": "forced"}) == 7
+
+
+def test_a_move_in_flight_goes_on_after_a_restart(fab):
+    c, old = leased(fab)
+    answer = fab.query("shard", "rotate", pool_id="web", resources=["web-1"])
+    (first,) = c.answers()
+    fab.hub = fab.make_hub()                    # the controller restarts mid-move
+    fab.connect()
+    fab.settle()
+    again = [m for m in c.answers() if m.type == Type.ANNOUNCE]
+    assert again and again[0].lease.address == first.lease.address   # announced again
+    assert again[0].epoch != first.epoch                             # by a new epoch
+    c.send(Type.ACK, str(first.lease.address))
+    fab.settle()
+    assert nat_targets(fab) == {str(first.lease.address)}
+    assert fab.store.get(ROTATION, answer["id"]).body["state"] == "done"
