@@ -9,7 +9,6 @@ established connection (conntrack keeps it across a controller restart).
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from controller.core import budgets
@@ -27,7 +26,6 @@ from controller.features.shard.translate import (PUNT_METER, ShardInput, compile
                                                  punt_meter)
 from controller.pipeline import tables
 
-LOG = logging.getLogger("hubshift.shards")
 IDLE_TICK = 1.0         # seconds: leases, rounds and metrics are looked at this often
 
 
@@ -48,10 +46,6 @@ class ShardFeature(Feature):
 
     def _acked(self, lease, now: float) -> None:
         self.rotor.on_ack(lease, now)
-
-    @property
-    def pools(self):
-        return self.state.pools
 
     def load(self) -> None:
         self.state.load()
@@ -96,7 +90,7 @@ class ShardFeature(Feature):
         self.rotor.settle_rounds(now)
         self.rotor.due_rounds(now)
         self.probes.poll(mono)
-        self.state.publish(now)
+        self.state.publish()
 
     def next_wakeup(self) -> float | None:
         if not self.state.pools:

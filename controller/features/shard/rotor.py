@@ -68,8 +68,8 @@ class Rotor:
 
     # ------------------------------------------------------------ rounds
     def force(self, pool_id: str, resources: list[str] | None) -> Rotation:
-        reason = "forced"
-        return self._round(pool_id, self.ctx.wallclock(), resources or (), reason)
+        """A round now; `resources` move (None: the algorithm alone decides)."""
+        return self._round(pool_id, self.ctx.wallclock(), resources or (), "forced")
 
     def _round(self, pool_id: str, now: float, force, reason: str) -> Rotation:
         pool = self.s.pools[pool_id]

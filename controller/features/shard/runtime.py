@@ -176,7 +176,7 @@ class ShardState:
                 self.ctx.store.delete(ROTATION, doc.id)
 
     # ------------------------------------------------------------ metrics
-    def publish(self, now: float) -> None:
+    def publish(self) -> None:
         for pid in self.pools:
             state = self.state(pid)
             shards = with_members(state, self.leases_of(pid))
