@@ -1,8 +1,10 @@
-"""RAP, the Resource Assignment Protocol: messages byte for byte, and their authentication.
+"""RAP, the Resource Assignment Protocol: its messages byte for byte.
 
 Python standard library only: the `hub-rap` client on a bare resource uses
 this module as it is.  docs/rap.md specifies the format and both state
-machines; in short, every datagram is
+machines.  The envelope, its authentication and the receiver's checks are the
+channel shared with the shadow agent (`controller.agents.channel`, magic "RP"
+here); in short, every datagram is
 
     magic "RP" | version 1 | type | resource id (length-prefixed ASCII)
     | counter (u64) | nonce (96 bits) | server epoch (u32) | body | HMAC-SHA256
@@ -11,28 +13,27 @@ all big-endian, the HMAC keyed with the resource's secret over every byte
 before it.  A receiver refuses a message that is malformed, names an unknown
 resource, fails its HMAC, does not raise the sender's counter (a replay), or
 carries another server epoch than the one it expects (stale); `Rejected`
-says which, for `hub_rap_rejected_total{reason}`.
+says which, for `hub_rap_rejected_total{reason}` (`REASONS`).
 """
 from __future__ import annotations
 
 import enum
-import hashlib
-import hmac
-import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
-from typing import Callable
+
+from controller.agents import channel
+from controller.agents.channel import (MAC_BYTES, MAX_ID, NONCE_BYTES, Counter, Envelope,
+                                       KeyOf, Rejected, key_bytes, new_nonce)
+
+__all__ = ["MAGIC", "VERSION", "NONCE_BYTES", "MAC_BYTES", "MAX_ID", "REASONS", "CHANNEL",
+           "Type", "Reason", "Rejected", "Lease", "Message", "encode", "decode", "Receiver",
+           "new_nonce", "key_bytes", "Counter"]
 
 MAGIC = b"RP"
 VERSION = 1
-NONCE_BYTES = 12
-MAC_BYTES = 32
-MAX_ID = 64
-_HEAD = struct.Struct("!2sBBB")          # magic, version, type, id length
-_TAIL = struct.Struct(f"!Q{NONCE_BYTES}sI")   # counter, nonce, epoch
 _LEASE = struct.Struct("!4sBII")          # address, prefix length, preferred, valid (s)
-_ADDRESS = struct.Struct("!4s")
 _REASON = struct.Struct("!B")
 
 
@@ -54,15 +55,8 @@ class Reason(enum.IntEnum):
     NO_ADDRESS = 3
 
 
-class Rejected(ValueError):
-    """A datagram to drop without an answer; `reason` is the metric label."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-
-
-REASONS = ("malformed", "unknown_resource", "bad_mac", "replay", "stale")
+CHANNEL: channel.Channel[Type] = channel.Channel(MAGIC, Type, VERSION, unknown="unknown_resource")
+REASONS = CHANNEL.reasons     # ("malformed", "unknown_resource", "bad_mac", "replay", "stale")
 
 
 @dataclass(frozen=True)
@@ -86,14 +80,8 @@ class Message:
 
 
 def encode(msg: Message, key: bytes) -> bytes:
-    rid = msg.resource.encode("ascii")
-    if not 1 <= len(rid) <= MAX_ID:
-        raise ValueError(f"resource id of {len(rid)} bytes (1..{MAX_ID})")
-    if len(msg.nonce) != NONCE_BYTES:
-        raise ValueError(f"nonce of {len(msg.nonce)} bytes ({NONCE_BYTES})")
-    data = (_HEAD.pack(MAGIC, VERSION, msg.type, len(rid)) + rid
-            + _TAIL.pack(msg.counter, msg.nonce, msg.epoch) + _body(msg))
-    return data + hmac.new(key, data, hashlib.sha256).digest()
+    env = Envelope(msg.type, msg.resource, msg.counter, msg.nonce, msg.epoch, _body(msg))
+    return CHANNEL.encode(env, key)
 
 
 def _body(msg: Message) -> bytes:
@@ -117,36 +105,16 @@ def _body(msg: Message) -> bytes:
     return b""
 
 
-def decode(data: bytes, key_of: Callable[[str], bytes | None]) -> Message:
+def decode(data: bytes, key_of: KeyOf) -> Message:
     """The authenticated message, or Rejected (malformed, unknown_resource, bad_mac).
 
     Replays and stale epochs are the receiver's state: see `Receiver`."""
-    try:
-        magic, version, type_, id_len = _HEAD.unpack_from(data)
-        if magic != MAGIC or version != VERSION or not 1 <= id_len <= MAX_ID:
-            raise Rejected("malformed", "header")
-        rid = data[_HEAD.size:_HEAD.size + id_len].decode("ascii")
-        tail = _HEAD.size + id_len
-        counter, nonce, epoch = _TAIL.unpack_from(data, tail)
-        body = data[tail + _TAIL.size:len(data) - MAC_BYTES]
-        mac = data[len(data) - MAC_BYTES:]
-        kind = Type(type_)
-    except (struct.error, UnicodeDecodeError, ValueError) as exc:
-        if isinstance(exc, Rejected):
-            raise
-        raise Rejected("malformed", str(exc)) from None
-    if len(data) < tail + _TAIL.size + MAC_BYTES:
-        raise Rejected("malformed", "short")
-    key = key_of(rid)
-    if key is None:
-        raise Rejected("unknown_resource", rid)
-    if not hmac.compare_digest(mac, hmac.new(key, data[:-MAC_BYTES], hashlib.sha256).digest()):
-        raise Rejected("bad_mac", rid)
-    return _parse_body(Message(kind, rid, counter, nonce, epoch), body)
+    return _message(CHANNEL.decode(data, key_of))
 
 
-def _parse_body(msg: Message, body: bytes) -> Message:
-    t = msg.type
+def _message(env: Envelope[Type]) -> Message:
+    t, body = env.type, env.body
+    msg = Message(t, env.agent, env.counter, env.nonce, env.epoch)
     try:
         if t in (Type.OFFER, Type.ANNOUNCE):
             want = _LEASE.size + (4 if t == Type.ANNOUNCE else 0)
@@ -179,11 +147,7 @@ def _with(msg: Message, **fields) -> Message:
     return Message(**{**msg.__dict__, **fields})
 
 
-def new_nonce() -> bytes:
-    return os.urandom(NONCE_BYTES)
-
-
-class Receiver:
+class Receiver(channel.Receiver[Type, Message]):
     """One end's view of the other: the highest counter seen per resource, the epoch check.
 
     `accept` decodes and authenticates a datagram and refuses a counter that
@@ -191,36 +155,6 @@ class Receiver:
     message whose epoch `epoch_ok(resource, epoch, type)` refuses (stale).
     `counters` may be seeded (the hub keeps them with each resource)."""
 
-    def __init__(self, key_of: Callable[[str], bytes | None],
-                 epoch_ok: Callable[[str, int, Type], bool] | None = None,
+    def __init__(self, key_of: KeyOf, epoch_ok: Callable[[str, int, Type], bool] | None = None,
                  counters: dict[str, int] | None = None) -> None:
-        self.key_of = key_of
-        self.epoch_ok = epoch_ok
-        self.counters: dict[str, int] = dict(counters or {})
-
-    def accept(self, data: bytes) -> Message:
-        msg = decode(data, self.key_of)
-        if msg.counter <= self.counters.get(msg.resource, -1):
-            raise Rejected("replay", f"{msg.resource} counter {msg.counter}")
-        if self.epoch_ok is not None and not self.epoch_ok(msg.resource, msg.epoch, msg.type):
-            raise Rejected("stale", f"{msg.resource} epoch {msg.epoch}")
-        self.counters[msg.resource] = msg.counter
-        return msg
-
-
-def key_bytes(key: str) -> bytes:
-    """The HMAC key of a resource's secret as REST shows it (its ASCII bytes)."""
-    return key.encode("ascii")
-
-
-class Counter:
-    """A sender's counters: from the wall clock in microseconds, one more per message,
-    so a restarted sender still sends larger ones without storing anything."""
-
-    def __init__(self, now: Callable[[], float]) -> None:
-        self._now = now
-        self._last = 0
-
-    def next(self) -> int:
-        self._last = max(self._last + 1, int(self._now() * 1_000_000))
-        return self._last
+        super().__init__(CHANNEL, key_of, _message, epoch_ok, counters)

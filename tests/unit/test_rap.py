@@ -8,8 +8,8 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from controller.rap.protocol import (MAC_BYTES, Lease, Message, Reason, Receiver, Rejected,
-                                           Type, decode, encode)
+from controller.rap.protocol import (MAC_BYTES, REASONS, Lease, Message, Reason, Receiver,
+                                     Rejected, Type, decode, encode)
 
 KEY = b"k" * 32
 NONCE = bytes(range(12))
@@ -109,3 +109,51 @@ def test_what_cannot_be_encoded_is_refused_before_sending():
         encode(Message(Type.REGISTER, "x" * 65, 1, NONCE, 0), KEY)
     with pytest.raises(ValueError):
         encode(Message(Type.REGISTER, "web-1", 1, b"short", 0), KEY)
+
+
+# Datagrams as the implementation before the shared channel (controller/agents/channel.py)
+# encoded them, key b"golden-key", nonce 00..0b: RAP's wire format must not move.
+GOLDEN_NONCE = bytes.fromhex("000102030405060708090a0b")
+GOLDEN_LEASE = Lease(IPv4Address("10.200.3.17"), 28, 30, 60)
+GOLDEN = [
+    (Message(Type.REGISTER, "web-1", 1, GOLDEN_NONCE, 0),
+     "52500101057765622d310000000000000001000102030405060708090a0b00000000a1f157591d4d956bd4"
+     "bcc98e24f58ea64ec3c6fccb15c4d1bd95ec5db4814658"),
+    (Message(Type.OFFER, "web-1", 0x0102030405060708, GOLDEN_NONCE, 7, lease=GOLDEN_LEASE),
+     "52500102057765622d310102030405060708000102030405060708090a0b000000070ac803111c0000001e"
+     "0000003ca1b0c7f1dfb9d9c42e3e294c8fa22d264ef382618e8db6ea5c6e9d1704cdd1d1"),
+    (Message(Type.ACK, "web-1", 2, GOLDEN_NONCE, 7, address=GOLDEN_LEASE.address),
+     "52500103057765622d310000000000000002000102030405060708090a0b000000070ac8031109637e06e6"
+     "04522c08b4fb6999057a920fd64ef1bccf3d3b70b3b51b798aeaa6"),
+    (Message(Type.RENEW, "r" * 64, 3, GOLDEN_NONCE, 0xFFFFFFFF, address=GOLDEN_LEASE.address),
+     "5250010440" + "72" * 64 + "0000000000000003000102030405060708090a0bffffffff0ac80311"
+     "8ab7899895cd66c5e0ea69ed6ea39a202bf134d5af8362dfa13cba9468e694b3"),
+    (Message(Type.REBIND, "web-1", 4, GOLDEN_NONCE, 7, address=GOLDEN_LEASE.address),
+     "52500105057765622d310000000000000004000102030405060708090a0b000000070ac803116549053afd"
+     "5829adff91b7c75879da483ad8740da05a0c050a07ea1813c011cc"),
+    (Message(Type.ANNOUNCE, "web-1", 5, GOLDEN_NONCE, 7, lease=GOLDEN_LEASE,
+             address=IPv4Address("10.200.9.3")),
+     "52500106057765622d310000000000000005000102030405060708090a0b000000070ac803111c0000001e"
+     "0000003c0ac80903be076c318ab5faf92fd2489741afb3ef150fdca42b6e803ee41330734616350e"),
+    (Message(Type.RELEASE, "h1_2", 1700000000000000, GOLDEN_NONCE, 9,
+             address=IPv4Address("10.200.9.3")),
+     "525001070468315f3200060a24181e4000000102030405060708090a0b000000090ac80903e4f4d8ca1265"
+     "23a020cfe292466b8bd536649629a020340693cae3ff3ddf75df"),
+    (Message(Type.NAK, "web-1", 2**64 - 1, GOLDEN_NONCE, 7, reason=Reason.NO_ADDRESS),
+     "52500108057765622d31ffffffffffffffff000102030405060708090a0b00000007034aeb9fc3a83e5a14"
+     "93d67656a4e4b1661c9e1d27d7d74deefabd9b9aea3afe50"),
+]
+
+
+@pytest.mark.parametrize("message, golden", GOLDEN, ids=lambda m: getattr(m, "type", "hex"))
+def test_the_bytes_on_the_wire_are_those_of_the_implementation_before_the_channel(message,
+                                                                                  golden):
+    assert encode(message, b"golden-key").hex() == golden
+    assert decode(bytes.fromhex(golden), lambda rid: b"golden-key") == message
+
+
+def test_an_unknown_resource_keeps_its_metric_label():
+    assert REASONS == ("malformed", "unknown_resource", "bad_mac", "replay", "stale")
+    with pytest.raises(Rejected) as info:
+        Receiver(lambda rid: None).accept(bytes.fromhex(GOLDEN[0][1]))
+    assert info.value.reason == "unknown_resource"
