@@ -3,8 +3,9 @@
 Python standard library only, so it runs on a bare resource; docs/rap.md says
 what it does ("The resource's state machine").  `Client` is that state machine:
 it takes `send(data, (ip, port))`, a clock and an `Addresses`
-(client_addresses.py), so tests drive it without a socket or root.  `main`
-wires the real socket, the `select` loop and the signals.
+(addresses.py), so tests drive it without a socket or root.  `main` wires the
+real socket, the `select` loop and the signals (`controller.agents.loop`, shared
+with the shadow agent).
 """
 from __future__ import annotations
 
@@ -12,19 +13,16 @@ import argparse
 import collections
 import enum
 import logging
-import select
 import shlex
-import signal
-import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface
 
+from controller.agents.loop import Send, open_socket, run, sender
 from controller.rap import protocol as rap
-from controller.rap.addresses import (FOREVER, AddressError, Addresses,
-                                                        IpAddresses)
+from controller.rap.addresses import FOREVER, AddressError, Addresses, IpAddresses
 
 log = logging.getLogger("hub-rap")
 
@@ -34,9 +32,6 @@ REGISTER_FIRST = 1.0      # s: REGISTER retransmission starts here, doubling ...
 REGISTER_MAX = 32.0       # ... up to this, then stays
 RETRANSMIT = 2.0          # s: RENEW and REBIND retransmission
 T1, T2 = 0.5, 0.875       # shares of the valid lifetime: RENEW, then REBIND
-
-Send = Callable[[bytes, tuple[str, int]], None]
-
 
 class State(enum.Enum):
     INIT = "init"              # not started
@@ -342,49 +337,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def open_socket(interface: str) -> socket.socket:
-    """One UDP socket for the life of the process (the hub answers to its port): any
-    address, an ephemeral port, broadcasts allowed, bound to the interface."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
-        sock.bind(("0.0.0.0", 0))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def run(client: Client, sock: socket.socket) -> int:
-    """Until SIGTERM or SIGINT: datagrams to the client, its timers; then release."""
-    stopping: list[int] = []
-    wake_r, wake_w = socket.socketpair()
-    for end in (wake_r, wake_w):
-        end.setblocking(False)
-    signal.set_wakeup_fd(wake_w.fileno())
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda number, _frame: stopping.append(number))
-    client.start()
-    while not stopping:
-        deadline = client.deadline()
-        timeout = None if deadline is None else max(0.0, deadline - client.now())
-        ready, _, _ = select.select([sock, wake_r], [], [], timeout)
-        if wake_r in ready:
-            wake_r.recv(64)
-        if sock in ready:
-            try:
-                data, source = sock.recvfrom(65535)
-            except OSError as exc:
-                log.warning("receive: %s", exc)
-            else:
-                client.receive(data, source)
-        client.tick()
-    log.info("stopping (%s)", signal.Signals(stopping[0]).name)
-    client.stop()
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
@@ -395,15 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot open a socket on %s: %s", args.interface, exc)
         return 1
 
-    def send(data: bytes, to: tuple[str, int]) -> None:
-        try:
-            sock.sendto(data, to)
-        except OSError as exc:          # no route yet, say: the retransmission tries again
-            log.warning("send to %s:%d: %s", to[0], to[1], exc)
-
     addresses = IpAddresses(args.interface, shlex.split(args.ip_command))
     client = Client(args.resource, rap.key_bytes(args.key), args.server, args.port,
-                    addresses, send)
+                    addresses, sender(sock, log))
     log.info("resource %s on %s, server %s:%d", args.resource, args.interface, args.server,
              args.port)
     with sock:
