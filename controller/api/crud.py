@@ -22,7 +22,8 @@ After the commit the hub hears ``documents_changed(kind)``. With
 what would be stored, and nothing is announced.
 
 Every stored document is answered flat, ``view(doc)``:
-``{id, revision, created_at, updated_at, ...body}``, with ``ETag: "<revision>"``.
+``{id, revision, created_at, updated_at, ...body}``, with ``ETag: "<revision>"``,
+and whatever the kind's ``shown(ctx, doc)`` adds (state its runtime keeps).
 """
 
 from __future__ import annotations
@@ -152,6 +153,10 @@ class DocumentKind:
         """What a merge patch applies to."""
         return prior.body
 
+    def shown(self, ctx: ApiContext, doc: Document) -> dict[str, Any]:
+        """Members every answer adds to a stored document (what a runtime keeps of it)."""
+        return {}
+
     # -- writes (inside the transaction)
     def journal(self, store: Store, doc: Document, message: str) -> None:
         store.append_event(self.kind, doc.id, message, {"revision": doc.revision})
@@ -194,7 +199,8 @@ class DocumentKind:
     def dry_run_answer(self, ctx: ApiContext, written: Written, created: bool) -> JSONResponse:
         """The answer to a dry run (``created``: of a create): what would be stored
         (the store was rolled back)."""
-        return JSONResponse({**view(written.document), **written.extra})
+        return JSONResponse({**view(written.document), **self.shown(ctx, written.document),
+                             **written.extra})
 
 
 # -- running a write ------------------------------------------------------------------------
@@ -284,12 +290,14 @@ def crud_router(kind: DocumentKind) -> APIRouter:
     @router.get("", summary=f"All {kind.plural}", responses=listed,
                 openapi_extra=_filter_parameters(kind) if kind.filters else None)
     def list_documents(request: Request, ctx: Ctx) -> JSONResponse:
-        return JSONResponse([view(d) for d in _filtered(kind, request, ctx.store.list(kind.kind))])
+        return JSONResponse([{**view(d), **kind.shown(ctx, d)}
+                             for d in _filtered(kind, request, ctx.store.list(kind.kind))])
 
     @router.get("/{id}", summary=f"One {one}",
                 responses={200: {"model": stored}, **problem_responses(404)})
     def get_document(id: DocId, ctx: Ctx) -> JSONResponse:
-        return answer(ctx.store.get(kind.kind, id))
+        doc = ctx.store.get(kind.kind, id)
+        return answer(doc, extra=kind.shown(ctx, doc))
 
     @router.post("", status_code=201, summary=f"Create a {one} (JSON or YAML)",
                  description=kind.descriptions.get("create", ""),
@@ -305,7 +313,8 @@ def crud_router(kind: DocumentKind) -> APIRouter:
         written, dry = _dry_or_commit(ctx, kind, lambda: kind.create(change), dry_run)
         if dry:
             return kind.dry_run_answer(ctx, written, created=True)
-        return answer(written.document, 201, kind.location(written.document.id), written.extra)
+        return answer(written.document, 201, kind.location(written.document.id),
+                      {**kind.shown(ctx, written.document), **written.extra})
 
     def _update(id: str, body: dict[str, Any], ctx: ApiContext, if_match: str | None,
                 dry_run: bool, patch: bool) -> JSONResponse:
@@ -319,7 +328,7 @@ def crud_router(kind: DocumentKind) -> APIRouter:
         written, dry = _dry_or_commit(ctx, kind, lambda: kind.replace(change, revision), dry_run)
         if dry:
             return kind.dry_run_answer(ctx, written, created=False)
-        return answer(written.document, extra=written.extra)
+        return answer(written.document, extra={**kind.shown(ctx, written.document), **written.extra})
 
     @router.put("/{id}", summary=f"Replace a {one}",
                 description=_described(kind, "replace", "The body's `revision` is the revision last read "
@@ -360,6 +369,6 @@ def crud_router(kind: DocumentKind) -> APIRouter:
             return kind.delete(Change(ctx, id, {}, prior, time.time()), revision)
 
         written, dry = _dry_or_commit(ctx, kind, write, dry_run)
-        return answer(written.document, extra=written.extra)
+        return answer(written.document, extra={**kind.shown(ctx, written.document), **written.extra})
 
     return router
