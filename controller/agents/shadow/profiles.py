@@ -1,0 +1,47 @@
+"""The analysis profiles' plug-in point: what the agent runs beside a shadow instance.
+
+Python standard library only here; a profile may need more (a capture library, a
+model), which it imports when it is built, so that the agent starts without it.
+`PROFILES` maps a profile name (the manifest's `shadow_analysis_profiles`) to a
+factory; it is empty for now: the agent logs "profile X not available in this
+agent yet" for each one asked, says so in READY (`unavailable`), and runs the
+instance without it.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface
+from typing import Any, Protocol
+
+from controller.agents.shadow.protocol import Finding
+
+
+@dataclass(frozen=True)
+class ProfileContext:
+    """What a profile is started with."""
+    instance_id: str
+    interface: str                          # the slot's: the mirrored traffic arrives here
+    addresses: tuple[IPv4Interface, ...]    # the production addresses the instance has
+    gateway: IPv4Address | None
+    settings: Mapping[str, Any]             # the manifest's `profiles.<name>`, maybe {}
+    pgid: int                               # the image's process group
+    wallclock: Callable[[], float]          # for `Finding.at`
+
+
+class Profile(Protocol):
+    """One analysis profile of one instance.  `poll` is called several times a second
+    from the agent's loop and must not block; a profile that needs time runs its own
+    thread or process from `start` and hands findings over in `poll`."""
+
+    def start(self, ctx: ProfileContext) -> None:
+        """Begin; an exception here is logged and the profile left out."""
+
+    def poll(self) -> list[Finding]:
+        """The findings since the last poll."""
+
+    def stop(self) -> None:
+        """End, releasing what `start` took."""
+
+
+PROFILES: dict[str, Callable[[], Profile]] = {}
