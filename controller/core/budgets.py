@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from controller.pipeline import cookies, tables
-from controller.pipeline.actions import Conntrack, Learn, Move, Multipath, SetField
+from controller.pipeline.actions import Conntrack, Learn, Move, Multipath, SetField, flat
 from controller.pipeline.cookies import Feature
 from controller.pipeline.flowspec import FlowSpec
 
@@ -147,8 +147,8 @@ PERSONA = Budget(
     hooks=(Priorities(T.CLASSIFY.id, Span(215, 224)), Priorities(T.ROUTE.id, Span(101, 199)),
            Priorities(T.L2.id, Span(115, 124))))
 SHADOW = Budget(
-    "shadow", Feature.SHADOW, reserved=True,
-    tables=(Span(7, 9), Span(80, 89)),       # sample on the way in; clone on the way out
+    "shadow", Feature.SHADOW,
+    tables=(Span(7, 9), Span(80, 89)),       # copies of what production sends; receives
     zones=(Span(0xC000, 0xCFFF),),
     meters=(Span(0x21000, 0x21FFF),),        # agent channel punts, copy policing
     groups=(Span(0x2000, 0x2FFF),),          # fan-out to shadow instances
@@ -357,7 +357,7 @@ def _flow_problems(budget: Budget, f: FlowSpec) -> list[str]:
             why.append(f"matches {name}")
         if name == "ct_mark" and not _in(_bits(value), budget.ct_mark):
             why.append(f"matches ct_mark {value}")
-    for a in f.actions:
+    for a in flat(f.actions):   # what a Clone does to its copy is held to the budget too
         if isinstance(a, Conntrack):
             if not any(a.zone in s for s in _zones(budget)):
                 why.append(f"conntrack zone {a.zone}")

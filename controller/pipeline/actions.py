@@ -247,9 +247,58 @@ MULTIPATH_ALGORITHMS = {"modulo_n": 0, "hash_threshold": 1, "hrw": 2, "iter_hash
 
 
 @dataclass(frozen=True)
+class OutputTrunc:
+    """Nicira `output(port=P,max_len=N)`: send at most the first `max_len` bytes of the
+    packet out of `port` (the packet itself, for the actions after it, is not cut).
+
+    OpenFlow's own output `max_len` only applies to CONTROLLER; this one truncates
+    toward any port but a patch port.  Its IP total length is left as it was.
+    Encoded as os-ken's NXActionOutputTrunc (a 16-bit port).
+    """
+    port: int
+    max_len: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.port <= 0xFEFF:
+            raise ValueError(f"truncated output port {self.port} is outside 1..0xfeff")
+        if not 14 <= self.max_len <= 0xFFFFFFFF:
+            raise ValueError(f"truncated output max_len {self.max_len} is outside "
+                             "14..0xffffffff (an Ethernet header at least)")
+
+
+@dataclass(frozen=True)
+class Clone:
+    """Nicira `clone(actions)`: run `actions` on a copy of the packet.
+
+    Whatever the nested actions do (rewrite fields, output, go through
+    conntrack and resume in a table) happens to the copy only; the packet
+    itself carries on with the following actions and instructions exactly as
+    it was.  Nested actions may not be another Clone (nothing here needs it)
+    or Opaque.  Encoded as NXAST_CLONE (`controller.pipeline.ofcodec`).
+    """
+    actions: tuple["Action", ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.actions, tuple) or not self.actions:
+            raise ValueError("clone takes a non-empty tuple of actions")
+        for a in self.actions:
+            if isinstance(a, (Clone, Opaque)):
+                raise ValueError(f"clone cannot nest {type(a).__name__}")
+
+
+def flat(actions: "tuple[Action, ...]") -> "tuple[Action, ...]":
+    """The actions with those nested in a Clone in their place (for checks and audits)."""
+    out: list = []
+    for a in actions:
+        out.extend((a, *a.actions) if isinstance(a, Clone) else (a,))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
 class Opaque:
     """An action read back from a switch that the hub does not model."""
     text: str
 
 
-Action = Union[Output, SetField, Move, DecTtl, Conntrack, Learn, Multipath, Opaque]
+Action = Union[Output, SetField, Move, DecTtl, Conntrack, Learn, Multipath, OutputTrunc, Clone,
+               Opaque]

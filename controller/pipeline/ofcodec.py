@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.pipeline.actions import (MULTIPATH_ALGORITHMS, MULTIPATH_FIELDS, Action, Conntrack,
-                                         DecTtl, Learn, LearnMatch, Move, Multipath, Nat, Opaque,
-                                         Output, SetField)
+from os_ken.ofproto import ofproto_v1_3_parser, ofproto_v1_4_parser, ofproto_v1_5_parser
+
+from controller.pipeline.actions import (MULTIPATH_ALGORITHMS, MULTIPATH_FIELDS, Action, Clone,
+                                         Conntrack, DecTtl, Learn, LearnMatch, Move, Multipath,
+                                         Nat, Opaque, Output, OutputTrunc, SetField)
 from controller.pipeline.flowspec import FlowSpec, Match, make_match
 from controller.pipeline.meters import MeterSpec
 from controller.pipeline import cookies
@@ -23,6 +25,7 @@ _CT_COMMIT = 1           # NX_CT_F_COMMIT
 _CT_NO_RECIRC = 0xFF     # NX_CT_RECIRC_NONE
 _NAT_SRC, _NAT_DST = 1, 2  # NX_NAT_F_SRC, NX_NAT_F_DST
 _FULL_MARK = 0xFFFFFFFF
+_NXAST_CLONE = 42        # OVS's NXAST_RAW_CLONE: 6 pad bytes, then the nested actions
 _MATCH_CLASSES: dict[type, type] = {}
 _OXM_ORDER: dict[tuple[int, str], int] = {}
 
@@ -84,6 +87,43 @@ def _oxm_name(name: str) -> str:
     return name[:-4] if name.endswith("_nxm") else name
 
 
+def _register_clone(parser: Any) -> None:
+    """Give this version's os-ken parser an NXActionClone (os-ken has none) for encode and
+    decode: the nested actions are parsed and serialized like NXActionCT's."""
+    base = parser.NXAction
+
+    class NXActionClone(base):
+        _subtype = _NXAST_CLONE
+
+        def __init__(self, actions, type_=None, len_=None, experimenter=None, subtype=None):
+            super().__init__()
+            self.actions = actions
+
+        @classmethod
+        def parser(cls, buf):
+            rest, actions = buf[6:], []
+            while len(rest) > 0:
+                action = parser.OFPAction.parser(rest, 0)
+                actions.append(action)
+                rest = rest[action.len:]
+            return cls(actions)
+
+        def serialize_body(self):
+            data = bytearray(6)
+            for a in self.actions:
+                a.serialize(data, len(data))
+            return data
+
+    NXActionClone.__module__ = parser.__name__
+    parser.NXActionClone = NXActionClone
+    base.register(NXActionClone)
+
+
+for _parser in (ofproto_v1_3_parser, ofproto_v1_4_parser, ofproto_v1_5_parser):
+    if not hasattr(_parser, "NXActionClone"):
+        _register_clone(_parser)
+
+
 def encode_action(parser: Any, action: Action):
     if isinstance(action, Output):
         return parser.OFPActionOutput(action.port, action.max_len)
@@ -116,6 +156,10 @@ def encode_action(parser: Any, action: Action):
             fields=MULTIPATH_FIELDS[action.fields], basis=action.basis,
             algorithm=MULTIPATH_ALGORITHMS[action.algorithm], max_link=action.n_links - 1,
             arg=action.arg, ofs_nbits=action.ofs << 6 | (action.n_bits - 1), dst=action.dst)
+    if isinstance(action, OutputTrunc):
+        return parser.NXActionOutputTrunc(port=action.port, max_len=action.max_len)
+    if isinstance(action, Clone):
+        return parser.NXActionClone([encode_action(parser, a) for a in action.actions])
     raise TypeError(f"cannot encode {action!r}")
 
 
@@ -180,6 +224,17 @@ def decode_action(parser: Any, action: Any) -> Action:
         mp = _decode_multipath(action)
         if mp is not None:
             return mp
+    if isinstance(action, parser.NXActionOutputTrunc):
+        try:
+            return OutputTrunc(action.port, action.max_len)
+        except ValueError:
+            pass
+    if isinstance(action, getattr(parser, "NXActionClone", ())):
+        nested = tuple(decode_action(parser, a) for a in action.actions)
+        try:
+            return Clone(nested)
+        except ValueError:  # empty, or nesting what Clone refuses
+            pass
     return Opaque(repr(action))
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Iterable
 
 from controller.pipeline.actions import (CONTROLLER, CT_FLAGS, IN_PORT, LOCAL, TABLE, Action,
-                                         Conntrack, DecTtl, Learn, LearnMatch, Move, Multipath, Nat,
-                                         Output, SetField)
+                                         Clone, Conntrack, DecTtl, Learn, LearnMatch, Move,
+                                         Multipath, Nat, Output, OutputTrunc, SetField)
 from controller.pipeline.flowspec import FlowSpec, MatchValue
 
 # OXM field name (as used in FlowSpec matches and actions) -> ovs-ofctl field name.
@@ -138,6 +138,10 @@ def render_action(action: Action) -> str:
         dst = _subfield(action.dst, action.ofs, action.n_bits)
         return (f"multipath({action.fields},{action.basis},{action.algorithm},{action.n_links},"
                 f"{action.arg},{dst})")
+    if isinstance(action, OutputTrunc):
+        return f"output(port={action.port},max_len={action.max_len})"
+    if isinstance(action, Clone):
+        return f"clone({','.join(render_action(a) for a in action.actions)})"
     raise TypeError(f"cannot render {action!r} for ovs-ofctl")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from controller.pipeline.actions import Conntrack
+from controller.pipeline.actions import Conntrack, flat
 from controller.pipeline.flowspec import FlowSpec
 
 
@@ -65,6 +65,26 @@ PERSONA_EDGE = Table(6, "persona_edge",
                      "IPv4 from the attached address goes to l2 toward the gateway; the "
                      "rest is dropped.",
                      "drop", owner="persona")
+SHADOW_FROM = Table(7, "shadow_from",
+                    "Copies (clone at classify) of what a shadowed appliance's production "
+                    "interface sends, after conntrack in the appliance's zone: a packet of a "
+                    "sampled connection goes to the connection's shadow instance (its MAC, "
+                    "its port, cut to the snaplen); the first packet of an undecided "
+                    "connection is hashed into reg0 (multipath) and decided in "
+                    "shadow_from_decide; any other copy is dropped.  The packet itself never "
+                    "comes here.",
+                    "drop", owner="shadow")
+SHADOW_FROM_DECIDE = Table(8, "shadow_from_decide",
+                           "A connection's first packet, hashed: sampled (a held source, or "
+                           "the hash below the appliance's permille) is committed with the "
+                           "sampled mark and its instance, and copied to it; the rest is "
+                           "committed as decided and dropped.",
+                           "drop", owner="shadow")
+SHADOW_AGENT = Table(9, "shadow_agent",
+                     "From a shadow instance's port (classify drops everything else it "
+                     "sends): its agent's datagrams to the gateway go to the controller "
+                     "under the shadow meter; ARP requests for the gateway are answered.",
+                     "drop", owner="shadow")
 SHARD_EDGE = Table(12, "shard_edge",
                    "Packets from an interface enrolled in a shard pool (classify sends them "
                    "here): every ARP request is answered with the router MAC; RAP to the "
@@ -122,6 +142,15 @@ PERSONALITY_CONNECTIONS = Table(63, "personality_connections",
                                 "with aggregate stats while a personality switch drains.",
                                 "drop", learned=True, owner="personality")
 
+SHADOW_TO = Table(80, "shadow_to",
+                  "Copies (clone at l2) of what is delivered to a shadowed appliance's "
+                  "production interface, after conntrack in the appliance's zone: as "
+                  "shadow_from.",
+                  "drop", owner="shadow")
+SHADOW_TO_DECIDE = Table(81, "shadow_to_decide",
+                         "A connection's first packet toward the appliance, hashed: as "
+                         "shadow_from_decide.",
+                         "drop", owner="shadow")
 SHARD_SERVICE = Table(90, "shard_service",
                       "A service's decision (route sends packets to a service's external "
                       "address here): a hashed one by the link number multipath wrote in "
@@ -185,11 +214,13 @@ PERSONA_FORWARD = Table(75, "persona_forward",
                         "controller", owner="persona")
 
 LAYOUT: tuple[Table, ...] = (CLASSIFY, PERSONALITY_EGRESS, PERSONALITY_EGRESS_FW,
-                             PERSONALITY_EGRESS_COUNT, PERSONALITY_ROUTES, PERSONA_EDGE, ARP, SHARD_EDGE,
+                             PERSONALITY_EGRESS_COUNT, PERSONALITY_ROUTES, PERSONA_EDGE, SHADOW_FROM,
+                             SHADOW_FROM_DECIDE, SHADOW_AGENT, ARP, SHARD_EDGE,
                              SHARD_OUT, SHARD_OUT_NAT, ROUTE, L2, PERSONALITY_INGRESS, PERSONALITY_INGRESS_FW,
                              PERSONALITY_INGRESS_COUNT, PERSONALITY_CONNECTIONS, PERSONA_GATEWAY,
                              PERSONA_OUT_FW, PERSONA_IN_FW, PERSONA_OUT, PERSONA_IN,
-                             PERSONA_FORWARD, SHARD_SERVICE, SHARD_IN, SHARD_IN_CT, SHARD_DELIVER,
+                             PERSONA_FORWARD, SHADOW_TO, SHADOW_TO_DECIDE, SHARD_SERVICE, SHARD_IN,
+                             SHARD_IN_CT, SHARD_DELIVER,
                              SHARD_CONNECTIONS)
 BY_ID = {t.id: t for t in LAYOUT}
 BY_NAME = {t.name: t for t in LAYOUT}
@@ -204,12 +235,13 @@ def check(flows: Iterable[FlowSpec]) -> None:
     """Refuse flows in undeclared tables or that goto backwards/undeclared tables.
 
     A conntrack action that resumes in a table (`ct(table=N)`) is held to the
-    same rule as a goto: the table must be declared and further along.
+    same rule as a goto: the table must be declared and further along; so is
+    one nested in a Clone (its copy resumes there).
     """
     for f in flows:
         if f.table not in BY_ID:
             raise LayoutError(f"flow in undeclared table {f.table}: {f}")
-        targets = [("goto", f.goto)] + [("ct resumes in", a.table) for a in f.actions
+        targets = [("goto", f.goto)] + [("ct resumes in", a.table) for a in flat(f.actions)
                                         if isinstance(a, Conntrack) and a.table is not None]
         for what, target in targets:
             if target is None:

@@ -56,7 +56,7 @@ def test_every_feature_and_the_three_to_come_have_a_budget():
                                        "shard", "shadow", "policy"}
     assert {b.cookie for b in budgets.BUDGETS if b.cookie} == set(Feature)
     reserved = {b.feature for b in budgets.BUDGETS if b.reserved}
-    assert reserved == {"shadow", "policy"}
+    assert reserved == {"policy"}
     for name in reserved:   # each gets zones, marks or labels, and tables of its own
         b = budgets.BY_FEATURE[name]
         assert b.zones and (b.ct_mark or b.ct_label) and sum(len(t) for t in b.tables) >= 4
@@ -108,7 +108,8 @@ def test_the_layout_names_owners_whose_budgets_hold_the_tables(monkeypatch):
     for table in tables.LAYOUT:
         owner = budgets.BY_FEATURE[table.owner]
         assert any(table.id in s for s in owner.tables), table
-    assert {t.owner for t in tables.LAYOUT} == {"fabric", "personality", "persona", "shard"}
+    assert {t.owner for t in tables.LAYOUT} == {"fabric", "personality", "persona", "shard",
+                                                 "shadow"}
     stray = tables.Table(30, "stray", "nobody's", "drop", owner="persona")
     monkeypatch.setattr(tables, "LAYOUT", tables.LAYOUT + (stray,))
     with pytest.raises(BudgetError, match="stray .30. is outside the tables of its owner"):

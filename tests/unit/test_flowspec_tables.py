@@ -130,7 +130,7 @@ def test_check_holds_conntrack_resume_tables_to_the_goto_rule():
                   flow(61, 1, actions=[Conntrack(commit=True, zone=5)], goto=62)])
     for bad in (flow(2, 1, actions=[Conntrack(zone=5, table=2)]),    # to itself
                 flow(3, 1, actions=[Conntrack(zone=5, table=2)]),    # backward
-                flow(2, 1, actions=[Conntrack(zone=5, table=7)])):   # undeclared
+                flow(2, 1, actions=[Conntrack(zone=5, table=11)])):  # undeclared
         with pytest.raises(tables.LayoutError):
             tables.check([bad])
 
@@ -145,10 +145,10 @@ def test_check_accepts_declared_tables_and_forward_gotos():
 
 
 @pytest.mark.parametrize("bad", [
-    flow(7, 0),                 # undeclared table
-    flow(80, 0),
-    flow(0, 0, goto=7),         # goto undeclared
-    flow(0, 0, goto=80),
+    flow(11, 0),                # undeclared table
+    flow(120, 0),
+    flow(0, 0, goto=11),        # goto undeclared
+    flow(0, 0, goto=120),
     flow(40, 0, goto=10),       # backward
     flow(10, 0, goto=10),       # to itself
     flow(50, 0, goto=0),
