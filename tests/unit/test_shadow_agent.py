@@ -370,7 +370,7 @@ def test_profiles_are_started_polled_and_their_findings_sent_until_acknowledged(
     rig.at(2.2)                                            # no ACK: again, same seq
     again = [m for m in rig.take() if isinstance(m.body, sp.Findings)]
     assert [m.body for m in again] == [sent.body] and again[0].counter > sent.counter
-    rig.give(sp.Ack(again[0].counter))
+    rig.give(sp.Ack(sent.counter))                         # the first try's, late: enough
     for t in (4.2, 6.2, 8.2):
         rig.at(t)
         assert not [m for m in rig.take() if isinstance(m.body, sp.Findings)]
@@ -382,6 +382,18 @@ def test_profiles_are_started_polled_and_their_findings_sent_until_acknowledged(
         rig.at(t)
         tries += len([m for m in rig.take() if isinstance(m.body, sp.Findings)])
     assert tries == agent_module.TRIES
+
+
+def test_at_most_64_findings_batches_await_an_ack_the_oldest_given_up(caplog):
+    FakeProfile.made.clear()
+    rig = Rig(profiles={"IDS_Signature_Scan": FakeProfile}).launched()
+    (profile,) = FakeProfile.made
+    profile.pending = [sp.Finding("IDS_Signature_Scan", "low", None, f"{i} " + "x" * 700, i)
+                       for i in range(70)]                 # one finding per datagram
+    rig.at(0.2)
+    sent = [m.body.seq for m in rig.take()]
+    assert len(sent) == 70 and sorted(rig.agent._pending) == sorted(sent[6:])
+    assert sum("too many awaiting an ACK" in m for m in caplog.messages) == 6
 
 
 def test_a_failing_profile_is_stopped_and_the_instance_goes_on(caplog):

@@ -69,10 +69,10 @@ class Instance:
 
 @dataclass(frozen=True)
 class Pending:
-    """FINDINGS sent, not acknowledged yet."""
+    """FINDINGS sent, not acknowledged yet: an ACK of any of `counters` will do."""
     findings: sp.Findings
-    sent: float
-    tries: int
+    sent: float                    # last time
+    counters: tuple[int, ...]      # one per try
 
 
 class Agent:
@@ -97,10 +97,11 @@ class Agent:
         self.rejected: collections.Counter[str] = collections.Counter()
         self._assembler = Assembler()
         self._hellos: dict[int, float] = {}              # counter -> when it was sent
+        self._hello_tries = 0
         self._backoff = HELLO_FIRST
         self._hello_at = self._beat_at = self._poll_at = 0.0
         self._sample = Sample(0.0, InterfaceCounters(0, 0), None, 0.0)
-        self._pending: dict[int, Pending] = {}           # by the counter last sent under
+        self._pending: dict[int, Pending] = {}           # by seq
 
     # -- driving ---------------------------------------------------------------------
 
@@ -176,7 +177,7 @@ class Agent:
             log.debug("ACK of %d: not a HELLO of this run", ack.counter)
             return
         now = self.now()
-        tries = f" (try {len(self._hellos)})" if len(self._hellos) > 1 else ""
+        tries = f" (try {self._hello_tries})" if self._hello_tries > 1 else ""
         log.info("HELLO -> ACK in %.1f ms%s, epoch %d", (now - sent) * 1000, tries, msg.epoch)
         self._note_epoch(msg.epoch)
         self._hellos.clear()
@@ -186,11 +187,12 @@ class Agent:
 
     def _on_findings_ack(self, msg: sp.Message, ack: sp.Ack) -> None:
         self._note_epoch(msg.epoch)
-        pending = self._pending.pop(ack.counter, None)
-        if pending is None:
+        seq = next((seq for seq, p in self._pending.items() if ack.counter in p.counters), None)
+        if seq is None:
             log.debug("ACK of %d: nothing awaits it", ack.counter)
         else:
-            log.debug("findings %d acknowledged", pending.findings.seq)
+            del self._pending[seq]
+            log.debug("findings %d acknowledged", seq)
 
     def _on_launch(self, msg: sp.Message, part: sp.Launch) -> None:
         self._note_epoch(msg.epoch)
@@ -322,13 +324,14 @@ class Agent:
                     pass
         for batch in findings_batches(self.slot, running.order.instance_id, found):
             findings = sp.Findings(running.order.instance_id, self.counter.next(), batch)
-            self._transmit(Pending(findings, now, 0), now)
+            self._transmit(Pending(findings, now, ()), now)
 
     # -- what is sent ------------------------------------------------------------------
 
     def _hello(self, now: float) -> None:
         hello = sp.Hello(__version__, self.interface, tuple(sorted(self.profiles)))
         self._hellos[self._send(hello)] = now
+        self._hello_tries += 1
         while len(self._hellos) > HELLOS_KEPT:
             del self._hellos[next(iter(self._hellos))]
         self._hello_at = now + self._backoff
@@ -352,20 +355,20 @@ class Agent:
 
     def _transmit(self, pending: Pending, now: float) -> None:
         counter = self._send(pending.findings)
-        self._pending[counter] = Pending(pending.findings, now, pending.tries + 1)
+        self._pending[pending.findings.seq] = Pending(pending.findings, now,
+                                                      pending.counters + (counter,))
         while len(self._pending) > PENDING_MAX:
             oldest = next(iter(self._pending))
-            log.warning("findings %d given up: too many awaiting an ACK",
-                        self._pending.pop(oldest).findings.seq)
+            del self._pending[oldest]
+            log.warning("findings %d given up: too many awaiting an ACK", oldest)
 
     def _retransmit(self, now: float) -> None:
-        for counter, pending in list(self._pending.items()):
+        for seq, pending in list(self._pending.items()):
             if now < pending.sent + RETRANSMIT:
                 continue
-            del self._pending[counter]
-            if pending.tries >= TRIES:
-                log.warning("findings %d given up: no ACK after %d tries",
-                            pending.findings.seq, pending.tries)
+            if len(pending.counters) >= TRIES:
+                del self._pending[seq]
+                log.warning("findings %d given up: no ACK after %d tries", seq, TRIES)
             else:
                 self._transmit(pending, now)
 
