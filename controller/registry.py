@@ -11,13 +11,14 @@ from typing import Any, Mapping
 
 from controller.core.feature import FeatureFactory
 from controller.core.plugin import Plugin
-from controller.features import fabric, persona, personality, shard
+from controller.features import fabric, persona, personality, shadow, shard
 
 FEATURES: tuple[Plugin, ...] = (
     fabric.PLUGIN,
     personality.PLUGIN,
     persona.PLUGIN,
     shard.PLUGIN,
+    shadow.PLUGIN,
 )
 
 

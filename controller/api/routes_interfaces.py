@@ -13,7 +13,7 @@ from .context import Ctx
 from .crud import answer, view
 from .problems import problem_responses
 
-INTERFACE_ID = r"^[0-9a-f]{16}:[0-9]{1,10}$"
+INTERFACE_ID = interfaces.ID_PATTERN
 
 InterfaceId = Annotated[str, Path(description='"<datapath>:<port>", e.g. 0000000000000a01:2',
                                   json_schema_extra={"pattern": INTERFACE_ID})]

@@ -23,6 +23,8 @@ from controller.core.topology import Host, dpid_str
 from controller.store import Store
 
 KIND = "interface"
+ID_PATTERN = r"^[0-9a-f]{16}:[0-9]{1,10}$"
+"""An interface id as `interface_id` makes it: "<datapath>:<port>", e.g. 0000000000000a01:2."""
 STATES = ("active", "transition", "fallback")
 ZONES = budgets.INTERFACE_ZONES
 ALLOCATION_KIND, ZONE_COUNTER = "allocation", "interface-zone"  # body: {"next": <zone>}

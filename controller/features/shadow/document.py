@@ -23,6 +23,7 @@ from pydantic import (ConfigDict, Field, StrictBool, ValidationError, Validation
 
 from controller.core.documents import (NOT_BLANK, DocumentInvalid, DocumentModel, NotBlank,
                                        Seconds, errors_of, fail, rule)
+from controller.core.interfaces import ID_PATTERN as INTERFACE_ID
 
 KIND = "appliance"
 SLOT = "shadow-slot"                # a host interface set aside as shadow capacity
@@ -36,7 +37,6 @@ AGENT_PORT = 6700
 
 PROFILES = ("IDS_Signature_Scan", "Anomaly_Detection", "Performance_Profiling", "Fuzzing")
 SEVERITIES = ("low", "medium", "high", "critical")
-INTERFACE_ID = r"^[0-9a-f]{16}:[0-9]{1,10}$"   # "<datapath>:<port>", as discovery names them
 
 Profile = Literal[PROFILES]  # type: ignore[valid-type]
 Severity = Literal[SEVERITIES]  # type: ignore[valid-type]
@@ -102,7 +102,7 @@ class Signature(DocumentModel):
     """One IDS rule: a byte string (``content``) or a regular expression (``pattern``)."""
     model_config = ConfigDict(json_schema_extra=rule("exactly one of content and pattern"))
 
-    id: Text
+    id: Text = Field(json_schema_extra={"pattern": NOT_BLANK})
     content: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
         default=None, description="Bytes to find in a direction's payload, given as text")
     pattern: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(

@@ -29,10 +29,9 @@ from controller.api.problems import Problem, field_error, problem_responses
 from controller.api.revisions import ID_SCHEMA
 from controller.core import claims
 from controller.core.documents import DocumentInvalid, DocumentModel, errors_of, rule
-from controller.core.interfaces import KIND as INTERFACE
+from controller.core.interfaces import ID_PATTERN as INTERFACE_ID, KIND as INTERFACE
 from controller.core.topology import Subnet, subnet_of
-from controller.features.shadow.document import (AGENT_PORT, INTERFACE_ID, KIND as APPLIANCE,
-                                                 SLOT, SLOT_STATE, STATE)
+from controller.features.shadow.document import AGENT_PORT, KIND as APPLIANCE, SLOT, SLOT_STATE, STATE
 from controller.features.shadow.records import ShadowState, SlotState, read
 from controller.store import AlreadyExists, Document, NotFound, Store
 
