@@ -105,7 +105,7 @@ def runtime_view(store: Store, doc: Document) -> dict[str, Any]:
                                  reason="as configured")
                       if shadowing.get("shadow_enabled") else
                       Percentage(current=0.0, reason="shadowing is disabled"))
-    return {"instances": [i.model_dump() for i in state.instances],
+    return {"instances": [i.model_dump(exclude_none=True) for i in state.instances],
             "percentage": percentage.model_dump(), "counters": state.counters.model_dump()}
 
 

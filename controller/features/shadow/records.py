@@ -10,6 +10,10 @@ Unknown members are ignored (a newer runtime may write more).
 * ``shadow-slot-state`` (id = slot id): `SlotState`, what the slot's agent is doing;
 * ``shadow-finding``: `Finding`, one finding of an analysis profile;
 * ``shadow-remediation``: `Remediation`, one block in force.
+
+The records are frozen; the runtime writes one with `to_body` and reads its own
+back with `from_doc` (strict: a record that does not fit raises), REST with
+`read` (lenient: skipped with a warning).
 """
 from __future__ import annotations
 
@@ -24,18 +28,53 @@ from controller.store import Document, Store
 LOG = logging.getLogger(__name__)
 
 INSTANCE_STATES = ("launching", "ready", "failed", "stopped")
-FREE = "free"
+LAUNCHING, READY, FAILED, STOPPED = INSTANCE_STATES
+ACTIVE = (LAUNCHING, READY)                   # an instance that holds its slot
+FREE, STOPPING = "free", "stopping"           # slot states beside launching, ready, failed
+SLOT_STATES = (FREE, LAUNCHING, READY, STOPPING, FAILED)
 Count = Annotated[int, Field(ge=0)]
+R = TypeVar("R", bound="Record")
 
 
 class Record(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    def to_body(self) -> dict[str, Any]:
+        """The stored body (members the store keeps apart, such as the id, included)."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_doc(cls: type[R], doc: Document) -> R:
+        """A stored record (its id is the document's); ValidationError when it does not fit."""
+        return cls.model_validate({**doc.body, "id": doc.id})
+
+
+class Load(Record):
+    """An agent's last HEARTBEAT."""
+    pps: Annotated[float, Field(ge=0)] = Field(default=0.0, description="Packets per second "
+                                                                        "received on the slot")
+    drops: Count = Field(default=0, description="Received packets dropped since the last "
+                                                "heartbeat")
+    lag_ms: Annotated[float, Field(ge=0)] = Field(default=0.0, description="The profiles' "
+                                                                           "analysis lag")
+    cpu_percent: Annotated[float, Field(ge=0)] = Field(default=0.0, description="The image's "
+                                                       "CPU (100 = one core)")
 
 
 class Instance(Record):
     id: str
     slot_id: str = Field(description="The shadow slot it runs on")
     state: Literal[INSTANCE_STATES]  # type: ignore[valid-type]
+    appliance_id: str | None = None
+    ordinal: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="Unique among the appliance's instances while it runs: the "
+                                  "mark of the connections mirrored to it")
+    since: float | None = Field(default=None, description="When it entered its state (Unix "
+                                                          "time)")
+    heartbeat_at: float | None = Field(default=None, description="Its agent's last heartbeat "
+                                                                 "that named it")
+    load: Load | None = None
+    reason: str | None = Field(default=None, description="Why it failed or stopped")
 
 
 class Percentage(Record):
@@ -55,13 +94,30 @@ class ShadowState(Record):
     instances: list[Instance] = Field(default_factory=list)
     percentage: Percentage | None = None
     counters: Counters = Field(default_factory=Counters)
+    launched: Count = Field(default=0, description="Instances launched so far (names the next)")
+
+
+class AgentChannel(Record):
+    """Where a slot's agent speaks from, and what the hub's receiver keeps of it."""
+    ip: str
+    port: Annotated[int, Field(ge=0, le=65535)]
+    counter: Count = Field(default=0, description="The last counter taken (replays refused)")
+    epoch: Count = Field(default=0, description="The hub epoch last sent to the agent")
 
 
 class SlotState(Record):
-    state: str = Field(default=FREE, examples=[FREE, "connected", "running"])
+    state: str = Field(default=FREE, examples=list(SLOT_STATES), description=(
+        "free (idle, or no agent yet), launching, ready, stopping (a STOP not yet confirmed), "
+        "failed (its agent went silent)"))
+    alive: bool = Field(default=False, description="Its agent said HELLO and keeps beating")
     appliance_id: str | None = Field(default=None, description="Whose instance it runs")
     instance_id: str | None = None
     updated_at: float | None = None
+    heartbeat_at: float | None = None
+    load: Load | None = None
+    profiles: list[str] = Field(default_factory=list, description="The analysis profiles its "
+                                                                  "agent can run (HELLO)")
+    agent: AgentChannel | None = None
 
 
 class FiveTuple(Record):
@@ -78,7 +134,7 @@ class Finding(Record):
     instance_id: str | None = None
     profile: Literal[PROFILES]  # type: ignore[valid-type]
     severity: Literal[SEVERITIES]  # type: ignore[valid-type]
-    five_tuple: FiveTuple
+    five_tuple: FiveTuple | None = None
     evidence: dict[str, Any] = Field(default_factory=dict, description=(
         "What was seen: the signature id and the bytes matched, the anomaly score, the "
         "latency figures, the input that crashed the shadow"))
@@ -98,9 +154,6 @@ class Remediation(Record):
     ttl: int = Field(description="Seconds the block lasts")
     created_at: float
     expires_at: float
-
-
-R = TypeVar("R", bound=Record)
 
 
 def read(model: type[R], doc: Document, **known: Any) -> R | None:
