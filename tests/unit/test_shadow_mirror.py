@@ -255,6 +255,12 @@ def test_the_second_hash_splits_sampled_connections_over_the_ready_instances():
     remote = copies[instance_cookie("web", "slot-2")]   # through the link, in_port cleared
     assert remote.actions == (Move("reg7", "in_port", 16), SetField("eth_dst", SH2.mac),
                               Output(HOPS[1][2]))
+    # even when the link's port number is the instance's own on its switch
+    same_number = compile_mirror(MirrorInput(frozenset({1}), ROUTER, {1: {2: SH2.port}},
+                                             (a,), 6700))[1]
+    (far,) = [f for f in pick(same_number, tables.SHADOW_FROM.id, COPY)
+              if f.cookie == instance_cookie("web", "slot-2")]
+    assert far.actions[0] == Move("reg7", "in_port", 16) and far.actions[-1] == Output(SH2.port)
 
 
 def test_snaplen_truncates_every_copy_and_an_unreachable_instance_gets_none():

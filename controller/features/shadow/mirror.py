@@ -125,18 +125,19 @@ def _blocks(a: ApplianceNet, e: Endpoint) -> list[FlowSpec]:
             for b in a.blocks]
 
 
-def _copy(a: ApplianceNet, i: InstanceNet, port: int | None) -> tuple[Action, ...]:
-    """The copy's way to instance `i` through `port` (none: unreachable from here).  Toward
-    another switch the copy's in_port is cleared (from reg7, which stays zero), as the
-    fabric does: it may have come in by the very link it leaves by."""
+def _copy(a: ApplianceNet, i: InstanceNet, dpid: int, port: int | None) -> tuple[Action, ...]:
+    """The copy's way from switch `dpid` to instance `i`, out of `port` (none: unreachable).
+    Toward another switch the copy's in_port is cleared (from reg7, which stays zero), as
+    the fabric does: it may have come in by the very link it leaves by."""
     if port is None:
         return ()
-    clear = (Move("reg7", "in_port", 16),) if port != i.port else ()
+    clear = (Move("reg7", "in_port", 16),) if i.dpid != dpid else ()
     out = Output(port) if a.snaplen is None else OutputTrunc(port, a.snaplen)
     return (*clear, SetField("eth_dst", i.mac), out)
 
 
-def _mirror(a: ApplianceNet, side: _Side, ports: tuple[int | None, ...]) -> list[FlowSpec]:
+def _mirror(a: ApplianceNet, side: _Side, dpid: int,
+            ports: tuple[int | None, ...]) -> list[FlowSpec]:
     """The copies' tables of one hook: copy what is sampled, decide what is new."""
     c, here = appliance_cookie(a.id), {"eth_type": ETH_IPV4, "ct_zone": a.zone}
     receivers = a.receivers
@@ -152,7 +153,7 @@ def _mirror(a: ApplianceNet, side: _Side, ports: tuple[int | None, ...]) -> list
                                                    "tcp_flags": flags}, [undecided], cookie=c))
     out.append(flow(side.decide, UNSAMPLED, here, [undecided], cookie=c))
     for k, (i, port) in enumerate(zip(receivers, ports)):
-        ci, copy = instance_cookie(a.id, i.slot_id), _copy(a, i, port)
+        ci, copy = instance_cookie(a.id, i.slot_id), _copy(a, i, dpid, port)
         if copy:
             out.append(flow(side.track, COPY, {**here, "ct_state": ct_state("+trk"),
                                                "ct_mark": (sampled_mark(i.ordinal),
@@ -201,7 +202,7 @@ def appliance_flows(router_mac: str, agent_port: int, a: ApplianceNet, dpid: int
     for e in here:   # nothing is copied while no instance is ready: no hooks
         out += _blocks(a, e) + (_hooks(a, e) if a.receivers else [])
     if here and a.receivers:
-        out += _mirror(a, FROM, ports) + _mirror(a, TO, ports)
+        out += _mirror(a, FROM, dpid, ports) + _mirror(a, TO, dpid, ports)
     for i in a.instances:
         if i.dpid == dpid:
             out += _guard(router_mac, agent_port, i)
