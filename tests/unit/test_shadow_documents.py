@@ -1,12 +1,18 @@
-"""Appliance manifests: defaults, the seed's field names, and bad input refused naming the field."""
+"""Appliance manifests: defaults, the seed's field names, bad input refused naming the field;
+the feature keeps the valid ones."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from controller.core.documents import DocumentInvalid
-from controller.features.shadow.document import parse_manifest
+from controller.features.shadow.document import KIND, SLOT, Slot, parse_manifest
+from controller.features.shadow.feature import ShadowFeature
+from controller.store import open_store
+from tests.unit.fakecontext import FakeCore, fake_context
 
 IF1, IF2 = "0000000000000a01:2", "0000000000000a01:3"
 GOOD: dict[str, Any] = {"name": "web", "interfaces": [IF1], "appliance_image": "python3 -m http.server 80",
@@ -148,3 +154,32 @@ def test_a_manifest_needs_its_fields_and_an_object():
         set(refused({}))
     assert "body" in refused([])
     assert set(refused({**GOOD, "shadowing": {}})) == {PERCENT}
+
+
+def test_the_documented_example_is_a_valid_manifest():
+    path = Path(__file__).resolve().parents[2] / "docs/examples/appliance-web.yaml"
+    m = parse_manifest(yaml.safe_load(path.read_text()))
+    assert (m.shadowing.shadow_traffic_percentage, m.remediation.mode, m.remediation.ttl) == \
+        (10.0, "block", 300)
+    assert [s.id for s in m.profiles.IDS_Signature_Scan.signatures] == ["evil-marker", "sql-union"]
+
+
+def test_the_feature_keeps_the_valid_manifests_and_slots(caplog):
+    store, core = open_store(":memory:"), FakeCore()
+    store.put(KIND, "web", parse_manifest(GOOD).stored_body())
+    store.put(KIND, "bad", {**GOOD, "shadowing": {"shadow_traffic_percentage": 120}})
+    store.put(SLOT, "slot-1", {"interface_id": IF2, "key": "ab" * 24, "created_at": 1.0})
+    store.put(SLOT, "slot-2", {"interface_id": IF2})
+    feature = ShadowFeature(fake_context(core, store))
+    feature.load()
+    assert list(feature.appliances) == ["web"] and feature.appliances["web"] == parse_manifest(GOOD)
+    assert feature.slots == {"slot-1": Slot("slot-1", IF2, "ab" * 24)}
+    assert "invalid appliance manifest bad" in caplog.text and "shadow slot slot-2" in caplog.text
+    generation = core.generation
+    feature.documents_changed(SLOT)                      # nothing changed: nothing to recompile
+    assert core.generation == generation
+    store.put(KIND, "web", with_(shadowing={"shadow_traffic_percentage": 5}))
+    feature.documents_changed(KIND)
+    assert core.generation == generation + 1
+    assert feature.appliances["web"].shadowing.shadow_traffic_percentage == 5.0
+    store.close()
