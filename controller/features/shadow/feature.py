@@ -13,8 +13,10 @@ from typing import Any
 
 from controller.core import budgets
 from controller.core.documents import DocumentInvalid
-from controller.core.feature import Feature
+from controller.core.feature import Feature, PacketIn
 from controller.features.shadow.document import KIND, SLOT, Appliance, Slot, parse_manifest
+from controller.features.shadow.manager import ShadowManager
+from controller.pipeline import tables
 
 LOG = logging.getLogger("hubshift.shadows")
 
@@ -23,18 +25,32 @@ class ShadowFeature(Feature):
     name = "shadow"
     budget = budgets.SHADOW
     document_kinds = (KIND, SLOT)
+    punt_tables = frozenset({tables.SHADOW_AGENT.id})      # the agents' datagrams
 
     def __init__(self, ctx: Any, settings: Any = None) -> None:
         super().__init__(ctx, settings)
         self.appliances: dict[str, Appliance] = {}
         self.slots: dict[str, Slot] = {}
+        self.manager = ShadowManager(ctx)                  # the agents and the instances
 
     def load(self) -> None:
         self.reload()
+        self.manager.load(self.appliances, self.slots)
 
     def documents_changed(self, kind: str) -> None:
-        if self.reload():
+        changed = self.reload()
+        self.manager.reload(self.appliances, self.slots)
+        if changed:
             self.ctx.changed()
+
+    def on_packet_in(self, punt: PacketIn) -> None:
+        self.manager.on_packet_in(punt)
+
+    def tick(self) -> None:
+        self.manager.tick()
+
+    def next_wakeup(self) -> float | None:
+        return self.manager.next_wakeup()
 
     def reload(self) -> bool:
         """Re-read the manifests and slots; True if anything changed."""
