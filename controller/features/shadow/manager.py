@@ -35,12 +35,12 @@ from controller.agents.channel import MAX_ID
 from controller.agents.shadow import protocol as p
 from controller.agents.shadow.orders import LaunchOrder, launch_parts
 from controller.core.interfaces import KIND as INTERFACE
+from controller.features.shadow import findings
 from controller.features.shadow.agentd import AgentLink, AgentMetrics, Port, next_epoch
-from controller.features.shadow.document import FINDING, SLOT_STATE, STATE, Appliance, Slot
+from controller.features.shadow.document import SLOT_STATE, STATE, Appliance, Slot
 from controller.features.shadow.records import (ACTIVE, FAILED, FREE, INSTANCE_STATES, LAUNCHING,
-                                                READY, STOPPED, STOPPING, AgentChannel, FiveTuple,
-                                                Finding, Instance, Load, Percentage, ShadowState,
-                                                SlotState)
+                                                READY, STOPPED, STOPPING, AgentChannel, Instance,
+                                                Load, Percentage, ShadowState, SlotState)
 
 LOG = logging.getLogger("hubshift.shadows")
 MISS_LIMIT = 3.0                  # seconds without a heartbeat: the agent is gone
@@ -353,28 +353,8 @@ class ShadowManager:
                         batch.instance_id, sid)
             return
         for n, found in enumerate(batch.findings):
-            self._finding(f"{sid}-{batch.seq}-{n}", app_id, batch.instance_id, found)
-
-    def _finding(self, fid: str, app_id: str, instance_id: str, found: p.Finding) -> None:
-        store = self.ctx.store
-        if store.find(FINDING, fid) is not None:
-            return                                   # a retransmission, taken before
-        try:
-            record = Finding(id=fid, appliance_id=app_id, instance_id=instance_id,
-                             profile=found.profile, severity=found.severity,
-                             five_tuple=None if found.five_tuple is None else
-                             FiveTuple.model_validate(found.five_tuple.to_json()),
-                             evidence={"text": found.evidence}, at=found.at, action="alert")
-        except ValidationError as exc:
-            LOG.warning("finding %s of %s dropped: %s", fid, app_id, exc.errors()[0].get("msg"))
-            return
-        store.put(FINDING, fid, record.to_body())
-        self.ctx.journal("shadow", app_id, f"{record.severity} finding of {record.profile}: "
-                         f"{found.evidence[:200]}", finding_id=fid, instance_id=instance_id,
-                         profile=record.profile, severity=record.severity, action="alert",
-                         five_tuple=None if record.five_tuple is None
-                         else record.five_tuple.model_dump())
-        self.metrics.findings.labels(app_id, record.profile, record.severity).inc()
+            findings.take(self.ctx, self.metrics, f"{sid}-{batch.seq}-{n}", app_id,
+                          batch.instance_id, found)
 
     # ------------------------------------------------------------ time
     def tick(self) -> None:
