@@ -2,9 +2,10 @@
 
 For now it keeps what the store holds, parsed: the valid manifests
 (``appliances``) and the slots (``slots``); an invalid stored manifest or
-slot is logged and left out, never half used.  Mirroring flows, launching
-and analysis are still to come (``mirror``, the agent channel); they read
-these.
+slot is logged and left out, never half used.  The slots' agents and the
+shadow instances are the manager's (``manager.ShadowManager``: the agents'
+datagrams punted from ``shadow_agent``, launches, heartbeats, findings).
+Mirroring flows are still to come (``mirror``); they read these.
 """
 from __future__ import annotations
 
