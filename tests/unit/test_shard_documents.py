@@ -31,6 +31,7 @@ def test_the_defaults_are_the_issues():
 @pytest.mark.parametrize("change, field, reason", [
     ({"shard_prefix": 27}, "body.shard_prefix", "28"),
     ({"lifespan": {"min": "15m", "max": "5m"}}, "body.lifespan.max", "shorter than min"),
+    ({"lifespan": {"min": "20m"}}, "body.lifespan.max", "shorter than min"),   # the default max
     ({"lifespan": {"min": 0}}, "body.lifespan.min", "zero"),
     ({"pool": "8.8.0.0/16"}, "body.pool", "not a private range"),
     ({"pool": "10.200.0.0/30"}, "body.shard_prefix", "smaller than one /28 shard"),

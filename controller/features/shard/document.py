@@ -25,7 +25,8 @@ PRIVATE = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12"
 class Lifespan(DocumentModel):
     """How long a shard lives; each shard draws its own from [min, max]."""
     min: Seconds = 300
-    max: Seconds = Field(default=900, json_schema_extra=rule("not shorter than min"))
+    max: Seconds = Field(default=900, validate_default=True,
+                         json_schema_extra=rule("not shorter than min"))
 
     @field_validator("max")
     @classmethod
