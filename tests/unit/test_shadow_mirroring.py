@@ -76,3 +76,22 @@ def test_a_disabled_appliance_or_one_without_state_mirrors_nothing():
     inp = mirror_input(fab.store, fab.hub.view(), {"web": parse_manifest(MANIFEST)}, {"web": 0},
                        {})
     assert inp.appliances[0].instances == ()               # its slot is unknown
+
+
+def test_the_feature_guards_every_slot_and_mirrors_to_ready_instances():
+    fab = lab()
+    fab.store.put("shadow-slot", "s1", {"interface_id": interface_id(B, 3), "key": "k" * 48})
+    fab.store.put("appliance", "web", MANIFEST)
+    fab.hub.documents_changed("appliance")
+    fab.settle()
+    guard = [f for f in fab.b.flows.values() if f.table == tables.CLASSIFY.id
+             and f.priority >= 65100]
+    assert guard, "a free slot's port is guarded (its agent's HELLO is punted)"
+    assert any(f.table == tables.SHADOW_AGENT.id for f in fab.b.flows.values())
+    feature = fab.feature("shadow")
+    assert not any(isinstance(a, Clone) for f in feature.contribute(fab.hub.view()).flows.get(A, ())
+                   for a in f.actions)
+    fab.store.put("shadow-state", "web", state(ready=True))
+    contribution = feature.contribute(fab.hub.view())
+    assert any(isinstance(a, Clone) for f in contribution.flows[A] for a in f.actions)
+    assert B in contribution.meters

@@ -14,9 +14,13 @@ from typing import Any
 
 from controller.core import budgets
 from controller.core.documents import DocumentInvalid
-from controller.core.feature import Feature, PacketIn
+from controller.core.feature import Contribution, Feature, PacketIn
+from controller.core.view import FabricView
 from controller.features.shadow.document import KIND, SLOT, Appliance, Slot, parse_manifest
 from controller.features.shadow.manager import ShadowManager
+from controller.features.shadow.mirror import (AGENT_METER, agent_meter, compile_mirror,
+                                               guard_flows)
+from controller.features.shadow.mirroring import Indexes, mirror_input, slot_net
 from controller.pipeline import tables
 
 LOG = logging.getLogger("hubshift.shadows")
@@ -33,6 +37,7 @@ class ShadowFeature(Feature):
         self.appliances: dict[str, Appliance] = {}
         self.slots: dict[str, Slot] = {}
         self.manager = ShadowManager(ctx)                  # the agents and the instances
+        self.indexes = Indexes(ctx.store)                  # each appliance's conntrack zone
 
     def load(self) -> None:
         self.reload()
@@ -43,6 +48,22 @@ class ShadowFeature(Feature):
         self.manager.reload(self.appliances, self.slots)
         if changed:
             self.ctx.changed()
+
+    def contribute(self, view: FabricView) -> Contribution:
+        """The mirror of every appliance with a ready instance, and a guard on every slot's
+        port (a slot's host only ever talks to the hub, running an instance or not)."""
+        inp = mirror_input(self.ctx.store, view, self.appliances, self.indexes.of, self.slots)
+        flows = {d: list(f) for d, f in compile_mirror(inp).items()}
+        guarded = {i.slot_id for a in inp.appliances for i in a.instances}
+        for slot in sorted(self.slots.values(), key=lambda s: s.id):
+            net = None if slot.id in guarded else slot_net(self.ctx.store, view, slot)
+            if net is not None and net.dpid in view.switches:
+                flows.setdefault(net.dpid, []).extend(
+                    guard_flows(view.router_mac, inp.agent_port, net))
+        meter = (agent_meter(),)
+        return Contribution(
+            flows={d: tuple(f) for d, f in flows.items()},
+            meters={d: meter for d, f in flows.items() if any(x.meter == AGENT_METER for x in f)})
 
     def on_packet_in(self, punt: PacketIn) -> None:
         self.manager.on_packet_in(punt)
@@ -69,4 +90,5 @@ class ShadowFeature(Feature):
                 LOG.error("ignoring invalid shadow slot %s: missing %s", doc.id, exc)
         changed = (appliances, slots) != (self.appliances, self.slots)
         self.appliances, self.slots = appliances, slots
+        self.indexes.sync(set(appliances))
         return changed

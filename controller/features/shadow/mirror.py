@@ -173,7 +173,7 @@ def _mirror(a: ApplianceNet, side: _Side, dpid: int,
     return out
 
 
-def _guard(router_mac: str, agent_port: int, i: InstanceNet) -> list[FlowSpec]:
+def guard_flows(router_mac: str, agent_port: int, i: InstanceNet) -> list[FlowSpec]:
     """Nothing the instance sends leaves its port, but its agent's datagrams to the hub."""
     c, port = guard_cookie(i.slot_id), {"in_port": i.port}
     out = [flow(tables.CLASSIFY.id, GUARD_DROP, port, cookie=c)]
@@ -205,7 +205,7 @@ def appliance_flows(router_mac: str, agent_port: int, a: ApplianceNet, dpid: int
         out += _mirror(a, FROM, dpid, ports) + _mirror(a, TO, dpid, ports)
     for i in a.instances:
         if i.dpid == dpid:
-            out += _guard(router_mac, agent_port, i)
+            out += guard_flows(router_mac, agent_port, i)
     tables.check(out)
     return tuple(out)
 
@@ -225,6 +225,10 @@ def compile_mirror(inp: MirrorInput) -> dict[int, tuple[FlowSpec, ...]]:
             if flows:
                 out.setdefault(dpid, []).extend(flows)
     return {dpid: tuple(flows) for dpid, flows in out.items()}
+
+
+def agent_meter() -> MeterSpec:
+    return MeterSpec(AGENT_METER, AGENT_METER_KBPS)
 
 
 def mirror_meters(inp: MirrorInput) -> dict[int, tuple[MeterSpec, ...]]:

@@ -73,6 +73,19 @@ def _state(store: Store, appliance_id: str) -> ShadowState | None:
         return None
 
 
+def slot_net(store: Store, view: FabricView, slot: Slot, ordinal: int = 0,
+             ready: bool = False) -> InstanceNet | None:
+    """Where a slot's host is plugged in, and its gateway (where its agent talks to)."""
+    where = store.find(INTERFACE, slot.interface_id)
+    if where is None:
+        return None
+    b = where.body
+    gateway = next((str(s.gateway) for ip in b.get("ips") or ()
+                    if (s := view.subnet_of(ip)) is not None), None)
+    return InstanceNet(slot.id, int(b["datapath"], 16), int(b["port"]), b["mac"], ordinal,
+                       gateway, ready=ready)
+
+
 def _instances(store: Store, view: FabricView, slots: Mapping[str, Slot],
                state: ShadowState) -> tuple[InstanceNet, ...]:
     out = []
@@ -80,14 +93,9 @@ def _instances(store: Store, view: FabricView, slots: Mapping[str, Slot],
         slot = slots.get(inst.slot_id)
         if inst.state not in ACTIVE or slot is None or inst.ordinal is None:
             continue
-        where = store.find(INTERFACE, slot.interface_id)
-        if where is None:
-            continue
-        b = where.body
-        gateway = next((str(s.gateway) for ip in b.get("ips") or ()
-                        if (s := view.subnet_of(ip)) is not None), None)
-        out.append(InstanceNet(slot.id, int(b["datapath"], 16), int(b["port"]), b["mac"],
-                               inst.ordinal, gateway, ready=inst.state == READY))
+        net = slot_net(store, view, slot, inst.ordinal, inst.state == READY)
+        if net is not None:
+            out.append(net)
     return tuple(out)
 
 
