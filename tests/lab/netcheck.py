@@ -11,6 +11,9 @@
     netcheck.py udpsink PORT LOG             count numbered datagrams; LOG gets "received N max M"
     netcheck.py udpecho PORT                 answer each datagram with "echo <datagram>"
     netcheck.py udpask HOST PORT TEXT [-t S] one datagram; exit 0 if answered
+    netcheck.py many HOST PORT N EXPECT      N connections one after another, a line each;
+                                             prints "ok K bad B failed F" (an answer not
+                                             starting with EXPECT is bad)
     netcheck.py whoami PORT                  TCP and UDP on PORT: answer each line (datagram)
                                              with "local=<its local address> peer=<address>"
 """
@@ -128,6 +131,25 @@ def udpask(host: str, port: int, text: str, timeout: float) -> int:
     return 0
 
 
+def many(host: str, port: int, count: int, expect: str) -> int:
+    ok = bad = failed = 0
+    for n in range(count):
+        try:
+            with socket.create_connection((host, port), timeout=2) as s:
+                s.settimeout(2)
+                s.sendall(f"conn {n}\n".encode())
+                answer = s.recv(200).decode(errors="replace")
+        except OSError:
+            failed += 1
+            continue
+        if answer.startswith(expect) and answer.rstrip().endswith(f"conn {n}"):
+            ok += 1
+        else:
+            bad += 1
+    print(f"ok {ok} bad {bad} failed {failed}", flush=True)
+    return 0 if ok == count else 1
+
+
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 
 
@@ -160,6 +182,8 @@ def main(argv: list[str]) -> int:
     if cmd == "serve":
         name = args[args.index("--name") + 1] if "--name" in args else socket.gethostname()
         serve([int(p) for p in args if p.isdigit()], name)
+    elif cmd == "many":
+        return many(args[0], int(args[1]), int(args[2]), args[3])
     elif cmd == "whoami":
         whoami(int(args[0]))
     elif cmd == "connect":

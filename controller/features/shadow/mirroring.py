@@ -105,7 +105,9 @@ def appliance_net(store: Store, view: FabricView, aid: str, a: Appliance, index:
     if not a.shadowing.shadow_enabled or state is None:
         return None
     production = tuple(e for e in (_endpoint(store, i) for i in a.interfaces) if e is not None)
-    percentage = (state.percentage.current if state.percentage is not None
+    # The manifest's percentage, unless the adaptive mode has moved it (state.percentage).
+    adapted = a.adjustment.mode == "adaptive" and state.percentage is not None
+    percentage = (state.percentage.current if adapted
                   else a.shadowing.shadow_traffic_percentage)
     return ApplianceNet(aid, index, production,
                         service=tuple(ServicePort(s.protocol, s.port) for s in a.service or ()),

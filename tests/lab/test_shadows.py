@@ -1,0 +1,106 @@
+"""Shadow appliances on a real hub: a slot's agent launches a shadow of h1_1's service,
+and half of the clients' connections are mirrored to it, whole, while production
+answers every one of them and nothing of the shadow reaches anyone.
+
+Mininet hub with one segment (h1_1 production, h1_2 spare), the spare host sp1
+as the shadow slot running the real `hub-shadow-agent`, and ext as the client.
+The share mirrored is counted by a capture on the shadow's interface.  Names
+start with ``lw`` (scripts/test cleans that prefix).
+"""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from tests.lab.conftest import api, start_lab, stop_lab
+from tests.lab.harness import ROOT, sh, wait_for
+
+pytestmark = pytest.mark.lab
+LAB_PREFIX = "lw"
+NETCHECK = f"python3 {ROOT}/tests/lab/netcheck.py"
+AGENT = ROOT / ".venv" / "bin" / "hub-shadow-agent"
+CONNECTIONS = 400
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    lab = start_lab(tmp_path_factory, LAB_PREFIX, segments=1, hosts=2, spares=1)
+    try:
+        lab.net.pingAll(timeout=2)
+        prod, ext, spare = lab.host("h1_1"), lab.host("ext"), lab.host("sp1")
+        lab.bg(prod, f"{NETCHECK} serve 80 --name prod")
+        wait_for("production serving", lambda: ":80" in prod.cmd("ss -ltn"), 10)
+        interfaces = lab.controller.get("/v1/interfaces")
+        iid = {h: next(i["id"] for i in interfaces if lab.host(h).IP() in i["ips"])
+               for h in ("h1_1", "sp1")}
+        slot = api(lab, "POST", "/v1/shadow-slots", {"interface_id": iid["sp1"], "id": "s1"},
+                   expect=201)
+        server, port = slot["channel"]["server"], slot["channel"]["port"]
+        lab.bg(spare, f"bash -c 'exec {AGENT} --server {server} --port {port} --slot s1 "
+                      f"--key {slot['key']} --interface {spare.intf()} "
+                      f"2>>/tmp/{LAB_PREFIX}-agent.log'")
+        manifest = {"name": "web", "interfaces": [iid["h1_1"]],
+                    "service": [{"protocol": "tcp", "port": 80}],
+                    "appliance_image": f"{NETCHECK} serve 80 --name shadow",
+                    "shadowing": {"shadow_instance_count": 1, "shadow_traffic_percentage": 50.0,
+                                  "shadow_analysis_profiles": []}}
+        api(lab, "POST", "/v1/appliances", manifest, expect=201)
+
+        def ready():
+            app = api(lab, "GET", "/v1/appliances/web", expect=200)
+            return app if [i["state"] for i in app["instances"]] == ["ready"] else None
+        wait_for("the shadow instance ready", ready, 30)
+        lab.controller.wait_in_sync(lab.dpids)
+        yield lab
+    finally:
+        stop_lab(lab)
+
+
+def mirrored(lab, count: int) -> tuple[float, int]:
+    """Run `count` client connections; the share the shadow saw whole, and how many it saw."""
+    prod, ext, spare = lab.host("h1_1"), lab.host("ext"), lab.host("sp1")
+    capture = f"/tmp/{LAB_PREFIX}-capture.txt"
+    spare.cmd(f"rm -f {capture}")
+    lab.bg(spare, f"bash -c 'exec tcpdump -i {spare.intf()} -nn -l -U tcp port 80 "
+                  f"> {capture} 2>/dev/null'")
+    time.sleep(1.0)
+    out = ext.cmd(f"{NETCHECK} many {prod.IP()} 80 {count} prod:80")
+    # Every connection answered by production, byte for byte: nothing of the shadow's.
+    assert out.strip().splitlines()[-1] == f"ok {count} bad 0 failed 0", out
+    time.sleep(1.0)
+    host, pid = lab.background.pop()                  # stop the capture
+    host.cmd(f"kill {pid}")
+    seen: dict[str, set[str]] = {}                    # client port -> TCP flags the shadow saw
+    for line in spare.cmd(f"cat {capture}").splitlines():
+        m = re.search(rf"{re.escape(ext.IP())}\.(\d+) > \S+\.80: Flags \[([^\]]+)\]", line)
+        if m:
+            seen.setdefault(m.group(1), set()).add(m.group(2))
+    whole = [p for p, flags in seen.items() if "S" in flags and any("F" in f for f in flags)]
+    assert len(whole) == len(seen), "every connection the shadow saw, it saw from SYN to FIN"
+    return len(whole) / count, len(seen)
+
+
+def guard_drops(lab) -> int:
+    """Packets the shadow sent that its port's guard dropped (its answers, among them)."""
+    out = sh("ovs-ofctl", "-O", "OpenFlow14", "dump-flows", lab.switch("c1").name, "table=0")
+    return sum(int(n) for line in out.splitlines() if "priority=65150" in line
+               for n in re.findall(r"n_packets=(\d+)", line))
+
+
+def test_half_the_connections_are_mirrored_whole_and_production_answers_all(lab):
+    before = guard_drops(lab)
+    share, _ = mirrored(lab, CONNECTIONS)
+    assert 0.43 <= share <= 0.57, share
+    assert guard_drops(lab) > before                 # the shadow answered; nobody got it
+
+
+def test_a_new_percentage_applies_to_new_connections(lab):
+    api(lab, "PATCH", "/v1/appliances/web",
+        {"shadowing": {"shadow_traffic_percentage": 10.0}}, expect=200)
+    wait_for("the new percentage in force", lambda: api(lab, "GET", "/v1/appliances/web")
+             ["percentage"]["current"] == 10.0, 10)
+    lab.controller.wait_in_sync(lab.dpids)
+    share, _ = mirrored(lab, CONNECTIONS)
+    assert 0.05 <= share <= 0.15, share
