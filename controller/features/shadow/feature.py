@@ -5,7 +5,9 @@ For now it keeps what the store holds, parsed: the valid manifests
 slot is logged and left out, never half used.  The slots' agents and the
 shadow instances are the manager's (``manager.ShadowManager``: the agents'
 datagrams punted from ``shadow_agent``, launches, heartbeats, findings).
-Mirroring flows are still to come (``mirror``); they read these.
+Findings decide their remediation (``remediation.Remediations``): a block
+is a ``shadow-remediation`` record, compiled as a drop by the mirror, ended
+in `tick` when its TTL is over or by a lift over REST (``documents_changed``).
 """
 from __future__ import annotations
 
@@ -16,11 +18,13 @@ from controller.core import budgets
 from controller.core.documents import DocumentInvalid
 from controller.core.feature import Contribution, Feature, PacketIn
 from controller.core.view import FabricView
-from controller.features.shadow.document import KIND, SLOT, Appliance, Slot, parse_manifest
+from controller.features.shadow.document import (KIND, REMEDIATION, SLOT, Appliance, Slot,
+                                                  parse_manifest)
 from controller.features.shadow.manager import ShadowManager
 from controller.features.shadow.mirror import (AGENT_METER, agent_meter, compile_mirror,
                                                guard_flows)
 from controller.features.shadow.mirroring import Indexes, mirror_input, slot_net
+from controller.features.shadow.remediation import Remediations
 from controller.pipeline import tables
 
 LOG = logging.getLogger("hubshift.shadows")
@@ -29,23 +33,26 @@ LOG = logging.getLogger("hubshift.shadows")
 class ShadowFeature(Feature):
     name = "shadow"
     budget = budgets.SHADOW
-    document_kinds = (KIND, SLOT)
+    document_kinds = (KIND, SLOT, REMEDIATION)             # a remediation: lifted over REST
     punt_tables = frozenset({tables.SHADOW_AGENT.id})      # the agents' datagrams
 
     def __init__(self, ctx: Any, settings: Any = None) -> None:
         super().__init__(ctx, settings)
         self.appliances: dict[str, Appliance] = {}
         self.slots: dict[str, Slot] = {}
-        self.manager = ShadowManager(ctx)                  # the agents and the instances
+        self.remediations = Remediations(ctx, lambda aid: self.appliances.get(aid))
+        self.manager = ShadowManager(ctx, self.remediations.remedy)   # agents, instances
         self.indexes = Indexes(ctx.store)                  # each appliance's conntrack zone
 
     def load(self) -> None:
         self.reload()
         self.manager.load(self.appliances, self.slots)
+        self.remediations.sync(set(self.appliances))
 
     def documents_changed(self, kind: str) -> None:
         changed = self.reload()
         self.manager.reload(self.appliances, self.slots)
+        self.remediations.sync(set(self.appliances))     # changes itself when a block went
         if changed:
             self.ctx.changed()
 
@@ -70,9 +77,12 @@ class ShadowFeature(Feature):
 
     def tick(self) -> None:
         self.manager.tick()
+        self.remediations.expire()
 
     def next_wakeup(self) -> float | None:
-        return self.manager.next_wakeup()
+        times = [t for t in (self.manager.next_wakeup(), self.remediations.next_wakeup())
+                 if t is not None]
+        return min(times) if times else None
 
     def reload(self) -> bool:
         """Re-read the manifests and slots; True if anything changed."""

@@ -17,7 +17,8 @@ each agent does (``shadow-slot-state``) and the instances of each appliance
   retransmitted until a HEARTBEAT that does not name it, then the slot is free.
   A heartbeat naming an instance the slot should not run gets a STOP too.
 * FINDINGS -> ACK(its counter); each finding stored once per (slot, seq, index)
-  as ``shadow-finding``, journaled and counted.
+  as ``shadow-finding``, journaled and counted, after `remedy` decided what it
+  does (the feature's remediation: an alert, or a block).
 
 Everything it needs is in the store (counters and the epoch last sent with each
 slot's state), so a restarted hub resumes: an alive slot gets a fresh miss
@@ -26,6 +27,7 @@ limit, launches and stops in flight are sent again under the new epoch.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 
@@ -39,8 +41,9 @@ from controller.features.shadow import findings
 from controller.features.shadow.agentd import AgentLink, AgentMetrics, Port, next_epoch
 from controller.features.shadow.document import SLOT_STATE, STATE, Appliance, Slot
 from controller.features.shadow.records import (ACTIVE, FAILED, FREE, INSTANCE_STATES, LAUNCHING,
-                                                READY, STOPPED, STOPPING, AgentChannel, Instance,
-                                                Load, Percentage, ShadowState, SlotState)
+                                                READY, STOPPED, STOPPING, AgentChannel, Finding,
+                                                Instance, Load, Percentage, ShadowState,
+                                                SlotState)
 
 LOG = logging.getLogger("hubshift.shadows")
 MISS_LIMIT = 3.0                  # seconds without a heartbeat: the agent is gone
@@ -56,8 +59,9 @@ class _Retry:
 
 
 class ShadowManager:
-    def __init__(self, ctx) -> None:
+    def __init__(self, ctx, remedy: Callable[[Finding], Finding] = lambda f: f) -> None:
         self.ctx = ctx
+        self.remedy = remedy                      # what a finding does (remediation)
         self.metrics = AgentMetrics(ctx.registry)
         self.appliances: dict[str, Appliance] = {}
         self.slots: dict[str, Slot] = {}
@@ -354,7 +358,7 @@ class ShadowManager:
             return
         for n, found in enumerate(batch.findings):
             findings.take(self.ctx, self.metrics, f"{sid}-{batch.seq}-{n}", app_id,
-                          batch.instance_id, found)
+                          batch.instance_id, found, self.remedy)
 
     # ------------------------------------------------------------ time
     def tick(self) -> None:

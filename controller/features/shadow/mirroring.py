@@ -2,10 +2,12 @@
 
 Read on the worker at every compile, from what the store holds now: the
 valid manifests, the runtime's `shadow-state` (instances and the current
-percentage), the slots and the interface records.  An appliance mirrors
-only while it is enabled and has an instance that is ready; its index (its
-conntrack zone) is allocated once and kept (`Indexes`), so a change
-elsewhere never re-decides its connections.
+percentage), the slots, the interface records and the blocks in force
+(``shadow-remediation``).  An appliance mirrors only while it is enabled and
+has an instance that is ready; its blocks are dropped whether it mirrors or
+not (shadowing disabled keeps them); its index (its conntrack zone) is
+allocated once and kept (`Indexes`), so a change elsewhere never re-decides
+its connections.
 """
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ from pydantic import ValidationError
 from controller.core.interfaces import KIND as INTERFACE
 from controller.core.view import FabricView
 from controller.features.shadow.document import AGENT_PORT, STATE, Appliance, Slot
-from controller.features.shadow.mirror_net import (ApplianceNet, Endpoint, InstanceNet,
+from controller.features.shadow.mirror_net import (ApplianceNet, Block, Endpoint, InstanceNet,
                                                    MirrorInput, ServicePort, ZONES)
+from controller.features.shadow.remediation import blocks_by_appliance
 from controller.features.shadow.records import ACTIVE, READY, ShadowState
 from controller.pipeline import tables
 from controller.store import Store
@@ -100,11 +103,15 @@ def _instances(store: Store, view: FabricView, slots: Mapping[str, Slot],
 
 
 def appliance_net(store: Store, view: FabricView, aid: str, a: Appliance, index: int,
-                  slots: Mapping[str, Slot]) -> ApplianceNet | None:
+                  slots: Mapping[str, Slot],
+                  blocks: tuple[Block, ...] = ()) -> ApplianceNet | None:
     state = _state(store, aid)
-    if not a.shadowing.shadow_enabled or state is None:
+    mirrored = a.shadowing.shadow_enabled and state is not None
+    if not mirrored and not blocks:
         return None
     production = tuple(e for e in (_endpoint(store, i) for i in a.interfaces) if e is not None)
+    if not mirrored:
+        return ApplianceNet(aid, index, production, blocks=blocks)
     # The manifest's percentage, unless the adaptive mode has moved it (state.percentage).
     adapted = a.adjustment.mode == "adaptive" and state.percentage is not None
     percentage = (state.percentage.current if adapted
@@ -113,16 +120,17 @@ def appliance_net(store: Store, view: FabricView, aid: str, a: Appliance, index:
                         service=tuple(ServicePort(s.protocol, s.port) for s in a.service or ()),
                         permille=int(round(percentage * 10)),
                         instances=_instances(store, view, slots, state),
-                        snaplen=a.mirror.snaplen)
+                        snaplen=a.mirror.snaplen, blocks=blocks)
 
 
 def mirror_input(store: Store, view: FabricView, appliances: Mapping[str, Appliance],
                  indexes: Mapping[str, int], slots: Mapping[str, Slot]) -> MirrorInput:
-    nets = []
+    nets, blocks = [], blocks_by_appliance(store)
     for aid in sorted(appliances):
         if aid not in indexes:
             continue
-        net = appliance_net(store, view, aid, appliances[aid], indexes[aid], slots)
+        net = appliance_net(store, view, aid, appliances[aid], indexes[aid], slots,
+                            blocks.get(aid, ()))
         if net is not None and net.production:
             nets.append(net)
     return MirrorInput(view.switches, view.router_mac, view.hops, tuple(nets), AGENT_PORT)
