@@ -490,7 +490,7 @@ def test_the_real_agent_over_loopback_launches_reports_and_cleans_up_on_sigterm(
     order = LaunchOrder("web-shadow-1", shlex.join(["sh", "-c", f"echo $$ > {pidfile}; "
                                                     "exec sleep 30"]),
                         (IPv4Interface("10.0.0.5/24"),), IPv4Address("10.0.0.1"),
-                        {"IDS_Signature_Scan": {}})
+                        {"No_Such_Profile": {}})
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hub:
         hub.bind(("127.0.0.1", 0))
         hub.settimeout(10)                                  # the deadline of every step
@@ -515,7 +515,7 @@ def test_the_real_agent_over_loopback_launches_reports_and_cleans_up_on_sigterm(
             for part in launch_parts(order, SLOT):
                 hub.sendto(send(part), agent)
             ready, _ = expect(sp.Ready)
-            assert ready.body == sp.Ready("web-shadow-1", (), ("IDS_Signature_Scan",))
+            assert ready.body == sp.Ready("web-shadow-1", (), ("No_Such_Profile",))
             assert ready.epoch == send.epoch
             beat, _ = expect(sp.Heartbeat)
             assert beat.body.instance_id == "web-shadow-1" and beat.body.pps >= 0
@@ -536,7 +536,7 @@ def test_the_real_agent_over_loopback_launches_reports_and_cleans_up_on_sigterm(
         stderr = proc.stderr.read()
         proc.stderr.close()
     assert "hub-shadow-agent: HELLO -> ACK in" in stderr
-    assert "hub-shadow-agent: profile IDS_Signature_Scan not available in this agent yet" in stderr
+    assert "hub-shadow-agent: profile No_Such_Profile not available in this agent yet" in stderr
     assert "hub-shadow-agent: stopped instance web-shadow-1 (agent stopping)" in stderr
     assert log.read_text().splitlines() == [
         "addr replace 10.0.0.5/24 dev lo valid_lft forever preferred_lft forever",

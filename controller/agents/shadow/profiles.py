@@ -3,9 +3,8 @@
 Python standard library only here; a profile may need more (a capture library, a
 model), which it imports when it is built, so that the agent starts without it.
 `PROFILES` maps a profile name (the manifest's `shadow_analysis_profiles`) to a
-factory; it is empty for now: the agent logs "profile X not available in this
-agent yet" for each one asked, says so in READY (`unavailable`), and runs the
-instance without it.
+factory; for a name not there, the agent logs "profile X not available in this
+agent yet", says so in READY (`unavailable`), and runs the instance without it.
 """
 from __future__ import annotations
 
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any, Protocol
 
+from controller.agents.shadow import ids
 from controller.agents.shadow.protocol import Finding
 
 
@@ -45,3 +45,5 @@ class Profile(Protocol):
 
 
 PROFILES: dict[str, Callable[[], Profile]] = {}
+
+PROFILES[ids.NAME] = ids.IdsProfile
