@@ -104,6 +104,12 @@ def test_retransmitted_and_overlapping_segments_are_taken_once():
     assert len(client_data(sc, [(6, b"c")])) == 1                               # xabcabc
 
 
+def test_data_on_a_syn_follows_its_sequence_number():
+    sc = scanner()
+    assert sc.feed(seg(b"/etc/pa", C_ISN, flags=SYN), 0.0) == []       # TCP fast open
+    assert len(client_data(sc, [(7, b"sswd")])) == 1
+
+
 def test_each_signature_is_reported_once_per_connection():
     sc = scanner()
     handshake(sc)

@@ -229,7 +229,8 @@ class Scanner:
         stream = conn.stream(from_client)
         if seg.flags & SYN:
             stream.syn(seg.seq)
-        found = self._match(conn, from_client, stream.add(seg.seq, seg.payload, seg.size))
+        data_seq = (seg.seq + 1) & _MASK if seg.flags & SYN else seg.seq   # after a SYN's own
+        found = self._match(conn, from_client, stream.add(data_seq, seg.payload, seg.size))
         if seg.flags & FIN:
             conn.finished.add(from_client)
         if seg.flags & RST or len(conn.finished) == 2:
