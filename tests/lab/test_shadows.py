@@ -22,36 +22,48 @@ LAB_PREFIX = "lw"
 NETCHECK = f"python3 {ROOT}/tests/lab/netcheck.py"
 AGENT = ROOT / ".venv" / "bin" / "hub-shadow-agent"
 CONNECTIONS = 400
+BLOCK_TTL = 10
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    lab = start_lab(tmp_path_factory, LAB_PREFIX, segments=1, hosts=2, spares=1)
+    lab = start_lab(tmp_path_factory, LAB_PREFIX, segments=1, hosts=2, spares=2)
     try:
         lab.net.pingAll(timeout=2)
         prod, ext, spare = lab.host("h1_1"), lab.host("ext"), lab.host("sp1")
         lab.bg(prod, f"{NETCHECK} serve 80 --name prod")
         wait_for("production serving", lambda: ":80" in prod.cmd("ss -ltn"), 10)
+        lab.bg(lab.host("h1_2"), f"{NETCHECK} serve 80 --name ids")
         interfaces = lab.controller.get("/v1/interfaces")
         iid = {h: next(i["id"] for i in interfaces if lab.host(h).IP() in i["ips"])
-               for h in ("h1_1", "sp1")}
-        slot = api(lab, "POST", "/v1/shadow-slots", {"interface_id": iid["sp1"], "id": "s1"},
-                   expect=201)
-        server, port = slot["channel"]["server"], slot["channel"]["port"]
-        lab.bg(spare, f"bash -c 'exec {AGENT} --server {server} --port {port} --slot s1 "
-                      f"--key {slot['key']} --interface {spare.intf()} "
-                      f"2>>/tmp/{LAB_PREFIX}-agent.log'")
+               for h in ("h1_1", "h1_2", "sp1", "sp2")}
+        for n, host in ((1, spare), (2, lab.host("sp2"))):
+            slot = api(lab, "POST", "/v1/shadow-slots",
+                       {"interface_id": iid[f"sp{n}"], "id": f"s{n}"}, expect=201)
+            server, port = slot["channel"]["server"], slot["channel"]["port"]
+            lab.bg(host, f"bash -c 'exec {AGENT} --server {server} --port {port} --slot s{n} "
+                         f"--key {slot['key']} --interface {host.intf()} "
+                         f"2>>/tmp/{LAB_PREFIX}-agent{n}.log'")
         manifest = {"name": "web", "interfaces": [iid["h1_1"]],
                     "service": [{"protocol": "tcp", "port": 80}],
                     "appliance_image": f"{NETCHECK} serve 80 --name shadow",
                     "shadowing": {"shadow_instance_count": 1, "shadow_traffic_percentage": 50.0,
                                   "shadow_analysis_profiles": []}}
         api(lab, "POST", "/v1/appliances", manifest, expect=201)
+        ids = {**manifest, "name": "ids", "interfaces": [iid["h1_2"]],
+               "appliance_image": f"{NETCHECK} serve 80 --name ids-shadow",
+               "shadowing": {"shadow_instance_count": 1, "shadow_traffic_percentage": 100.0,
+                             "shadow_analysis_profiles": ["IDS_Signature_Scan"]},
+               "profiles": {"IDS_Signature_Scan": {"signatures": [
+                   {"id": "evil", "content": "EVIL-PAYLOAD", "severity": "critical"}]}},
+               "remediation": {"mode": "block", "ttl": f"{BLOCK_TTL}s", "min_severity": "high"}}
+        api(lab, "POST", "/v1/appliances", ids, expect=201)
 
         def ready():
-            app = api(lab, "GET", "/v1/appliances/web", expect=200)
-            return app if [i["state"] for i in app["instances"]] == ["ready"] else None
-        wait_for("the shadow instance ready", ready, 30)
+            states = [[i["state"] for i in api(lab, "GET", f"/v1/appliances/{a}",
+                                                expect=200)["instances"]] for a in ("web", "ids")]
+            return states == [["ready"], ["ready"]]
+        wait_for("both shadow instances ready", ready, 30)
         lab.controller.wait_in_sync(lab.dpids)
         yield lab
     finally:
@@ -104,3 +116,30 @@ def test_a_new_percentage_applies_to_new_connections(lab):
     lab.controller.wait_in_sync(lab.dpids)
     share, _ = mirrored(lab, CONNECTIONS)
     assert 0.05 <= share <= 0.15, share
+
+
+def test_a_signature_raises_a_finding_and_blocks_its_source_for_the_ttl(lab):
+    ext, other, target = lab.host("ext"), lab.host("h1_1"), lab.host("h1_2")
+
+    def connects(host) -> bool:
+        return "ids:80" in host.cmd(f"{NETCHECK} connect {target.IP()} 80 -t 2")
+    assert connects(ext) and connects(other)
+    sent = time.monotonic()
+    ext.cmd(f"{NETCHECK} connect {target.IP()} 80 -t 2 --send EVIL-PAYLOAD")
+    findings = wait_for("a finding", lambda: api(lab, "GET", "/v1/appliances/ids/findings",
+                                                 expect=200), 5)
+    assert time.monotonic() - sent < 5
+    (finding,) = findings
+    assert (finding["profile"], finding["severity"], finding["action"]) == \
+        ("IDS_Signature_Scan", "critical", "block")
+    assert finding["five_tuple"]["src"] == ext.IP()
+    (block,) = api(lab, "GET", "/v1/remediations", expect=200)
+    lab.controller.wait_in_sync(lab.dpids)
+    assert not connects(ext), "the source's new connections are refused"
+    assert connects(other), "other clients still work"
+    wait_for("the block over", lambda: api(lab, "GET", "/v1/remediations", expect=200) == [],
+             BLOCK_TTL + 10)
+    lab.controller.wait_in_sync(lab.dpids)
+    assert connects(ext)
+    audit = [e["message"] for e in lab.controller.events(kind="shadow-remediation")]
+    assert any("blocked" in m for m in audit) and any("TTL" in m for m in audit), audit
