@@ -38,6 +38,7 @@ from controller.agents.shadow import protocol as p
 from controller.agents.shadow.orders import LaunchOrder, launch_parts
 from controller.core.interfaces import KIND as INTERFACE
 from controller.features.shadow import findings
+from controller.features.shadow.adaptive import Adjuster, host_load, kept_percentage, problem_of
 from controller.features.shadow.agentd import AgentLink, AgentMetrics, Port, next_epoch
 from controller.features.shadow.document import SLOT_STATE, STATE, Appliance, Slot
 from controller.features.shadow.records import (ACTIVE, FAILED, FREE, INSTANCE_STATES, LAUNCHING,
@@ -59,9 +60,12 @@ class _Retry:
 
 
 class ShadowManager:
-    def __init__(self, ctx, remedy: Callable[[Finding], Finding] = lambda f: f) -> None:
+    def __init__(self, ctx, remedy: Callable[[Finding], Finding] = lambda f: f,
+                 host_load: Callable[[], float] = host_load) -> None:
         self.ctx = ctx
         self.remedy = remedy                      # what a finding does (remediation)
+        self.host_load = host_load                # the hub's load per CPU (adaptive mode)
+        self.adjuster = Adjuster()
         self.metrics = AgentMetrics(ctx.registry)
         self.appliances: dict[str, Appliance] = {}
         self.slots: dict[str, Slot] = {}
@@ -142,10 +146,7 @@ class ShadowManager:
 
     def _put_state(self, app_id: str, instances: list[Instance], launched: int | None = None) -> None:
         old = self.states.get(app_id) or ShadowState()
-        app = self.appliances.get(app_id)
-        on = app is not None and app.shadowing.shadow_enabled
-        percentage = Percentage(current=app.shadowing.shadow_traffic_percentage if on else 0.0,
-                                reason="as configured" if on else "shadowing is disabled")
+        percentage = kept_percentage(old.percentage, self.appliances.get(app_id))
         ended = [i for i in instances if i.state not in ACTIVE][-ENDED_KEPT:]
         kept = [i for i in instances if i.state in ACTIVE or i in ended]
         state = ShadowState(instances=kept, percentage=percentage, counters=old.counters,
@@ -370,6 +371,32 @@ class ShadowManager:
             if retry.at <= mono:
                 self._resend(sid)
         self.assign()
+        self.adapt()
+
+    def adapt(self) -> None:
+        """Move the percentage of each adaptive appliance with a ready instance (at most
+        once a second each, `adaptive.Adjuster`); a change is journaled and recompiled."""
+        mono = self.ctx.clock()
+        for app_id in sorted(self.states):
+            app, state = self.appliances.get(app_id), self.states[app_id]
+            ready = [i for i in state.instances if i.state == READY]
+            if (app is None or not app.shadowing.shadow_enabled or not ready
+                    or app.adjustment.mode != "adaptive" or state.percentage is None):
+                self.adjuster.forget(app_id)
+                continue
+            old = state.percentage.current
+            step = self.adjuster.step(app_id, old, app.adjustment,
+                                      problem_of(ready, self.host_load()), mono)
+            if step is None:
+                continue
+            new = state.model_copy(update={"percentage": Percentage(current=step.percentage,
+                                                                    reason=step.reason)})
+            self.states[app_id] = new
+            self.ctx.store.put(STATE, app_id, new.to_body())
+            self.ctx.journal("shadow", app_id, f"percentage {old:.1f} -> {step.percentage:.1f}: "
+                             f"{step.reason}", previous=old, percentage=step.percentage,
+                             reason=step.reason)
+            self.ctx.changed()
 
     def _silent(self, sid: str, st: SlotState) -> None:
         self.retry.pop(sid, None)
@@ -385,6 +412,8 @@ class ShadowManager:
         times = [r.at for r in self.retry.values()]
         times += [self.heard.get(sid, mono) + MISS_LIMIT for sid, st in self.slot_states.items()
                   if st.alive]
+        if (due := self.adjuster.next_wakeup(mono)) is not None:
+            times.append(mono + due)
         return max(0.0, min(times) - mono) if times else None
 
     def publish(self) -> None:
