@@ -48,6 +48,7 @@ from controller.features.shadow.records import (ACTIVE, FAILED, FREE, INSTANCE_S
 
 LOG = logging.getLogger("hubshift.shadows")
 MISS_LIMIT = 3.0                  # seconds without a heartbeat: the agent is gone
+RESTART_GRACE = 15.0              # after a restart: the switches reconnect first
 FIRST_RETRY, MAX_RETRY = 1.0, 16.0
 ENDED_KEPT = 8                    # failed and stopped instances listed per appliance
 
@@ -87,8 +88,8 @@ class ShadowManager:
                                        if st.agent is not None}
         mono = self.ctx.clock()
         for sid, st in self.slot_states.items():
-            if st.alive:
-                self.heard[sid] = mono
+            if st.alive:     # the switches reconnect first: heartbeats resume within the grace
+                self.heard[sid] = mono + RESTART_GRACE
             if st.state in (LAUNCHING, STOPPING):
                 self.retry[sid] = _Retry(mono)
         self.reload(appliances, slots)
