@@ -1,8 +1,10 @@
 """Shadow appliances as a feature: the Feature interface over the manifests and slots.
 
-For now it keeps what the store holds, parsed: the valid manifests
-(``appliances``) and the slots (``slots``); an invalid stored manifest or
-slot is logged and left out, never half used.  The slots' agents and the
+It keeps what the store holds, parsed: the valid manifests (``appliances``)
+and the slots (``slots``); an invalid stored manifest or slot is logged and
+left out, never half used.  Its flows are the mirror (``mirror``, given its
+input by ``mirroring``: copies of sampled connections to ready instances)
+and a guard on every slot's port.  The slots' agents and the
 shadow instances are the manager's (``manager.ShadowManager``: the agents'
 datagrams punted from ``shadow_agent``, launches, heartbeats, findings).
 Findings decide their remediation (``remediation.Remediations``): a block
