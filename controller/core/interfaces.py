@@ -19,7 +19,7 @@ record holds is taken.
 from __future__ import annotations
 
 from controller.core import budgets
-from controller.core.topology import Host, dpid_str
+from controller.core.topology import Host, Subnet, dpid_str, subnet_of
 from controller.store import Store
 
 KIND = "interface"
@@ -68,3 +68,18 @@ def allocate_zone(store: Store) -> int:
         return zone
     store.put(ALLOCATION_KIND, ZONE_COUNTER, {"next": zone + 2})
     return zone
+
+
+def gateway_of(store: Store, body: dict) -> str | None:
+    """The gateway of the stored subnet that holds one of an interface record's addresses
+    (where an agent on that host talks to the hub), or None."""
+    subnets = []
+    for doc in store.list("subnet"):
+        try:
+            subnets.append(Subnet.from_body(doc.id, doc.body))
+        except (KeyError, TypeError, ValueError):
+            continue
+    for ip in body.get("ips") or ():
+        if (subnet := subnet_of(ip, subnets)) is not None:
+            return str(subnet.gateway)
+    return None

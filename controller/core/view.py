@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from ipaddress import IPv4Address
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from controller.core.topology import Host, Link, Subnet, next_hops, subnet_of
 
@@ -35,6 +35,11 @@ class FabricView:
         """hops[src][dst]: the port of src toward dst, over every known switch."""
         return next_hops(self.switches | {d for l in self.links for d in (l.a_dpid, l.b_dpid)},
                          self.links)
+
+    def gateway_of(self, ips: Iterable[str]) -> str | None:
+        """The gateway of the first subnet holding one of `ips` (a host's own subnet)."""
+        return next((str(s.gateway) for ip in ips if (s := self.subnet_of(ip)) is not None),
+                    None)
 
     def mac_of(self, ip: str) -> str | None:
         return self.macs.get(ip)

@@ -74,10 +74,6 @@ def next_epoch(store: Store) -> int:
     return epoch
 
 
-def gateway_of(view, ips: tuple[str, ...]) -> str | None:
-    return next((str(s.gateway) for ip in ips if (s := view.subnet_of(ip)) is not None), None)
-
-
 class AgentLink:
     """Datagrams of the slots' agents, in and out; `epoch` is what the hub sends."""
 
@@ -123,7 +119,7 @@ class AgentLink:
             return False
         view = self.ctx.view()
         msg = Message(slot_id, self.counter.next(), new_nonce(), self.epoch, body)
-        frame = udp_frame(view.router_mac, where.mac, gateway_of(view, where.ips) or "0.0.0.0",
+        frame = udp_frame(view.router_mac, where.mac, view.gateway_of(where.ips) or "0.0.0.0",
                           ip, AGENT_PORT, port, protocol.encode(msg, key_bytes(key)))
         self.ctx.packet_out(where.dpid, frame, [Output(where.port)])
         return True

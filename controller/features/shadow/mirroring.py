@@ -83,8 +83,7 @@ def slot_net(store: Store, view: FabricView, slot: Slot, ordinal: int = 0,
     if where is None:
         return None
     b = where.body
-    gateway = next((str(s.gateway) for ip in b.get("ips") or ()
-                    if (s := view.subnet_of(ip)) is not None), None)
+    gateway = view.gateway_of(b.get("ips") or ())
     return InstanceNet(slot.id, int(b["datapath"], 16), int(b["port"]), b["mac"], ordinal,
                        gateway, ready=ready)
 

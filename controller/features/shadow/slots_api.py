@@ -27,10 +27,9 @@ from controller.api.bodies import Body, model_body
 from controller.api.context import ApiContext, Ctx
 from controller.api.problems import Problem, field_error, problem_responses
 from controller.api.revisions import ID_SCHEMA
-from controller.core import claims
+from controller.core import claims, interfaces
 from controller.core.documents import DocumentInvalid, DocumentModel, errors_of, rule
 from controller.core.interfaces import ID_PATTERN as INTERFACE_ID, KIND as INTERFACE
-from controller.core.topology import Subnet, subnet_of
 from controller.features.shadow.document import AGENT_PORT, KIND as APPLIANCE, SLOT, SLOT_STATE, STATE
 from controller.features.shadow.records import ShadowState, SlotState, read
 from controller.store import AlreadyExists, Document, NotFound, Store
@@ -82,20 +81,6 @@ class NewKey(BaseModel):
 
 
 # -- reading -----------------------------------------------------------------------------
-
-def channel_server(store: Store, interface: Document) -> str | None:
-    """The gateway of the subnet that holds one of the interface's addresses."""
-    subnets = []
-    for doc in store.list("subnet"):
-        try:
-            subnets.append(Subnet.from_body(doc.id, doc.body))
-        except (KeyError, TypeError, ValueError):
-            continue
-    for ip in interface.body.get("ips") or ():
-        if (subnet := subnet_of(ip, subnets)) is not None:
-            return str(subnet.gateway)
-    return None
-
 
 def slot_view(store: Store, doc: Document) -> dict[str, Any]:
     """A slot as GET answers it (never its key)."""
@@ -161,7 +146,7 @@ def create_slot(ctx: ApiContext, body: dict[str, Any]) -> dict[str, Any]:
         claims.check_write(store, SLOT, sid, record)
         store.create(SLOT, sid, record)
         store.append_event(SLOT, sid, "created", {"interface_id": request.interface_id})
-        server = channel_server(store, interface)
+        server = interfaces.gateway_of(store, interface.body)
     ctx.hub.documents_changed(SLOT)
     return {"id": sid, "interface_id": request.interface_id, "key": record["key"],
             "channel": {"server": server, "port": AGENT_PORT}, "created_at": record["created_at"]}

@@ -99,8 +99,7 @@ class RapService:
         if where is None or pool is None or lease.client is None:
             return False
         view = self.ctx.view()
-        gateway = next((str(s.gateway) for ip in where.ips
-                        if (s := view.subnet_of(ip)) is not None), "0.0.0.0")
+        gateway = view.gateway_of(where.ips) or "0.0.0.0"
         msg = rap.Message(reply.type, resource.id, self.s.counter.next(), rap.new_nonce(),
                           self.s.epoch, lease=reply.lease,
                           address=IPv4Address(reply.address) if reply.address else None,

@@ -30,10 +30,9 @@ from controller.api.context import ApiContext, Ctx
 from controller.api.problems import Problem, field_error, problem_responses
 from controller.api.revisions import ID_SCHEMA, DocId
 from controller.api.routes_interfaces import INTERFACE_ID
-from controller.core import claims
+from controller.core import claims, interfaces
 from controller.core.documents import IPv4, DocumentInvalid, DocumentModel, errors_of, rule
 from controller.core.interfaces import KIND as INTERFACE
-from controller.core.topology import Subnet
 from controller.features.shard.claims import EXTERNAL_IP, INDEX
 from controller.features.shard.document import KIND as POOL, ShardPool
 from controller.features.shard.records import (LEASE, LEASED, MAX_INDEX, OFFERED, RESOURCE,
@@ -162,19 +161,6 @@ def resource_view(doc: Document, lease: Lease) -> dict[str, Any]:
             "history": list(lease.history)}
 
 
-def rap_server(store: Store, interface: Document) -> str | None:
-    """The gateway of the subnet that holds one of the interface's addresses."""
-    ips = [IPv4Address(ip) for ip in interface.body.get("ips") or ()]
-    for doc in store.list("subnet"):
-        try:
-            subnet = Subnet.from_body(doc.id, doc.body)
-        except (KeyError, TypeError, ValueError):
-            continue
-        if any(ip in subnet.cidr for ip in ips):
-            return str(subnet.gateway)
-    return None
-
-
 # -- enrolling -------------------------------------------------------------------------
 
 def _hosts_contain(net: IPv4Network, ip: IPv4Address) -> bool:
@@ -244,7 +230,7 @@ def enroll(ctx: ApiContext, pool_id: str, body: dict[str, Any]) -> dict[str, Any
         store.append_event(RESOURCE, rid, "enrolled",
                            {"pool_id": pool_id, "interface_id": request.interface_id,
                             "external_ip": external})
-        server = rap_server(store, interface)
+        server = interfaces.gateway_of(store, interface.body)
     ctx.hub.documents_changed(RESOURCE)
     return {"id": rid, "pool_id": pool_id, "interface_id": request.interface_id,
             "external_ip": external, "key": record["key"],

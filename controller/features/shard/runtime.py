@@ -140,8 +140,7 @@ class ShardState:
             if pool is None or where is None:
                 continue
             lease = self.lease(r.id)
-            gateway = next((str(s.gateway) for ip in where.ips
-                            if (s := view.subnet_of(ip)) is not None), None)
+            gateway = view.gateway_of(where.ips)
             current = lease.address if lease.state != "offered" else None
             sources = sorted({*(d.address for d in lease.deprecated),
                               *([current] if current else [])})
