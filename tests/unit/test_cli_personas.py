@@ -245,7 +245,7 @@ def test_alerts(capsys: pytest.CaptureFixture[str], http: TestClient, store: Sto
                                    "value": 120, "threshold": 100, "at": at})
     code, out, _ = run(capsys, http, "alerts")
     lines = out.splitlines()
-    assert lines[0].split() == ["TIME", "SEVERITY", "KIND", "PERSONA", "VALUE", "THRESHOLD", "MESSAGE"]
+    assert lines[0].split() == ["TIME", "SEVERITY", "KIND", "SUBJECT", "VALUE", "THRESHOLD", "MESSAGE"]
     assert [line.split()[4] for line in lines[1:]] == ["b", "a"]  # newest first
     assert lines[1].split()[:2] == format_time(200.0).split()  # RFC 3339 shown as local time
     code, out, _ = run(capsys, http, "alerts", "--persona", "a")

@@ -158,3 +158,34 @@ def test_a_restarted_hub_keeps_the_blocks_and_ends_them_on_time(fab):
     fab.wall.advance(TTL)
     run(fab.hub)
     assert drops(fab) == [] and fab.store.find(REMEDIATION, fid) is None
+
+
+def test_every_finding_is_an_alert_and_goes_with_its_appliance(fab):
+    one, iid = start(fab, mode="alert")
+    fid = find(one, iid, 1, severity="medium")
+    find(one, iid, 2, severity="critical")
+    alerts = {d.id: d.body for d in fab.store.list("alert")}
+    assert set(alerts) == {f"finding:{fid}", f"finding:{one.sid}-2-0"}
+    first = alerts[f"finding:{fid}"]
+    assert (first["kind"], first["severity"], first["finding_severity"], first["appliance_id"],
+            first["finding_id"], first["persona_id"], first["cleared_at"]) == \
+        ("shadow_finding", "warning", "medium", "web", fid, None, None)
+    assert alerts[f"finding:{one.sid}-2-0"]["severity"] == "critical"
+    assert "signature evil" in first["message"]
+    assert sample(fab, "hub_alerts_total", kind="shadow_finding", severity="warning") == 1
+    assert [m for _, _, m in fab.events("alert")][0].startswith("warning shadow_finding")
+    fab.store.delete(KIND, "web")
+    fab.hub.documents_changed(KIND)
+    run(fab.hub)
+    assert fab.store.list("alert") == [] and fab.store.list(FINDING) == []
+    assert any("cleared" in m for _, _, m in fab.events("alert"))
+
+
+def test_an_appliance_keeps_its_latest_findings(fab, monkeypatch):
+    from controller.features.shadow import findings
+    monkeypatch.setattr(findings, "KEPT", 3)
+    one, iid = start(fab, mode="alert")
+    ids = [find(one, iid, seq) for seq in range(1, 6)]
+    kept = {d.id for d in fab.store.list(FINDING)}
+    assert kept == set(ids[-3:])
+    assert {d.id for d in fab.store.list("alert")} == {f"finding:{i}" for i in ids[-3:]}

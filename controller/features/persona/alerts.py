@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from controller.features.persona.usage import (
@@ -31,20 +30,13 @@ from controller.features.persona.usage import (
 from controller.core.metrics import Metrics
 from controller.store import Store
 
-KIND = "alert"
-WARNING, CRITICAL = "warning", "critical"
-SEVERITIES = (WARNING, CRITICAL)
+from controller.core.alerts import CRITICAL, KIND, SEVERITIES, WARNING, rfc3339  # noqa: F401
 DEFAULT_SEVERITY = {BANDWIDTH: WARNING, BYTES: WARNING, SECURITY_EVENTS: CRITICAL,
                     LATENCY: WARNING, EXPIRY_WARNING: WARNING}
 
 # The hub's ``journal(kind, subject, message, **data)``: appends to the store's journal.
 # Event data names the alert's kind ``alert_kind`` (``kind`` is the event's own, "alert").
 Journal = Callable[..., None]
-
-
-def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds") \
-        .replace("+00:00", "Z")
 
 
 def alert_id(persona_id: str, kind: str) -> str:

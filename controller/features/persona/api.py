@@ -121,10 +121,13 @@ class Usage(BaseModel):
 
 class Alert(BaseModel):
     id: str
-    kind: str = Field(examples=["bandwidth", "bytes", "security_events", "latency", "expiry_warning"])
+    kind: str = Field(examples=["bandwidth", "bytes", "security_events", "latency", "expiry_warning",
+                                "shadow_finding"])
     severity: str = Field(examples=["warning"])
     subject: str
     persona_id: str | None
+    appliance_id: str | None = Field(default=None, description="A shadow finding's appliance")
+    finding_id: str | None = Field(default=None, description="A shadow finding's id")
     message: str
     value: Any = None
     threshold: Any = None
@@ -304,11 +307,13 @@ def list_alerts(
     ctx: Ctx,
     persona_id: Annotated[str | None, Query(description="only this persona's")] = None,
     kind: Annotated[str | None, Query(description="only this kind")] = None,
+    appliance_id: Annotated[str | None, Query(description="only this appliance's")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="at most this many")] = 100,
 ) -> JSONResponse:
     docs = [d for d in ctx.store.list(ALERT)
             if (persona_id is None or d.body.get("persona_id") == persona_id)
-            and (kind is None or d.body.get("kind") == kind)]
+            and (kind is None or d.body.get("kind") == kind)
+            and (appliance_id is None or d.body.get("appliance_id") == appliance_id)]
     docs.sort(key=lambda d: (_when(d.body.get("at")), d.created_at, d.id), reverse=True)
     return JSONResponse([{"id": d.id, **d.body} for d in docs[:limit]])
 

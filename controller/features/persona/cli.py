@@ -165,11 +165,12 @@ def _alert_time(at: Any) -> str:
         return str(at) if at else "-"
 
 
-ALERT_HEADERS = ["TIME", "SEVERITY", "KIND", "PERSONA", "VALUE", "THRESHOLD", "MESSAGE"]
+ALERT_HEADERS = ["TIME", "SEVERITY", "KIND", "SUBJECT", "VALUE", "THRESHOLD", "MESSAGE"]
 
 
 def alerts_table(alerts: list[dict[str, Any]]) -> str:
-    rows = [[_alert_time(a.get("at")), a.get("severity"), a.get("kind"), a.get("persona_id"),
+    rows = [[_alert_time(a.get("at")), a.get("severity"), a.get("kind"),
+             a.get("persona_id") or a.get("appliance_id") or a.get("subject"),
              a.get("value"), a.get("threshold"), a.get("message")] for a in alerts]
     return format_table(ALERT_HEADERS, rows) if rows else "(no alerts)"
 
@@ -218,7 +219,8 @@ def cmd_detach(args: argparse.Namespace, api: HubClient, out: Output) -> int:
 
 
 def cmd_alerts(args: argparse.Namespace, api: HubClient, out: Output) -> int:
-    out.emit(api.get("/v1/alerts", persona_id=args.persona, kind=args.kind, limit=args.limit),
+    out.emit(api.get("/v1/alerts", persona_id=args.persona, appliance_id=args.appliance,
+                     kind=args.kind, limit=args.limit),
              alerts_table)
     return EXIT_OK
 
@@ -246,8 +248,9 @@ def register(sub: Subparsers, common: Common) -> None:
     p.add_argument("id", metavar="ID")
     p.add_argument("interface", metavar="IFACE")
 
-    p = common.command(sub, "alerts", cmd_alerts, "alerts raised by personas, newest first")
+    p = common.command(sub, "alerts", cmd_alerts, "alerts (personas' thresholds, shadows' findings), newest first")
     p.add_argument("--persona", metavar="ID", help="only this persona's")
+    p.add_argument("--appliance", metavar="ID", help="only this appliance's (shadow findings)")
     p.add_argument("--kind", help="only this kind (bandwidth, bytes, security_events, latency, "
-                                  "expiry_warning)")
+                                  "expiry_warning, shadow_finding)")
     p.add_argument("--limit", type=int, default=100, metavar="N", help="at most N (1-1000)")

@@ -20,6 +20,7 @@ from controller.core import budgets
 from controller.core.documents import DocumentInvalid
 from controller.core.feature import Contribution, Feature, PacketIn
 from controller.core.view import FabricView
+from controller.features.shadow import findings
 from controller.features.shadow.document import (KIND, REMEDIATION, SLOT, Appliance, Slot,
                                                   parse_manifest)
 from controller.features.shadow.manager import ShadowManager
@@ -55,6 +56,7 @@ class ShadowFeature(Feature):
         changed = self.reload()
         self.manager.reload(self.appliances, self.slots)
         self.remediations.sync(set(self.appliances))     # changes itself when a block went
+        findings.prune(self.ctx, set(self.appliances), self.ctx.wallclock())
         if changed:
             self.ctx.changed()
 

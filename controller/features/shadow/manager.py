@@ -361,6 +361,7 @@ class ShadowManager:
         for n, found in enumerate(batch.findings):
             findings.take(self.ctx, self.metrics, f"{sid}-{batch.seq}-{n}", app_id,
                           batch.instance_id, found, self.remedy)
+        findings.prune(self.ctx, set(self.appliances), self.ctx.wallclock())
 
     # ------------------------------------------------------------ time
     def tick(self) -> None:
