@@ -54,7 +54,7 @@ from typing import Any, NamedTuple
 
 from controller.core import budgets
 from controller.features.fabric.compile import arp_responder
-from controller.features.shadow.mirror_caps import Requirement, required_actions, unsupported
+from controller.features.shadow.mirror_caps import Requirement, required_actions
 from controller.features.shadow.mirror_net import (
     BUCKET_BASIS, BUCKET_BITS, BUCKET_MASK, BUCKET_OFS, DECIDED, ETH_ARP, ETH_IPV4,
     HASH_REGISTER, MARK, ORDINAL_MASK, PROTOCOLS, SAMPLE_BASIS, SAMPLE_BITS, SAMPLE_LINKS,
@@ -67,7 +67,7 @@ from controller.pipeline.flowspec import FlowSpec, flow
 from controller.pipeline.meters import MeterSpec
 
 __all__ = ["ApplianceNet", "Block", "Endpoint", "InstanceNet", "MirrorInput", "ServicePort",
-           "Requirement", "required_actions", "unsupported", "appliance_cookie",
+           "Requirement", "required_actions", "appliance_cookie",
            "instance_cookie", "guard_cookie", "compile_mirror", "mirror_meters",
            "appliance_flows"]
 
