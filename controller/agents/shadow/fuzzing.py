@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from controller.agents.shadow.capture import Capture
 from controller.agents.shadow.ids import Endpoint
-from controller.agents.shadow.mutate import MAX_INPUT, Corpus, Mutator, Seed, Target
+from controller.agents.shadow.mutate import MAX_INPUT, Corpus, Mutation, Mutator, Seed, Target
 from controller.agents.shadow.protocol import SEVERITIES, FiveTuple, Finding
 
 if TYPE_CHECKING:
@@ -91,19 +91,15 @@ def settings_from(settings: Mapping[str, Any]) -> Settings:
             raise ValueError(f"Fuzzing setting {name}: {value!r} (a{'n integer' if whole else ' number'}"
                              f" {low}..{high})")
         values[name] = value
-    if "crash_severity" in settings:
-        if settings["crash_severity"] not in SEVERITIES:
-            raise ValueError(f"Fuzzing setting crash_severity: {settings['crash_severity']!r} "
-                             f"(one of {', '.join(SEVERITIES)})")
-        values["crash_severity"] = settings["crash_severity"]
+    severity = values["crash_severity"] = settings.get("crash_severity", "high")
+    if severity not in SEVERITIES:
+        raise ValueError(f"Fuzzing setting crash_severity: {severity!r} (one of "
+                         f"{', '.join(SEVERITIES)})")
     pattern = settings.get("error_pattern")
-    if pattern is not None:
-        if not isinstance(pattern, str) or not pattern:
-            raise ValueError(f"Fuzzing setting error_pattern: {pattern!r} (a regular expression)")
-        try:
-            values["error_pattern"] = re.compile(pattern.encode("utf-8"))
-        except re.error as exc:
-            raise ValueError(f"Fuzzing setting error_pattern: {exc}") from None
+    try:
+        values["error_pattern"] = None if pattern is None else re.compile(pattern.encode())
+    except (AttributeError, re.error) as exc:
+        raise ValueError(f"Fuzzing setting error_pattern: {pattern!r} ({exc})") from None
     return Settings(**values)
 
 
@@ -199,18 +195,11 @@ def group_alive(pgid: int) -> bool:
 @dataclass(frozen=True)
 class Input:
     target: Target
+    source: Endpoint        # the local end of its socket
     data: bytes
     operator: str           # the mutation's
     seed_size: int
     digest: str             # SHA-256, hex
-
-
-@dataclass(frozen=True)
-class Sent:
-    """The input in flight or last sent: its local end, when it ended (None: in flight)."""
-    input: Input
-    source: Endpoint
-    ended: float | None
 
 
 class Fuzzer:
@@ -230,9 +219,11 @@ class Fuzzer:
         self.found: list[Finding] = []
         self.reported: set[tuple[str, str]] = set()     # (kind, digest)
         self.answered: set[Target] = set()              # services that answered once
-        self.last: Sent | None = None
+        self.last: Input | None = None                  # in flight, or the last sent
+        self.ended: float | None = None                 # when it ended (None: in flight)
         self.gone = False
         self.sent = self.refused = 0
+        self.error: BaseException | None = None         # the loop's end, if it failed
         self._next_at = 0.0
 
     def add(self, seeds: list[Seed]) -> None:
@@ -247,12 +238,15 @@ class Fuzzer:
         return found
 
     def run(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                seed = self.waiting.get(timeout=SLICE)
-            except queue.Empty:
-                continue
-            self.fuzz(seed)
+        try:
+            while not self.stopping.is_set():
+                try:
+                    seed = self.waiting.get(timeout=SLICE)
+                except queue.Empty:
+                    continue
+                self.fuzz(seed)
+        except BaseException as exc:                    # handed to the agent by a poll
+            self.error = exc
 
     def fuzz(self, seed: Seed) -> None:
         with self.lock:
@@ -261,10 +255,7 @@ class Fuzzer:
             if self.stopping.is_set():
                 return
             self._pace()
-            mutation = self.mutator.mutate(seed.data, others)
-            data = mutation.data
-            if not self._try(seed, Input(seed.target, data, mutation.operator, len(seed.data),
-                                         hashlib.sha256(data).hexdigest())):
+            if not self._try(seed, self.mutator.mutate(seed.data, others)):
                 return
 
     def image_gone(self) -> None:
@@ -275,14 +266,14 @@ class Fuzzer:
                 return
             self.gone = True
             self.stopping.set()
-            last = self.last
-            if last is None:
+            if self.last is None:
                 return
-            if last.ended is None:
-                self._report(CRASH, last, "the image's process group ended with the input in flight")
-            elif self.now() - last.ended <= CRASH_WINDOW:
-                self._report(CRASH, last, f"the image's process group ended "
-                                          f"{self.now() - last.ended:.1f} s after the input")
+            if self.ended is None:
+                self._report(CRASH, self.last, "the image's process group ended with the "
+                                               "input in flight")
+            elif self.now() - self.ended <= CRASH_WINDOW:
+                self._report(CRASH, self.last, f"the image's process group ended "
+                                               f"{self.now() - self.ended:.1f} s after the input")
 
     def _pace(self) -> None:
         wait = self._next_at - self.now()
@@ -290,22 +281,28 @@ class Fuzzer:
             self.stopping.wait(wait)
         self._next_at = max(self.now(), self._next_at) + 1 / self.settings.rate
 
-    def _try(self, seed: Seed, inp: Input) -> bool:
+    def _try(self, seed: Seed, mutation: Mutation) -> bool:
         """Send one input and judge it: whether to go on with the seed."""
         try:
-            sock, source = open_socket(inp.target, self.allowed)
+            sock, source = open_socket(seed.target, self.allowed)
         except Refused as exc:
-            log.warning("Fuzzing: no input sent to %s:%d: %s", inp.target.address,
-                        inp.target.port, exc)
+            log.warning("Fuzzing: no input sent to %s:%d: %s", seed.target.address,
+                        seed.target.port, exc)
             self.refused += 1
             return False
+        inp = Input(seed.target, source, mutation.data, mutation.operator, len(seed.data),
+                    hashlib.sha256(mutation.data).hexdigest())
         with self.lock:
-            self.last = Sent(inp, source, None)
+            self.last, self.ended = inp, None
         with sock:
             outcome = exchange(sock, inp.target, inp.data, self.settings.timeout, self.stopping)
         with self.lock:
-            self.last = sent = Sent(inp, source, self.now())
+            self.ended = self.now()
             self.sent += 1
+        return self._judge(seed, inp, outcome)
+
+    def _judge(self, seed: Seed, inp: Input, outcome: Outcome) -> bool:
+        """What an input's outcome says (findings), and whether to go on with the seed."""
         if outcome.kind == STOPPED:
             return False
         if not self.alive():
@@ -319,20 +316,20 @@ class Fuzzer:
             self.answered.add(inp.target)
             pattern = self.settings.error_pattern
             if pattern is not None and pattern.search(outcome.answer):
-                self._report(ERROR, sent, f"the answer matches {pattern.pattern.decode()!r}: "
-                                          f"{outcome.answer[:ANSWER_SHOWN]!r}")
+                self._report(ERROR, inp, f"the answer matches {pattern.pattern.decode()!r}: "
+                                         f"{outcome.answer[:ANSWER_SHOWN]!r}")
             return True
         if outcome.kind in (CLOSED, RESET):
             self.stopping.wait(PROBE_DELAY)
             if self._probe(seed) == REFUSED:
-                self._report(CRASH, sent, f"the connection was {outcome.kind} without an "
-                                          f"answer and the service then refused connections")
+                self._report(CRASH, inp, f"the connection was {outcome.kind} without an "
+                                         f"answer and the service then refused connections")
                 return False
             return True
         probe = self._probe(seed)                   # TIMEOUT
         if probe == REFUSED:
-            self._report(CRASH, sent, f"no answer in {self.settings.timeout:g} s and the "
-                                      f"service then refused connections")
+            self._report(CRASH, inp, f"no answer in {self.settings.timeout:g} s and the "
+                                     f"service then refused connections")
             return False
         if probe == STOPPED or inp.target.protocol == "udp" and (
                 probe == ANSWERED or inp.target not in self.answered):
@@ -340,7 +337,7 @@ class Fuzzer:
         how = {ACCEPTED: "the service still accepts connections",
                TIMEOUT: "new connections time out too" if inp.target.protocol == "tcp"
                else "the seed itself goes unanswered now"}[probe]
-        self._report(HANG, sent, f"no answer in {self.settings.timeout:g} s; {how}")
+        self._report(HANG, inp, f"no answer in {self.settings.timeout:g} s; {how}")
         return self._recover(seed)
 
     def _probe(self, seed: Seed) -> str:
@@ -377,16 +374,15 @@ class Fuzzer:
                  seed.target.address, seed.target.port, HOLD)
         return False
 
-    def _report(self, kind: str, sent: Sent, why: str) -> None:
+    def _report(self, kind: str, inp: Input, why: str) -> None:
         severity = {CRASH: self.settings.crash_severity, HANG: "medium", ERROR: "low"}[kind]
-        inp, source = sent.input, sent.source
         with self.lock:
             key = (kind, inp.digest)
             if key in self.reported or len(self.reported) >= self.settings.max_findings:
                 return
             self.reported.add(key)
             self.found.append(Finding(
-                NAME, severity, FiveTuple(inp.target.protocol, source.address, source.port,
+                NAME, severity, FiveTuple(inp.target.protocol, inp.source.address, inp.source.port,
                                           inp.target.address, inp.target.port),
                 evidence(kind, why, inp), self.wallclock()))
             if len(self.reported) >= self.settings.max_findings:
@@ -405,7 +401,8 @@ def evidence(kind: str, why: str, inp: Input) -> str:
 class FuzzingProfile:
     """The profile the agent runs (`profiles.PROFILES[NAME]`): the settings checked at
     `start`, the capture on the slot's interface read in `poll` for at most `BUDGET` s,
-    the worker thread fed the seeds; each poll also checks the image's process group."""
+    the worker thread fed the seeds; each poll also checks the image's process group.
+    `lag_ms`: the capture's, as the IDS profile's."""
 
     def __init__(self, open_capture: Callable[[str], Capture] = Capture,
                  now: Callable[[], float] = time.monotonic,
@@ -415,8 +412,12 @@ class FuzzingProfile:
         self.corpus: Corpus | None = None
         self.fuzzer: Fuzzer | None = None
         self.thread: threading.Thread | None = None
-        self.error: BaseException | None = None
         self.pgid = 0
+
+    @property
+    def lag_ms(self) -> float:
+        """How far behind the capture is (the seeds, not the fuzzing)."""
+        return self.capture.lag_ms if self.capture is not None else 0.0
 
     def start(self, ctx: ProfileContext) -> None:
         settings = settings_from(ctx.settings)
@@ -426,19 +427,13 @@ class FuzzingProfile:
         self.fuzzer = Fuzzer(settings, servers, ctx.wallclock, lambda: self.alive(self.pgid),
                              self.now)
         self.capture = self.open_capture(ctx.interface)
-        self.thread = threading.Thread(target=self._work, name=f"fuzzing {ctx.instance_id}",
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.fuzzer.run, daemon=True,
+                                       name=f"fuzzing {ctx.instance_id}")
         self.thread.start()
 
-    def _work(self) -> None:
-        try:
-            self.fuzzer.run()
-        except BaseException as exc:            # handed to the agent by the next poll
-            self.error = exc
-
     def poll(self) -> list[Finding]:
-        if self.error is not None:
-            raise RuntimeError(f"the fuzzing worker failed: {self.error!r}")
+        if self.fuzzer.error is not None:
+            raise RuntimeError(f"the fuzzing worker failed: {self.fuzzer.error!r}")
         seeds: list[Seed] = []
         deadline = self.now() + BUDGET
         while True:
