@@ -12,19 +12,22 @@ runs it with `ctx.request`, off the worker):
 3. a POST/PATCH whose production interfaces sit on a switch known to lack
    one is refused 422 naming `interfaces`.
 
-The probe asks the switch to accept, one change (and barrier) each, one flow
-per requirement carrying exactly the action shape the mirror writes, then
-deletes them all in one more change: four or five round trips, one request.
-An OpenFlow error to a requirement's flow marks that requirement missing,
-with the switch's error type and code in the reason.  The probe flows carry
-`PROBE_COOKIE`, a cookie of the shadow feature: the hub owns them, so a
-probe flow left behind (the controller died between the add and the delete)
-is deleted by the next reconcile of that switch, as any flow of the hub that
-nothing desires.  They sit in classify at the lowest priority of the
-shadow's classify band (below its hooks) and match `reg0` bit 31 set: every
-packet enters classify with its registers zero, so no packet ever matches
-one for the instant it is there, and their output port (0xfeff) is one no
-switch has.
+The probe asks the switch to accept one flow per requirement, carrying
+exactly the action shape the mirror writes, each in a change of its own (a
+bundle, or a FlowMod on OpenFlow 1.3, then a barrier), then deletes them all
+in one more change: five changes, one request (`ctx.request`).  One change
+per flow, not one bundle: a bundle stops at its first refusal, and the
+channel's error does not say which flow it was; alone, each refusal names its
+requirement, and every missing one is found.  An OpenFlow error to a
+requirement's flow marks that requirement missing, with the switch's error
+type and code in the reason.  The probe flows carry `PROBE_COOKIE`, a cookie
+of the shadow feature: the hub owns them, so a probe flow left behind (the
+controller died between the add and the delete) is deleted by the next
+reconcile of that switch, as any flow of the hub that nothing desires.  They
+sit in classify at the lowest priority of the shadow's classify band (below
+its hooks) and match `reg0` bit 31 set: every packet enters classify with
+its registers zero, so no packet matches one for the instant it is there
+(and the truncated output's port is 0xfeff, the highest port number).
 """
 from __future__ import annotations
 
