@@ -9,18 +9,16 @@ start with ``lw`` (scripts/test cleans that prefix).
 """
 from __future__ import annotations
 
-import re
 import time
 
 import pytest
 
 from tests.lab.conftest import api, start_lab, stop_lab
-from tests.lab.harness import ROOT, sh, wait_for
+from tests.lab.harness import wait_for
+from tests.lab.shadowlab import AGENT, NETCHECK, flags_by_port, guard_drops, whole
 
 pytestmark = pytest.mark.lab
 LAB_PREFIX = "lw"
-NETCHECK = f"python3 {ROOT}/tests/lab/netcheck.py"
-AGENT = ROOT / ".venv" / "bin" / "hub-shadow-agent"
 CONNECTIONS = 400
 BLOCK_TTL = 10
 
@@ -90,21 +88,10 @@ def mirrored(lab, count: int) -> tuple[float, int]:
     time.sleep(1.0)
     host, pid = lab.background.pop()                  # stop the capture
     host.cmd(f"kill {pid}")
-    seen: dict[str, set[str]] = {}                    # client port -> TCP flags the shadow saw
-    for line in spare.cmd(f"cat {capture}").splitlines():
-        m = re.search(rf"{re.escape(ext.IP())}\.(\d+) > \S+\.80: Flags \[([^\]]+)\]", line)
-        if m:
-            seen.setdefault(m.group(1), set()).add(m.group(2))
-    whole = [p for p, flags in seen.items() if "S" in flags and any("F" in f for f in flags)]
-    assert len(whole) == len(seen), "every connection the shadow saw, it saw from SYN to FIN"
-    return len(whole) / count, len(seen)
-
-
-def guard_drops(lab) -> int:
-    """Packets the shadows sent that their ports' guards dropped (their answers, among them)."""
-    out = sh("ovs-ofctl", "-O", "OpenFlow14", "dump-flows", lab.switch("c1").name, "table=0")
-    return sum(int(n) for line in out.splitlines() if "priority=65150" in line
-               for n in re.findall(r"n_packets=(\d+)", line))
+    seen = flags_by_port(spare.cmd(f"cat {capture}"), ext.IP())   # client port -> TCP flags
+    complete = [p for p, flags in seen.items() if whole(flags)]
+    assert len(complete) == len(seen), "every connection the shadow saw, it saw from SYN to FIN"
+    return len(complete) / count, len(seen)
 
 
 def test_half_the_connections_are_mirrored_whole_and_production_answers_all(lab):

@@ -97,7 +97,8 @@ def test_a_manifest_is_stored_and_shown_with_what_the_runtime_keeps(
 def test_the_answer_merges_the_runtime_state(client: TestClient, store: Store) -> None:
     slot(client)
     slot(client, IF7)
-    appliance(client, shadowing=shadowing(shadow_instance_count=2))
+    appliance(client, shadowing=shadowing(shadow_instance_count=2),
+              adjustment={"mode": "adaptive", "min": 5.0, "max": 50.0})
     store.put(STATE, "web", {
         "instances": [{"id": "web-1", "slot_id": "slot-1", "state": "ready"},
                       {"id": "web-2", "slot_id": "slot-2", "state": "launching", "pid": 7}],
@@ -111,6 +112,19 @@ def test_the_answer_merges_the_runtime_state(client: TestClient, store: Store) -
     assert shown["shadowing"]["shadow_traffic_percentage"] == 50.0   # the manifest's, as written
     store.put(STATE, "web", {"instances": [{"id": "web-1", "state": "dancing"}]})   # unreadable
     assert client.get(f"{APPLIANCES}/web").json()["instances"] == []
+
+
+def test_a_new_fixed_percentage_shows_at_once_over_what_the_runtime_wrote(
+        client: TestClient, store: Store) -> None:
+    slot(client)
+    appliance(client)
+    store.put(STATE, "web", {"instances": [{"id": "web-1", "slot_id": "slot-1", "state": "ready"}],
+                             "percentage": {"current": 50.0, "reason": "as configured"}})
+    resp = client.patch(f"{APPLIANCES}/web", json={"shadowing": {"shadow_traffic_percentage": 0.1}})
+    assert resp.json()["percentage"] == {"current": 0.1, "reason": "as configured"}, resp.text
+    store.put(STATE, "web", {"percentage": {"current": 25.0, "reason": "shadows report lag: halved"}})
+    assert client.get(f"{APPLIANCES}/web").json()["percentage"] == \
+        {"current": 0.1, "reason": "as configured"}          # fixed: the adapted one is not used
 
 
 def test_a_disabled_appliance_mirrors_nothing_and_takes_no_slot(client: TestClient) -> None:

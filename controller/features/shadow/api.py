@@ -28,6 +28,7 @@ from controller.core import claims
 from controller.core.documents import DocumentInvalid, slugify
 from controller.core.interfaces import KIND as INTERFACE
 from controller.features.shadow import remediations_api, slots_api
+from controller.features.shadow.adaptive import kept_percentage
 from controller.features.shadow.document import (FINDING, KIND, SLOT, STATE, Appliance,
                                                  parse_manifest)
 from controller.features.shadow.records import (Counters, Finding, Instance, Percentage,
@@ -95,16 +96,16 @@ def _count_error(store: Store, id: str | None, appliance: Appliance) -> list[tup
 
 def runtime_view(store: Store, doc: Document) -> dict[str, Any]:
     """``instances``, ``percentage`` and ``counters`` of an appliance, from ``shadow-state``
-    (before the runtime wrote any: none, the manifest's percentage, zero)."""
+    (before the runtime wrote any: none, the manifest's percentage, zero).  The percentage
+    is the manager's rule (`kept_percentage`) over the manifest as stored now, so a new
+    fixed percentage shows at once, not when the runtime next rewrites its state."""
     stored = store.find(STATE, doc.id)
     state = (read(ShadowState, stored) if stored is not None else None) or ShadowState()
-    shadowing = doc.body.get("shadowing") or {}
-    percentage = state.percentage
-    if percentage is None:
-        percentage = (Percentage(current=shadowing.get("shadow_traffic_percentage", 0.0),
-                                 reason="as configured")
-                      if shadowing.get("shadow_enabled") else
-                      Percentage(current=0.0, reason="shadowing is disabled"))
+    try:
+        manifest = parse_manifest(doc.body)
+    except DocumentInvalid:
+        manifest = None                  # the feature ignores it: nothing is mirrored
+    percentage = kept_percentage(state.percentage, manifest)
     return {"instances": [i.model_dump(exclude_none=True) for i in state.instances],
             "percentage": percentage.model_dump(), "counters": state.counters.model_dump()}
 
