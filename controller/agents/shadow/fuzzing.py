@@ -276,10 +276,12 @@ class Fuzzer:
                                                f"{self.now() - self.ended:.1f} s after the input")
 
     def _pace(self) -> None:
-        wait = self._next_at - self.now()
-        if wait > 0:
-            self.stopping.wait(wait)
-        self._next_at = max(self.now(), self._next_at) + 1 / self.settings.rate
+        """Wait for the next input's turn: turns are 1/rate s apart (none taken back
+        after a slow input), so no second has more than `rate` inputs."""
+        turn = max(self._next_at, self.now())
+        if turn > self.now():
+            self.stopping.wait(turn - self.now())
+        self._next_at = turn + 1 / self.settings.rate
 
     def _try(self, seed: Seed, mutation: Mutation) -> bool:
         """Send one input and judge it: whether to go on with the seed."""
