@@ -3,6 +3,7 @@ addresses, launcher, load readers and profiles), the host readers and the proces
 group launcher for real, the real process over loopback UDP, its stdlib-only imports."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -430,6 +431,118 @@ def test_a_new_hub_epoch_is_logged_and_used_from_then_on(rig, caplog):
     assert [m.epoch for m in rig.take()] == [78, 78]
 
 
+class MeteredProfile(FakeProfile):
+    """A profile with a lag and figures, as Performance_Profiling has."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lag_ms, self.figures = 0.0, {}
+
+    def metrics(self):
+        return self.figures
+
+
+def test_heartbeats_carry_the_largest_lag_and_the_merged_metrics_of_the_profiles(caplog):
+    FakeProfile.made.clear()
+    order = LaunchOrder("web-shadow-1", "web", (IPv4Interface("10.0.0.5/24"),), None,
+                        {"IDS_Signature_Scan": {}, "Performance_Profiling": {},
+                         "Anomaly_Detection": {}})
+    rig = Rig(profiles={"IDS_Signature_Scan": MeteredProfile,
+                        "Performance_Profiling": MeteredProfile,
+                        "Anomaly_Detection": FakeProfile}).launched(order)   # no lag, no metrics
+    ids, perf, _ = FakeProfile.made
+    ids.lag_ms, perf.lag_ms = 250.04, 12.0
+    ids.figures = {"rules": 3}
+    perf.figures = {"latency_p50_ms": 1.5, "latency_p99_ms": 9.25, "replays": 40.0,
+                    "Bad-Name": 1.0, "cpu_percent": float("nan"), "flag": True}
+    rig.at(1)
+    [beat] = rig.bodies()
+    assert beat.lag_ms == 250.0
+    assert beat.metrics == {"latency_p50_ms": 1.5, "latency_p99_ms": 9.25, "replays": 40.0,
+                            "rules": 3.0}
+    assert sum("left out" in m for m in caplog.messages) == 3
+    rig.at(2)                                              # logged once a name
+    assert rig.bodies()[0].metrics == beat.metrics
+    assert sum("left out" in m for m in caplog.messages) == 3
+    ids.lag_ms, perf.lag_ms = float("inf"), 0.0            # not a lag: left out
+    ids.figures = perf.figures = {}
+    rig.at(3)
+    assert rig.bodies() == [sp.Heartbeat("web-shadow-1", 0.0, 0, 0.0, 0.0)]
+
+
+def test_metrics_are_cut_to_16_and_to_what_fits_in_a_datagram():
+    FakeProfile.made.clear()
+    long_slot, long_id = "s" * 64, "i" * 64
+    rig = Rig(profiles={"Performance_Profiling": MeteredProfile})
+    rig.agent.slot = long_slot
+    rig.agent.receiver = sp.Receiver(lambda sid: KEY if sid == long_slot else None)
+    sent = []
+    rig.agent._send_datagram = lambda data, to: sent.append(data)
+    rig.agent.start()
+    rig.agent.receive(rig.hub(sp.Ack(sp.decode(sent.pop(), lambda s: KEY).counter),
+                              slot=long_slot), ("192.168.1.1", 6700))
+    order = LaunchOrder(long_id, "web", (), None, {"Performance_Profiling": {}})
+    for part in launch_parts(order, long_slot):
+        rig.agent.receive(rig.hub(part, slot=long_slot), ("192.168.1.1", 6700))
+    (profile,) = FakeProfile.made
+    profile.figures = {f"m{i:02d}_" + "x" * 36: -1.2345678901234567e-300 for i in range(20)}
+    rig.stats.drops = 2 ** 64 - 1
+    sent.clear()
+    rig.at(1)
+    [data] = sent
+    beat = sp.decode(data, lambda s: KEY).body
+    assert len(data) <= sp.MAX_DATAGRAM and 10 <= len(beat.metrics) < 16
+    assert list(beat.metrics) == sorted(profile.figures)[:len(beat.metrics)]
+    # the seven figures of Performance_Profiling, however large, always fit
+    profile.figures = {name: 123456789012.345 for name in (
+        "latency_p50_ms", "latency_p99_ms", "throughput_bps", "replays", "replay_drops",
+        "cpu_percent", "memory_bytes")}
+    sent.clear()
+    rig.at(2)
+    assert len(sp.decode(sent[0], lambda s: KEY).body.metrics) == 7
+
+
+def test_heartbeat_metrics_on_the_wire_and_old_heartbeats_still_read():
+    beat = sp.Heartbeat("i-1", 1.0, 0, 5.5, 2.0, {"latency_p99_ms": 12.5, "replays": 3})
+    assert json.loads(beat.pack())["metrics"] == {"latency_p99_ms": 12.5, "replays": 3}
+    assert sp.Heartbeat.unpack(beat.pack()) == beat
+    assert "metrics" not in json.loads(sp.Heartbeat(None, 0, 0, 0, 0).pack())
+    old = b'{"instance_id":"i-1","pps":1.0,"drops":0,"lag_ms":0.0,"cpu_percent":2.0}'
+    assert sp.Heartbeat.unpack(old) == sp.Heartbeat("i-1", 1.0, 0, 0.0, 2.0)
+    for bad in ({"Bad": 1}, {"x" * 41: 1}, {"ok": "1"}, {"ok": True}, {"ok": None},
+                {f"m{i}": 1 for i in range(17)}, [1]):
+        data = old[:-1] + b',"metrics":' + json.dumps(bad).encode() + b"}"
+        with pytest.raises(ValueError):
+            sp.Heartbeat.unpack(data)
+        if isinstance(bad, dict):                          # nor can one be made
+            with pytest.raises(ValueError):
+                sp.Heartbeat("i-1", 1.0, 0, 0.0, 2.0, bad)
+    nan = old[:-1] + b',"metrics":{"x":NaN}}'
+    with pytest.raises(ValueError):
+        sp.Heartbeat.unpack(nan)
+    assert sp.Heartbeat.unpack(old[:-1] + b',"metrics":{"delta":-2.5}}').metrics == {
+        "delta": -2.5}
+
+
+def test_an_image_that_ends_is_polled_once_more_before_failed():
+    FakeProfile.made.clear()
+    rig = Rig(profiles={"Fuzzing": FakeProfile}).launched(
+        LaunchOrder("web-shadow-1", "web", (IPv4Interface("10.0.0.5/24"),), None,
+                    {"Fuzzing": {}}))
+    (profile,) = FakeProfile.made
+    rig.at(0.2)
+    rig.take()
+    crash = sp.Finding("Fuzzing", "critical", None, "crash on 00ff", 1.0)
+    profile.pending = [crash]
+    rig.launcher.started[0].status = -11
+    rig.clock.t = START + 0.3                              # before the next poll is due
+    rig.agent.tick()
+    findings, failed = rig.bodies()[:2]
+    assert findings.findings == (crash,)
+    assert failed == sp.Failed("web-shadow-1", "image killed by SIGSEGV")
+    assert profile.stopped and rig.agent.state is State.IDLE
+
+
 # -- the host, for real ------------------------------------------------------------------
 
 def test_sys_stats_reads_the_interface_counters_and_a_process_groups_cpu(tmp_path):
@@ -447,6 +560,14 @@ def test_sys_stats_reads_the_interface_counters_and_a_process_groups_cpu(tmp_pat
     stats = SysStats("eth1", str(tmp_path / "net"), str(proc))
     assert stats.interface() == InterfaceCounters(1234, 7)
     assert stats.cpu_seconds(10) == pytest.approx(210 / os.sysconf("SC_CLK_TCK"))
+    for pid, rss in ((10, 100), (11, 28), (12, 5000)):    # field 24 of stat: rss, in pages
+        path = proc / str(pid) / "stat"
+        head, tail = path.read_text().rsplit(")", 1)
+        fields = tail.split()
+        fields[21] = str(rss)
+        path.write_text(head + ") " + " ".join(fields) + "\n")
+    assert stats.memory_bytes(10) == 128 * os.sysconf("SC_PAGE_SIZE")
+    assert stats.memory_bytes(77) == 0
     assert SysStats("nope", str(tmp_path / "net"), str(proc)).interface() == (0, 0)
 
 

@@ -16,7 +16,7 @@ import shlex
 import signal
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface
 
 from controller import __version__
@@ -102,6 +102,7 @@ class Agent:
         self._hello_at = self._beat_at = self._poll_at = 0.0
         self._sample = Sample(0.0, InterfaceCounters(0, 0), None, 0.0)
         self._pending: dict[int, Pending] = {}           # by seq
+        self._bad_metrics: set[tuple[str, str]] = set()  # (profile, metric) logged
 
     # -- driving ---------------------------------------------------------------------
 
@@ -277,12 +278,16 @@ class Agent:
         return started, unavailable
 
     def _watch(self, running: Instance, now: float) -> None:
-        """The image ended by itself: FAILED, and everything it had is removed."""
+        """The image ended by itself: the profiles polled a last time (what they saw of its
+        end, such as the input that crashed it, is sent first), then FAILED, and
+        everything it had is removed."""
         status = running.process.poll()
         if status is None:
             return
         how = (f"killed by {signal.Signals(-status).name}" if status < 0
                else f"exited with status {status}")
+        if running.profiles:
+            self._poll(running, now)
         self._halt(running, now)
         self._fail(running.order.instance_id, f"image {how}")
 
@@ -345,8 +350,58 @@ class Agent:
         cpu = (max(0.0, sample.cpu - last.cpu) / span * 100
                if sample.pgid is not None and sample.pgid == last.pgid else 0.0)
         self._sample, self._beat_at = sample, now + HEARTBEAT
-        rid = self.instance.order.instance_id if self.instance is not None else None
-        self._send(sp.Heartbeat(rid, round(pps, 1), drops, 0.0, round(cpu, 1)))
+        running = self.instance
+        rid = running.order.instance_id if running is not None else None
+        profiles = running.profiles if running is not None else {}
+        beat = sp.Heartbeat(rid, round(pps, 1), drops, round(self._lag_ms(profiles), 1),
+                            round(cpu, 1), self._metrics(profiles))
+        self._send(self._fitted(beat))
+
+    def _lag_ms(self, profiles: Mapping[str, Profile]) -> float:
+        """The largest `lag_ms` of the profiles that have one."""
+        lags = [0.0]
+        for name, profile in profiles.items():
+            try:
+                lag = getattr(profile, "lag_ms", 0.0)
+            except Exception as exc:
+                lag = None
+                log.debug("profile %s: lag_ms: %s", name, exc)
+            if sp.finite(lag) and lag > 0:
+                lags.append(float(lag))
+        return max(lags)
+
+    def _metrics(self, profiles: Mapping[str, Profile]) -> dict[str, float]:
+        """The figures of the profiles that have `metrics()`, merged: entries that are not
+        a name and a finite number are left out (logged once a name), and beyond
+        MAX_METRICS the last names."""
+        merged: dict[str, float] = {}
+        for name, profile in profiles.items():
+            figures = getattr(profile, "metrics", None)
+            if figures is None:
+                continue
+            try:
+                given = dict(figures())
+            except Exception as exc:
+                log.debug("profile %s: metrics: %s", name, exc)
+                continue
+            for key, value in given.items():
+                if sp.metric_ok(key, value):
+                    merged[key] = float(value)
+                elif (name, str(key)) not in self._bad_metrics:
+                    self._bad_metrics.add((name, str(key)))
+                    log.warning("profile %s: metric %r = %r left out (a name of [a-z0-9_]{1,40}"
+                                " and a finite number)", name, key, value)
+        return dict(sorted(merged.items())[:sp.MAX_METRICS])
+
+    def _fitted(self, beat: sp.Heartbeat) -> sp.Heartbeat:
+        """The heartbeat, its last metrics left out until it fits in MAX_DATAGRAM."""
+        room = sp.MAX_DATAGRAM - sp.CHANNEL.overhead(self.slot)
+        metrics = dict(beat.metrics)
+        while metrics and len(beat.pack()) > room:
+            dropped = metrics.popitem()
+            beat = replace(beat, metrics=dict(metrics))
+            log.debug("metric %s left out of a heartbeat: no room", dropped[0])
+        return beat
 
     def _take_sample(self, now: float) -> Sample:
         pgid = self.instance.process.pid if self.instance is not None else None

@@ -1,5 +1,5 @@
 """The slot host as the agent sees it: the image's process, the interface's counters and
-the CPU time of a process group.
+the CPU time (and resident memory) of a process group.
 
 Python standard library only.  `PopenLauncher` starts the image in its own process
 group; `SysStats` reads `/sys/class/net/IF/statistics` and `/proc` (both roots may
@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -129,6 +129,7 @@ class SysStats:
         self.dir = Path(sys_root) / interface / "statistics"
         self.proc = Path(proc_root)
         self.ticks = os.sysconf("SC_CLK_TCK")
+        self.page = os.sysconf("SC_PAGE_SIZE")
 
     def interface(self) -> InterfaceCounters:
         def read(name: str) -> int:
@@ -140,7 +141,16 @@ class SysStats:
                                  read("rx_dropped") + read("rx_missed_errors"))
 
     def cpu_seconds(self, pgid: int) -> float:
-        total = 0
+        return sum(sum(int(f) for f in fields[11:15])        # utime stime cutime cstime
+                   for fields in self._group(pgid)) / self.ticks
+
+    def memory_bytes(self, pgid: int) -> int:
+        """Resident memory of the group's processes (pages shared between them counted
+        in each)."""
+        return sum(int(fields[21]) for fields in self._group(pgid)) * self.page   # rss
+
+    def _group(self, pgid: int) -> Iterator[list[str]]:
+        """The /proc/PID/stat fields after `(comm)` of each process of the group."""
         for stat in self.proc.glob("[0-9]*/stat"):
             try:
                 # pid (comm) state ppid pgrp ... : comm may hold spaces and parentheses
@@ -148,5 +158,4 @@ class SysStats:
             except (OSError, IndexError):
                 continue                        # gone meanwhile
             if int(fields[2]) == pgid:
-                total += sum(int(f) for f in fields[11:15])   # utime stime cutime cstime
-        return total / self.ticks
+                yield fields

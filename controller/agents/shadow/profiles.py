@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any, Protocol
 
-from controller.agents.shadow import ids
+from controller.agents.shadow import anomaly, ids, performance
 from controller.agents.shadow.protocol import Finding
 
 
@@ -32,7 +32,14 @@ class ProfileContext:
 class Profile(Protocol):
     """One analysis profile of one instance.  `poll` is called several times a second
     from the agent's loop and must not block; a profile that needs time runs its own
-    thread or process from `start` and hands findings over in `poll`."""
+    thread or process from `start` and hands findings over in `poll`.
+
+    Two members are optional, read by the agent for every HEARTBEAT when a profile
+    has them: `lag_ms` (a float attribute or property: how far behind its analysis
+    is; the heartbeat carries the largest) and `metrics()` (its figures, a dict of
+    names of `[a-z0-9_]{1,40}` to finite numbers; the heartbeat carries them all
+    merged, 16 at most).  When the image ends by itself, `poll` is called once more
+    before `stop`, so that what a profile saw of the end is sent."""
 
     def start(self, ctx: ProfileContext) -> None:
         """Begin; an exception here is logged and the profile left out."""
@@ -47,3 +54,5 @@ class Profile(Protocol):
 PROFILES: dict[str, Callable[[], Profile]] = {}
 
 PROFILES[ids.NAME] = ids.IdsProfile
+PROFILES[anomaly.NAME] = anomaly.AnomalyProfile
+PROFILES[performance.NAME] = performance.PerformanceProfile

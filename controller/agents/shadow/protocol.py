@@ -16,9 +16,11 @@ parts and a list of findings into FINDINGS batches.
 from __future__ import annotations
 
 import enum
+import math
+import re
 import struct
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import ClassVar, Union
 
@@ -185,24 +187,54 @@ class Ready(_Json):
                    fields.names(obj["unavailable"]))
 
 
+METRIC_NAME = re.compile(r"[a-z0-9_]{1,40}")
+MAX_METRICS = 16
+
+
+def finite(value: object) -> bool:
+    """A number (not a bool), neither NaN nor infinite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def metric_ok(name: object, value: object) -> bool:
+    """A profile's figure as HEARTBEAT carries it: a name of `METRIC_NAME`, a finite number."""
+    return isinstance(name, str) and METRIC_NAME.fullmatch(name) is not None and finite(value)
+
+
+def _metrics(obj: object) -> dict[str, float]:
+    if not isinstance(obj, dict) or len(obj) > MAX_METRICS:
+        raise ValueError(f"metrics: an object of {MAX_METRICS} entries at most")
+    bad = next((k for k, v in obj.items() if not metric_ok(k, v)), None)
+    if bad is not None:
+        raise ValueError(f"metric {bad!r}: {obj[bad]!r}")
+    return {k: float(v) for k, v in obj.items()}
+
+
 @dataclass(frozen=True)
 class Heartbeat(_Json):
     instance_id: str | None               # None: idle
     pps: float                            # packets received per second on the interface
     drops: int                            # received packets dropped since the last heartbeat
-    lag_ms: float                         # the profiles' analysis lag
+    lag_ms: float                         # the profiles' analysis lag (the largest)
     cpu_percent: float                    # the image's process group; 100 = one core
+    metrics: Mapping[str, float] = field(default_factory=dict)   # the profiles' figures
+
+    def __post_init__(self) -> None:
+        _metrics(dict(self.metrics))
 
     def to_json(self) -> dict:
-        return {"instance_id": None if self.instance_id is None else fields.ident(self.instance_id),
-                "pps": self.pps, "drops": self.drops, "lag_ms": self.lag_ms,
-                "cpu_percent": self.cpu_percent}
+        obj = {"instance_id": None if self.instance_id is None else fields.ident(self.instance_id),
+               "pps": self.pps, "drops": self.drops, "lag_ms": self.lag_ms,
+               "cpu_percent": self.cpu_percent}
+        return {**obj, "metrics": dict(self.metrics)} if self.metrics else obj   # none: left out
 
     @classmethod
     def from_json(cls, obj: dict) -> Heartbeat:
         rid = obj["instance_id"]
         return cls(None if rid is None else fields.ident(rid), fields.number(obj["pps"]),
-                   fields.count(obj["drops"]), fields.number(obj["lag_ms"]), fields.number(obj["cpu_percent"]))
+                   fields.count(obj["drops"]), fields.number(obj["lag_ms"]),
+                   fields.number(obj["cpu_percent"]), _metrics(obj.get("metrics", {})))
 
 
 @dataclass(frozen=True)
