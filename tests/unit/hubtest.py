@@ -9,7 +9,7 @@ import socket
 import struct
 from concurrent.futures import Executor, Future
 
-from controller.core.channel import Aggregate
+from controller.core.channel import Aggregate, FlowCounters
 from controller.core.hub import ROUTER_MAC, Hub
 from controller.core.topology import Link, Port
 from controller.features.fabric.compile import FabricInput, compile_fabric
@@ -70,6 +70,7 @@ class FakeSwitch:
         self.dumps = 0
         self.fail_next_apply = False
         self.meter_table: dict = {}
+        self.counts: dict[FlowKey, tuple[int, int]] = {}     # flow -> (packets, bytes) counted
 
     @property
     def applies(self) -> list[FlowDiff]:
@@ -106,7 +107,9 @@ class FakeSwitch:
         return []
 
     def flow_counters(self, table_id, cookie: int, cookie_mask: int) -> list:
-        return []
+        return [FlowCounters(f, *self.counts.get(f.key, (0, 0))) for f in self.flows.values()
+                if f.cookie & cookie_mask == cookie & cookie_mask
+                and (table_id is None or f.table == table_id)]
 
     def flush_zone(self, zone: int) -> None:
         self.log.append(("flush_zone", zone))

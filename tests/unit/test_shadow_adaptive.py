@@ -100,7 +100,7 @@ def test_lag_brings_the_percentage_down_and_recovery_brings_it_back_up(fab):
     one, two = agents(fab)
     one.hello()
     two.hello()
-    fab.hub.feature("shadow").manager.host_load = lambda: 0.1
+    fab.hub.feature("shadow").manager.tuning.host_load = lambda: 0.1
     fab.store.put(KIND, "web", {**WEB, "shadowing": {**WEB["shadowing"],
                                                      "shadow_traffic_percentage": 40.0},
                                 "adjustment": {"mode": "adaptive", "min": 5.0, "max": 50.0}})
@@ -138,7 +138,7 @@ def test_lag_brings_the_percentage_down_and_recovery_brings_it_back_up(fab):
 def test_drops_or_the_hubs_load_bring_it_down_to_min(fab, drops, load):
     one, _ = agents(fab)
     one.hello()
-    fab.hub.feature("shadow").manager.host_load = lambda: load
+    fab.hub.feature("shadow").manager.tuning.host_load = lambda: load
     fab.store.put(KIND, "web", {**WEB, "adjustment": {"mode": "adaptive", "min": 5.0}})
     fab.hub.documents_changed(KIND)
     run(fab.hub)

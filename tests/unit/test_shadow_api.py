@@ -105,8 +105,11 @@ def test_the_answer_merges_the_runtime_state(client: TestClient, store: Store) -
         "percentage": {"current": 25.0, "reason": "shadows report lag: halved"},
         "counters": {"connections": 12, "packets": 340, "bytes": 56000, "dropped": 3}})
     shown = client.get(f"{APPLIANCES}/web").json()
-    assert shown["instances"] == [{"id": "web-1", "slot_id": "slot-1", "state": "ready"},
-                                  {"id": "web-2", "slot_id": "slot-2", "state": "launching"}]
+    none = {"counters": {"connections": 0, "packets": 0, "bytes": 0, "dropped": 0},
+            "metrics": {}}
+    assert shown["instances"] == [{"id": "web-1", "slot_id": "slot-1", "state": "ready", **none},
+                                  {"id": "web-2", "slot_id": "slot-2", "state": "launching",
+                                   **none}]
     assert shown["percentage"] == {"current": 25.0, "reason": "shadows report lag: halved"}
     assert shown["counters"] == {"connections": 12, "packets": 340, "bytes": 56000, "dropped": 3}
     assert shown["shadowing"]["shadow_traffic_percentage"] == 50.0   # the manifest's, as written

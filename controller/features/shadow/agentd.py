@@ -63,6 +63,12 @@ class AgentMetrics:
             self.instances.labels(state)
         self.findings = Counter("hub_shadow_findings", "Findings of the analysis profiles",
                                 ["appliance", "profile", "severity"], registry=r)
+        self.mirrored = Counter("hub_shadow_mirrored", "What was mirrored to the shadows, by "
+                                "what it counts (connections, packets, bytes, dropped: lost "
+                                "at the slots)", ["appliance", "what"], registry=r)
+        self.profile = Gauge("hub_shadow_profile", "Figures the shadows' profiles report "
+                             "(latency_p50_ms, latency_p99_ms, throughput_bps, memory_bytes, "
+                             "...), per instance", ["appliance", "instance", "name"], registry=r)
 
 
 def next_epoch(store: Store) -> int:

@@ -31,7 +31,7 @@ from controller.features.shadow import remediations_api, slots_api
 from controller.features.shadow.adaptive import kept_percentage
 from controller.features.shadow.document import (FINDING, KIND, SLOT, STATE, Appliance,
                                                  parse_manifest)
-from controller.features.shadow.records import (Counters, Finding, Instance, Percentage,
+from controller.features.shadow.records import (Counters, Finding, Hold, Instance, Percentage,
                                                 ShadowState, read, read_all)
 from controller.store import Document, Store
 
@@ -46,6 +46,10 @@ class ApplianceView(StoredMeta, Appliance):
     instances: list[Instance] = Field(description="The shadow instances, one per slot taken")
     percentage: Percentage
     counters: Counters = Field(description="Since the manifest was created")
+    holds: list[Hold] = Field(description="Sources whose new connections are all mirrored "
+                                          "for a while (sample and hold, adaptive mode)")
+    added_instances: int = Field(description="Instances added on load beyond the manifest's "
+                                             "count (adaptive mode)")
 
 
 # -- checks ------------------------------------------------------------------------------
@@ -107,7 +111,8 @@ def runtime_view(store: Store, doc: Document) -> dict[str, Any]:
         manifest = None                  # the feature ignores it: nothing is mirrored
     percentage = kept_percentage(state.percentage, manifest)
     return {"instances": [i.model_dump(exclude_none=True) for i in state.instances],
-            "percentage": percentage.model_dump(), "counters": state.counters.model_dump()}
+            "percentage": percentage.model_dump(), "counters": state.counters.model_dump(),
+            "holds": [h.model_dump() for h in state.holds], "added_instances": state.added}
 
 
 # -- the kind ----------------------------------------------------------------------------

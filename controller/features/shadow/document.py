@@ -170,11 +170,18 @@ class Profiles(DocumentModel):
 # -- adjustment, remediation, mirror ----------------------------------------------------
 
 class Adjustment(DocumentModel):
-    """``fixed`` keeps the manifest's percentage; ``adaptive`` moves it within min..max."""
+    """``fixed`` keeps the manifest's percentage and instance count; ``adaptive`` moves the
+    percentage within min..max, holds a source a finding names at 100% for ``hold``, and
+    adds instances when the shadows are overloaded, up to ``max_instances``."""
     mode: Literal["fixed", "adaptive"] = "fixed"
     min: Percent = 1.0
     max: Percent = Field(default=50.0, validate_default=True,
                          json_schema_extra=rule("not below min"))
+    hold: Seconds = Field(default=60, description="How long a source a finding names has all "
+                                                  "its new connections mirrored")
+    max_instances: Annotated[int, Field(strict=True, ge=1, le=64)] | None = Field(
+        default=None, description="At most this many instances when scaling on load "
+                                  "(default: twice shadow_instance_count)")
 
     @field_validator("max")
     @classmethod

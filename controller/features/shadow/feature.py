@@ -20,13 +20,16 @@ from controller.core import budgets
 from controller.core.documents import DocumentInvalid
 from controller.core.feature import Contribution, Feature, PacketIn
 from controller.core.view import FabricView
+from controller.core.interfaces import KIND as INTERFACE
 from controller.features.shadow import findings
+from controller.features.shadow.counting import Counting, Target
 from controller.features.shadow.document import (KIND, REMEDIATION, SLOT, Appliance, Slot,
                                                   parse_manifest)
 from controller.features.shadow.manager import ShadowManager
 from controller.features.shadow.mirror import (AGENT_METER, agent_meter, compile_mirror,
                                                guard_flows)
 from controller.features.shadow.mirroring import Indexes, mirror_input, slot_net
+from controller.features.shadow.records import READY
 from controller.features.shadow.remediation import Remediations
 from controller.pipeline import tables
 
@@ -45,11 +48,13 @@ class ShadowFeature(Feature):
         self.slots: dict[str, Slot] = {}
         self.remediations = Remediations(ctx, lambda aid: self.appliances.get(aid))
         self.manager = ShadowManager(ctx, self.remediations.remedy)   # agents, instances
+        self.counting = Counting(ctx, self.manager.count)  # what was mirrored, from the switches
         self.indexes = Indexes(ctx.store)                  # each appliance's conntrack zone
 
     def load(self) -> None:
         self.reload()
         self.manager.load(self.appliances, self.slots)
+        self.counting.running_at_load(t.instance_id for t in self.targets())
         self.remediations.sync(set(self.appliances))
 
     def documents_changed(self, kind: str) -> None:
@@ -82,11 +87,25 @@ class ShadowFeature(Feature):
     def tick(self) -> None:
         self.manager.tick()
         self.remediations.expire()
+        self.counting.poll(self.targets())
 
     def next_wakeup(self) -> float | None:
         times = [t for t in (self.manager.next_wakeup(), self.remediations.next_wakeup())
                  if t is not None]
+        if any(i.state == READY for s in self.manager.states.values() for i in s.instances):
+            times.append(self.counting.next_wakeup(self.ctx.clock()))
         return min(times) if times else None
+
+    def targets(self) -> list[Target]:
+        """The ready instances, and the switches their copies are made on."""
+        out = []
+        for app_id, state in sorted(self.manager.states.items()):
+            app = self.appliances.get(app_id)
+            docs = [self.ctx.store.find(INTERFACE, i) for i in (app.interfaces if app else ())]
+            dpids = tuple(sorted({int(d.body["datapath"], 16) for d in docs if d is not None}))
+            out += [Target(app_id, i.id, i.slot_id, dpids) for i in state.instances
+                    if i.state == READY and dpids]
+        return out
 
     def reload(self) -> bool:
         """Re-read the manifests and slots; True if anything changed."""

@@ -38,13 +38,14 @@ from controller.agents.shadow import protocol as p
 from controller.agents.shadow.orders import LaunchOrder, launch_parts
 from controller.core.interfaces import KIND as INTERFACE
 from controller.features.shadow import findings
-from controller.features.shadow.adaptive import Adjuster, host_load, kept_percentage, problem_of
+from controller.features.shadow.adaptive import host_load, kept_percentage
 from controller.features.shadow.agentd import AgentLink, AgentMetrics, Port, next_epoch
 from controller.features.shadow.document import SLOT_STATE, STATE, Appliance, Slot
+from controller.features.shadow.counting import Tally
 from controller.features.shadow.records import (ACTIVE, FAILED, FREE, INSTANCE_STATES, LAUNCHING,
-                                                READY, STOPPED, STOPPING, AgentChannel, Finding,
-                                                Instance, Load, Percentage, ShadowState,
-                                                SlotState)
+                                                READY, STOPPED, STOPPING, AgentChannel, Counters,
+                                                Finding, Instance, Load, ShadowState, SlotState)
+from controller.features.shadow.tuning import Tuning, wanted
 
 LOG = logging.getLogger("hubshift.shadows")
 MISS_LIMIT = 3.0                  # seconds without a heartbeat: the agent is gone
@@ -65,8 +66,8 @@ class ShadowManager:
                  host_load: Callable[[], float] = host_load) -> None:
         self.ctx = ctx
         self.remedy = remedy                      # what a finding does (remediation)
-        self.host_load = host_load                # the hub's load per CPU (adaptive mode)
-        self.adjuster = Adjuster()
+        self.tuning = Tuning(ctx, self._store_state, lambda: self._free_slot() is not None,
+                             host_load)           # the adaptive mode
         self.metrics = AgentMetrics(ctx.registry)
         self.appliances: dict[str, Appliance] = {}
         self.slots: dict[str, Slot] = {}
@@ -150,10 +151,36 @@ class ShadowManager:
         percentage = kept_percentage(old.percentage, self.appliances.get(app_id))
         ended = [i for i in instances if i.state not in ACTIVE][-ENDED_KEPT:]
         kept = [i for i in instances if i.state in ACTIVE or i in ended]
-        state = ShadowState(instances=kept, percentage=percentage, counters=old.counters,
-                            launched=old.launched if launched is None else launched)
+        self._write_state(app_id, old.model_copy(update={
+            "instances": kept, "percentage": percentage,
+            "launched": old.launched if launched is None else launched}))
+
+    def _write_state(self, app_id: str, state: ShadowState) -> None:
         self.states[app_id] = state
         self.ctx.store.put(STATE, app_id, state.to_body())
+
+    def _store_state(self, app_id: str, state: ShadowState) -> None:
+        """A change the mirror compiles (percentage, holds, instance count)."""
+        self._write_state(app_id, state)
+        self.ctx.changed()
+
+    def count(self, app_id: str, instance_id: str, grown: Tally, dropped: int = 0) -> None:
+        """Add to what was mirrored to an instance, and to its appliance's totals."""
+        state = self.states.get(app_id)
+        if state is None:
+            return
+        def more(c: Counters) -> Counters:
+            return Counters(connections=c.connections + grown.connections,
+                            packets=c.packets + grown.packets, bytes=c.bytes + grown.bytes,
+                            dropped=c.dropped + dropped)
+        instances = [i.model_copy(update={"counters": more(i.counters)})
+                     if i.id == instance_id else i for i in state.instances]
+        self._write_state(app_id, state.model_copy(update={"instances": instances,
+                                                           "counters": more(state.counters)}))
+        for what, n in (("connections", grown.connections), ("packets", grown.packets),
+                        ("bytes", grown.bytes), ("dropped", dropped)):
+            if n:
+                self.metrics.mirrored.labels(app_id, what).inc(n)
 
     def _set_instance(self, app_id: str, instance_id: str, **changes) -> Instance | None:
         found = None
@@ -171,7 +198,7 @@ class ShadowManager:
         """Start and stop instances until each appliance runs what it asks for."""
         for app_id in sorted({*self.appliances, *self.states}):
             app = self.appliances.get(app_id)
-            want = app.shadowing.shadow_instance_count if app and app.shadowing.shadow_enabled else 0
+            want = wanted(app, self.states.get(app_id))
             active = sorted((i for i in self.instances(app_id) if i.state in ACTIVE),
                             key=lambda i: i.ordinal or 0)
             for extra in active[want:]:
@@ -332,7 +359,12 @@ class ShadowManager:
         if hb.instance_id == st.instance_id and st.state in ACTIVE:
             if st.state == LAUNCHING:
                 self._now_ready(sid, st)
-            self._set_instance(st.appliance_id, st.instance_id, heartbeat_at=now, load=load)
+            self._set_instance(st.appliance_id, st.instance_id, heartbeat_at=now, load=load,
+                               metrics=dict(getattr(hb, "metrics", None) or {}))
+            if hb.drops:
+                self.count(st.appliance_id, st.instance_id, Tally(), hb.drops)
+            for name, value in (getattr(hb, "metrics", None) or {}).items():
+                self.metrics.profile.labels(st.appliance_id, st.instance_id, name).set(value)
         elif st.state == READY:
             self._end(st.appliance_id, st.instance_id, FAILED,
                       f"its agent runs {hb.instance_id or 'nothing'}")
@@ -359,8 +391,14 @@ class ShadowManager:
                         batch.instance_id, sid)
             return
         for n, found in enumerate(batch.findings):
-            findings.take(self.ctx, self.metrics, f"{sid}-{batch.seq}-{n}", app_id,
-                          batch.instance_id, found, self.remedy)
+            record = findings.take(self.ctx, self.metrics, f"{sid}-{batch.seq}-{n}", app_id,
+                                   batch.instance_id, found, self.remedy)
+            app, state = self.appliances.get(app_id), self.states.get(app_id)
+            if record is not None and app is not None and state is not None:
+                own = {str(a.ip) for a in production_addresses(self.ctx, app)[0]}
+                held = self.tuning.hold(app, state, record, own)
+                if held is not None:
+                    self._store_state(app_id, held)
         findings.prune(self.ctx, set(self.appliances), self.ctx.wallclock())
 
     # ------------------------------------------------------------ time
@@ -373,32 +411,8 @@ class ShadowManager:
             if retry.at <= mono:
                 self._resend(sid)
         self.assign()
-        self.adapt()
-
-    def adapt(self) -> None:
-        """Move the percentage of each adaptive appliance with a ready instance (at most
-        once a second each, `adaptive.Adjuster`); a change is journaled and recompiled."""
-        mono = self.ctx.clock()
-        for app_id in sorted(self.states):
-            app, state = self.appliances.get(app_id), self.states[app_id]
-            ready = [i for i in state.instances if i.state == READY]
-            if (app is None or not app.shadowing.shadow_enabled or not ready
-                    or app.adjustment.mode != "adaptive" or state.percentage is None):
-                self.adjuster.forget(app_id)
-                continue
-            old = state.percentage.current
-            step = self.adjuster.step(app_id, old, app.adjustment,
-                                      problem_of(ready, self.host_load()), mono)
-            if step is None:
-                continue
-            new = state.model_copy(update={"percentage": Percentage(current=step.percentage,
-                                                                    reason=step.reason)})
-            self.states[app_id] = new
-            self.ctx.store.put(STATE, app_id, new.to_body())
-            self.ctx.journal("shadow", app_id, f"percentage {old:.1f} -> {step.percentage:.1f}: "
-                             f"{step.reason}", previous=old, percentage=step.percentage,
-                             reason=step.reason)
-            self.ctx.changed()
+        self.tuning.adapt(self.appliances, self.states)
+        self.tuning.expire_holds(self.states)
 
     def _silent(self, sid: str, st: SlotState) -> None:
         self.retry.pop(sid, None)
@@ -414,7 +428,7 @@ class ShadowManager:
         times = [r.at for r in self.retry.values()]
         times += [self.heard.get(sid, mono) + MISS_LIMIT for sid, st in self.slot_states.items()
                   if st.alive]
-        if (due := self.adjuster.next_wakeup(mono)) is not None:
+        if (due := self.tuning.next_wakeup(self.states)) is not None:
             times.append(mono + due)
         return max(0.0, min(times) - mono) if times else None
 

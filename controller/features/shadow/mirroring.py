@@ -7,7 +7,8 @@ percentage), the slots, the interface records and the blocks in force
 has an instance that is ready; its blocks are dropped whether it mirrors or
 not (shadowing disabled keeps them); its index (its conntrack zone) is
 allocated once and kept (`Indexes`), so a change elsewhere never re-decides
-its connections.
+its connections.  A source held (sample and hold, adaptive mode: the state's
+``holds``) has all its new connections mirrored until the hold ends.
 """
 from __future__ import annotations
 
@@ -119,7 +120,8 @@ def appliance_net(store: Store, view: FabricView, aid: str, a: Appliance, index:
                         service=tuple(ServicePort(s.protocol, s.port) for s in a.service or ()),
                         permille=int(round(percentage * 10)),
                         instances=_instances(store, view, slots, state),
-                        snaplen=a.mirror.snaplen, blocks=blocks)
+                        snaplen=a.mirror.snaplen, blocks=blocks,
+                        held_sources=tuple(h.source for h in state.holds) if adapted else ())
 
 
 def mirror_input(store: Store, view: FabricView, appliances: Mapping[str, Appliance],

@@ -61,6 +61,14 @@ class Load(Record):
                                                        "CPU (100 = one core)")
 
 
+class Counters(Record):
+    connections: Count = Field(default=0, description="Connections mirrored")
+    packets: Count = 0
+    bytes: Count = 0
+    dropped: Count = Field(default=0, description="Copies lost at the shadows' slots (the "
+                                                  "agents' receive drops)")
+
+
 class Instance(Record):
     id: str
     slot_id: str = Field(description="The shadow slot it runs on")
@@ -75,6 +83,10 @@ class Instance(Record):
                                                                  "that named it")
     load: Load | None = None
     reason: str | None = Field(default=None, description="Why it failed or stopped")
+    counters: Counters = Field(default_factory=Counters, description="What was mirrored to it")
+    metrics: dict[str, float] = Field(default_factory=dict, description=(
+        "What its profiles report, from its last heartbeat: Performance_Profiling's "
+        "latency_p50_ms, latency_p99_ms, throughput_bps, cpu_percent, memory_bytes, ..."))
 
 
 class Percentage(Record):
@@ -83,11 +95,11 @@ class Percentage(Record):
     reason: str = Field(description="Why it is what it is", examples=["as configured"])
 
 
-class Counters(Record):
-    connections: Count = Field(default=0, description="Connections mirrored")
-    packets: Count = 0
-    bytes: Count = 0
-    dropped: Count = Field(default=0, description="Copies lost on the way to the shadows")
+class Hold(Record):
+    """Sample and hold: a source a finding named has all its new connections mirrored."""
+    source: str = Field(examples=["10.0.1.20"])
+    until: float = Field(description="When the hold ends (Unix time)")
+    finding_id: str
 
 
 class ShadowState(Record):
@@ -95,6 +107,9 @@ class ShadowState(Record):
     percentage: Percentage | None = None
     counters: Counters = Field(default_factory=Counters)
     launched: Count = Field(default=0, description="Instances launched so far (names the next)")
+    holds: list[Hold] = Field(default_factory=list, description="Sources mirrored at 100%")
+    added: Count = Field(default=0, description="Instances added on load, beyond the manifest's "
+                                                "count (adaptive mode)")
 
 
 class AgentChannel(Record):
