@@ -206,6 +206,7 @@ def test_settings_defaults_and_values():
     ({"timeout": -1}, "timeout"), ({"mutations_per_seed": 1.5}, "mutations_per_seed"),
     ({"max_findings": True}, "max_findings"), ({"crash_severity": "fatal"}, "crash_severity"),
     ({"error_pattern": "("}, "error_pattern"), ({"error_pattern": 5}, "error_pattern"),
+    ({"error_pattern": ""}, "error_pattern"),
     ({"seed": -1}, "seed"), ({"rates": 3}, "rates")])
 def test_a_bad_setting_is_named(settings, named):
     with pytest.raises(ValueError, match=named):

@@ -97,6 +97,8 @@ def settings_from(settings: Mapping[str, Any]) -> Settings:
                          f"{', '.join(SEVERITIES)})")
     pattern = settings.get("error_pattern")
     try:
+        if pattern == "":
+            raise re.error("empty: it would match every answer")
         values["error_pattern"] = None if pattern is None else re.compile(pattern.encode())
     except (AttributeError, re.error) as exc:
         raise ValueError(f"Fuzzing setting error_pattern: {pattern!r} ({exc})") from None
