@@ -118,14 +118,18 @@ class ModeFigures:
     connections: int
     copied_share: float | None
     cpu_per_gb: float | None
+    cost: float | None                   # the no-mirror CPU per GB / this mode's
     passes: float | None
     retransmits: int
+    busy: float | None                   # ovs-vswitchd's CPU seconds per second of a run
 
 
-def figures(runs: list[Run], streams: int) -> list[ModeFigures]:
+def figures(runs: list[Run], streams: int, seconds: float) -> list[ModeFigures]:
     modes = list(dict.fromkeys(r.mode for r in runs))
     base_runs = [r for r in runs if r.mode is NO_MIRROR]
     base = _median(r.bps for r in base_runs)
+    base_sent = sum(r.sent_bytes for r in base_runs)
+    base_cpu = sum(r.ovs_cpu for r in base_runs) / (base_sent / 1e9) if base_sent else None
     out = []
     for mode in modes:
         mine = [r for r in runs if r.mode == mode]
@@ -133,13 +137,15 @@ def figures(runs: list[Run], streams: int) -> list[ModeFigures]:
         pairs = [m.bps / b.bps for m, b in zip(mine, base_runs) if m.bps and b.bps]
         copied = [r.counters for r in mine if r.counters is not None]
         sent = sum(r.sent_bytes for r in mine)
+        cpu = sum(r.ovs_cpu for r in mine) / (sent / 1e9) if sent else None
         out.append(ModeFigures(
             mode, [r.bps for r in mine], med,
             med / base if med and base else None, _median(pairs) if base_runs else None,
             sum(c.sampled for c in copied), len(mine) * (streams + 1),
             sum(c.copied_bytes for c in copied) / sent if copied and sent else None,
-            sum(r.ovs_cpu for r in mine) / (sent / 1e9) if sent else None,
-            _median(r.passes for r in mine), sum(r.retransmits for r in mine)))
+            cpu, base_cpu / cpu if cpu and base_cpu else None,
+            _median(r.passes for r in mine), sum(r.retransmits for r in mine),
+            _median(r.ovs_cpu / seconds for r in mine)))
     return out
 
 
@@ -152,26 +158,29 @@ def _pct(share: float | None) -> str:
 
 
 def report(runs: list[Run], args) -> list[ModeFigures]:
-    figs = figures(runs, args.streams)
+    figs = figures(runs, args.streams, args.seconds)
     print(f"production TCP throughput, iperf3 ext -> h1_1 tcp/{IPERF_PORT}: {args.streams} "
           f"parallel connections x {args.seconds:g} s per run, {args.runs} runs per mode, "
           f"modes interleaved (real hub-controller, Mininet, OVS userspace)")
     print("  mode        Gbit/s p50   ratio  paired   per run Gbit/s                 "
-          "sampled     copied  ovs CPU s/GB  passes/pkt  retr")
+          "sampled     copied  ovs CPU s/GB  (ratio)  ovs busy  passes/pkt    retr")
     for f in figs:
         per_run = " ".join(_f(b and b / 1e9, ".3f", "fail") for b in f.bps)
         sampled = "-" if f.mode is NO_MIRROR else f"{f.sampled}/{f.connections}"
         print(f"  {f.mode.name:<10} {_f(f.median_bps and f.median_bps / 1e9, '10.3f')}  "
               f"{_f(f.ratio, '5.2f')}x  {_f(f.paired, '5.2f')}x  {per_run:<30} "
               f"{sampled:>8} {_pct(f.copied_share):>9}  "
-              f"{_f(f.cpu_per_gb, '12.2f')}  {_f(f.passes, '10.2f')}  {f.retransmits:>5}")
+              f"{_f(f.cpu_per_gb, '12.2f')}  {_f(f.cost, '6.2f')}x  {_f(f.busy, '8.2f')}  "
+              f"{_f(f.passes, '10.2f')}  "
+              f"{f.retransmits:>6}")
     at = next((f for f in figs if f.mode.percentage == GOAL_AT), None)
     if at is not None and at.ratio is not None:
         verdict = "met" if at.ratio >= GOAL_RATIO else "MISSED"
         print(f"  goal: >= {GOAL_RATIO:.2f}x at {GOAL_AT:g}%: {at.ratio:.2f}x (paired "
               f"{_f(at.paired, '.2f')}x), {verdict}")
     print("  (sampled: connections the switch decided to copy, of the streams and iperf3's "
-          "control connections; copied: bytes copied / bytes sent)")
+          "control connections; copied: bytes copied / bytes sent; ovs CPU: ovs-vswitchd's "
+          "CPU seconds per GB sent, its ratio no mirror / this mode; ovs busy: its CPU seconds per second of a run, p50; retr: TCP retransmits)")
     return figs
 
 
