@@ -203,6 +203,18 @@ class ShadowLab:
                 packets, nbytes = packets + n, nbytes + b
         return Counters(sampled, packets, nbytes)
 
+    def switch_packets(self) -> int:
+        """Packets every port of the lab's switches received so far: the datapath's work."""
+        return sum(int(n) for sw in self.lab.net.switches
+                   for n in re.findall(r"port +\d+: rx pkts=(\d+)", ofctl("dump-ports", sw.name)))
+
+    def guard_drops(self) -> int:
+        """Packets the shadows sent that their ports' guards dropped (their answers), so far."""
+        from controller.features.shadow.mirror import GUARD_DROP
+        return sum(_count(line, "n_packets") for sw in self.lab.net.switches
+                   for line in ofctl("dump-flows", sw.name, "table=0").splitlines()
+                   if f"priority={GUARD_DROP}" in line)
+
     # ------------------------------------------------------------ teardown
     def stop(self) -> None:
         """stop_lab: the background processes by PID, Mininet, the controller, scripts/clean bw."""

@@ -19,6 +19,9 @@ so this is where the mirror's cost is paid) and its datapath passes per packet
 (`dpif-netdev/pmd-stats-show`: a packet that goes through conntrack is
 recirculated; the mirror's clone(ct(...)) adds a pass to every packet of a
 hooked service, sampled or not).  Both count the whole shared ovs-vswitchd.
+And the packets the lab's switch ports received per MB sent (ovs-ofctl
+dump-ports of every bridge), with, of them, what the shadow sent back and its
+port's guard dropped: the datapath's work, which the copies add to.
 """
 from __future__ import annotations
 
@@ -46,6 +49,8 @@ class Run:
     ovs_cpu: float                   # seconds of ovs-vswitchd CPU during the run
     passes: float | None             # datapath passes per packet
     counters: Counters | None        # None with no mirror
+    switch_packets: int              # received by the lab's switch ports
+    shadow_answers: int              # what the shadow sent, dropped at its port
 
 
 def datapath_passes() -> tuple[int, int]:
@@ -72,15 +77,17 @@ def measure(lab: ShadowLab, mode: Mode, k: int, streams: int, seconds: float) ->
     lab.set_mode(mode)
     pid = int(OVS_PID.read_text())
     c0 = lab.counters() if mode is not NO_MIRROR else None
+    s0, g0 = lab.switch_packets(), lab.guard_drops()
     p0, cpu0 = datapath_passes(), cpu_seconds(pid)
     got = iperf(lab, k, streams, seconds)
     cpu, p1 = cpu_seconds(pid) - cpu0, datapath_passes()
+    switch, answers = lab.switch_packets() - s0, lab.guard_drops() - g0
     c = lab.counters() - c0 if c0 is not None else None
     received = p1[0] - p0[0]
     passes = 1 + (p1[1] - p0[1]) / received if received > 0 else None
     if got["bps"] is None:
         print(f"    iperf3 failed ({mode.name}): {got.get('error')}", flush=True)
-    return Run(mode, got["bps"], got["sent"], got["retr"], cpu, passes, c)
+    return Run(mode, got["bps"], got["sent"], got["retr"], cpu, passes, c, switch, answers)
 
 
 def run(lab: ShadowLab, args) -> list[Run]:
@@ -122,6 +129,8 @@ class ModeFigures:
     passes: float | None
     retransmits: int
     busy: float | None                   # ovs-vswitchd's CPU seconds per second of a run
+    packets_per_mb: float | None         # switch ports' received packets per MB sent
+    answers_per_mb: float | None         # of those, the shadow's answers (guard drops)
 
 
 def figures(runs: list[Run], streams: int, seconds: float) -> list[ModeFigures]:
@@ -145,7 +154,9 @@ def figures(runs: list[Run], streams: int, seconds: float) -> list[ModeFigures]:
             sum(c.copied_bytes for c in copied) / sent if copied and sent else None,
             cpu, base_cpu / cpu if cpu and base_cpu else None,
             _median(r.passes for r in mine), sum(r.retransmits for r in mine),
-            _median(r.ovs_cpu / seconds for r in mine)))
+            _median(r.ovs_cpu / seconds for r in mine),
+            sum(r.switch_packets for r in mine) / (sent / 1e6) if sent else None,
+            sum(r.shadow_answers for r in mine) / (sent / 1e6) if sent else None))
     return out
 
 
@@ -163,7 +174,7 @@ def report(runs: list[Run], args) -> list[ModeFigures]:
           f"parallel connections x {args.seconds:g} s per run, {args.runs} runs per mode, "
           f"modes interleaved (real hub-controller, Mininet, OVS userspace)")
     print("  mode        Gbit/s p50   ratio  paired   per run Gbit/s                 "
-          "sampled     copied  ovs CPU s/GB  (ratio)  ovs busy  passes/pkt    retr")
+          "sampled     copied  ovs CPU s/GB  (ratio)  ovs busy  passes/pkt  pkts/MB  answers/MB    retr")
     for f in figs:
         per_run = " ".join(_f(b and b / 1e9, ".3f", "fail") for b in f.bps)
         sampled = "-" if f.mode is NO_MIRROR else f"{f.sampled}/{f.connections}"
@@ -171,7 +182,8 @@ def report(runs: list[Run], args) -> list[ModeFigures]:
               f"{_f(f.ratio, '5.2f')}x  {_f(f.paired, '5.2f')}x  {per_run:<30} "
               f"{sampled:>8} {_pct(f.copied_share):>9}  "
               f"{_f(f.cpu_per_gb, '12.2f')}  {_f(f.cost, '6.2f')}x  {_f(f.busy, '8.2f')}  "
-              f"{_f(f.passes, '10.2f')}  "
+              f"{_f(f.passes, '10.2f')}  {_f(f.packets_per_mb, '7.0f')}  "
+              f"{_f(f.answers_per_mb, '10.0f')}  "
               f"{f.retransmits:>6}")
     at = next((f for f in figs if f.mode.percentage == GOAL_AT), None)
     if at is not None and at.ratio is not None:
@@ -180,7 +192,9 @@ def report(runs: list[Run], args) -> list[ModeFigures]:
               f"{_f(at.paired, '.2f')}x), {verdict}")
     print("  (sampled: connections the switch decided to copy, of the streams and iperf3's "
           "control connections; copied: bytes copied / bytes sent; ovs CPU: ovs-vswitchd's "
-          "CPU seconds per GB sent, its ratio no mirror / this mode; ovs busy: its CPU seconds per second of a run, p50; retr: TCP retransmits)")
+          "CPU seconds per GB sent, its ratio no mirror / this mode; ovs busy: its CPU seconds per second of a run, p50; pkts/MB: packets the lab's switch ports "
+          "received per MB sent, answers/MB: of them, what the shadow sent back, dropped at "
+          "its port; retr: TCP retransmits)")
     return figs
 
 

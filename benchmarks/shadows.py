@@ -17,7 +17,7 @@ fails):
               its source's next connection refused: median and max over several
               trials, and where the time went (benchmarks/shadow_block.py).
 
-    sudo .venv/bin/python benchmarks/shadows.py [--runs 5] [--streams 20] [--seconds 4]
+    sudo .venv/bin/python benchmarks/shadows.py [--runs 7] [--streams 20] [--seconds 4]
          [--modes none,0,10,50,100] [--connections 10000] [--percentages 10,50]
          [--trials 10] [--skip throughput,sampling,block] [--log-level info]
 
@@ -56,7 +56,7 @@ def modes(text: str) -> list[float | None]:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", type=int, default=5, help="throughput runs per mode (default 5)")
+    p.add_argument("--runs", type=int, default=7, help="throughput runs per mode (default 7)")
     p.add_argument("--streams", type=int, default=20,
                    help="parallel iperf3 connections per run (default 20, below 50)")
     p.add_argument("--seconds", type=float, default=4.0, help="length of a run (default 4)")
