@@ -259,3 +259,40 @@ def test_sync_forgets_the_gone_and_probes_the_needed(core, caps):
     assert caps.unknown(A) and core.requests == []
     caps.sync(connected={A, B}, needed={A})                 # and came back
     assert [r.dpid for r in core.requests] == [A]
+
+
+# -- on the hub: the feature wired to its probe -------------------------------------------------
+
+def test_a_switch_refusing_clone_leaves_the_appliance_unmirrored_and_refuses_new_manifests():
+    from controller.agents.shadow import protocol as p
+    from controller.features.shadow.document import KIND
+    from controller.features.shadow.mirror import HOOK_L2
+    from tests.unit.hubtest import A, run
+    from tests.unit.test_shadow_manager import WEB, agents, launched
+    from tests.unit.test_shadow_manager import fab as fixture
+
+    fab = fixture.__wrapped__() if hasattr(fixture, "__wrapped__") \
+        else fixture._get_wrapped_function()()
+    accept = fab.a.apply
+
+    def apply(diff):
+        if any(f.cookie == PROBE_COOKIE and any(isinstance(a, Clone) for a in f.actions)
+               for f in diff.add):
+            raise ApplyError("OFPBAC_BAD_TYPE (type 2, code 1)")
+        accept(diff)
+    fab.a.apply = apply
+    one, _ = agents(fab)
+    one.hello()
+    fab.store.put(KIND, "web", WEB)
+    fab.hub.documents_changed(KIND)
+    run(fab.hub)
+    iid, _ = launched(one)
+    one.send(p.Ready(iid, ("IDS_Signature_Scan",), ()))
+    hooks = [f for f in fab.a.flows.values() if f.table == tables.L2.id and f.priority == HOOK_L2]
+    assert hooks == [], "nothing mirrored"
+    shadow = fab.hub.feature("shadow")
+    why = shadow.query("unmirrored", id="web")
+    assert why.startswith(f"switch {A:016x} lacks what the mirror needs: clone") \
+        and "OFPBAC_BAD_TYPE" in why
+    assert shadow.query("lacking", datapaths=[f"{A:016x}"]) == why
+    assert not [f for f in fab.a.flows.values() if f.cookie == PROBE_COOKIE]

@@ -49,8 +49,8 @@ def test_the_defaults():
     p = parse_manifest(with_(profiles={"Anomaly_Detection": {}, "Fuzzing": {},
                                        "Performance_Profiling": {}})).profiles
     assert p is not None and p.IDS_Signature_Scan is None
-    assert (p.Anomaly_Detection.baseline, p.Anomaly_Detection.threshold, p.Fuzzing.rate,
-            p.Performance_Profiling.p99_ms) == (60, 10.0, 5.0, None)
+    # (the settings of those three are the agent's: checked with its own readers)
+    assert (p.Anomaly_Detection, p.Fuzzing, p.Performance_Profiling) == ({}, {}, {})
 
 
 def test_the_seeds_fields_and_every_section():
@@ -61,13 +61,13 @@ def test_the_seeds_fields_and_every_section():
                    "shadow_analysis_profiles": ["IDS_Signature_Scan", "Fuzzing"]},
         profiles={**signatures({"id": "evil", "content": "EVIL", "severity": "critical"},
                                {"id": "sqli", "pattern": r"(?i)union\s+select", "severity": "high"}),
-                  "Anomaly_Detection": {"baseline": "2m", "threshold": 20.0}},
+                  "Anomaly_Detection": {"baseline": 120, "scan_ports": 20}},
         adjustment={"mode": "adaptive", "min": 0.5, "max": 20},
         remediation={"mode": "block", "ttl": "10m", "min_severity": "medium"},
         mirror={"snaplen": 128}))
     assert m.shadowing.shadow_traffic_percentage == 12.3 and m.shadowing.shadow_instance_count == 2
     assert [s.id for s in m.profiles.IDS_Signature_Scan.signatures] == ["evil", "sqli"]
-    assert (m.profiles.Anomaly_Detection.baseline, m.remediation.ttl, m.mirror.snaplen) == \
+    assert (m.profiles.Anomaly_Detection["baseline"], m.remediation.ttl, m.mirror.snaplen) == \
         (120, 600, 128)
     stored = m.stored_body()
     assert stored["shadowing"]["shadow_analysis_profiles"] == ["IDS_Signature_Scan", "Fuzzing"]
@@ -122,9 +122,11 @@ SIGNATURE = "body.profiles.IDS_Signature_Scan.signatures"
     (with_(profiles=signatures({"id": "a", "content": "x", "severity": "low"},
                                {"id": "a", "content": "y", "severity": "low"})),
      SIGNATURE, "signature id 'a' is listed more than once"),
-    (with_(profiles={"Anomaly_Detection": {"baseline": 0}}),
-     "body.profiles.Anomaly_Detection.baseline", "zero"),
-    (with_(profiles={"Fuzzing": {"rate": 0}}), "body.profiles.Fuzzing.rate", "0"),
+    (with_(profiles={"Anomaly_Detection": {"baseline": "2m"}}),
+     "body.profiles.Anomaly_Detection", "baseline"),
+    (with_(profiles={"Fuzzing": {"rate": 0}}), "body.profiles.Fuzzing", "setting rate: 0"),
+    (with_(profiles={"Performance_Profiling": {"p99": 5}}), "body.profiles.Performance_Profiling",
+     "p99"),
     (with_(profiles={"Port_Knocking": {}}), "body.profiles.Port_Knocking", "not a known field"),
     (with_(adjustment={"min": 60}), "body.adjustment.max", "below min (60.0)"),
     (with_(adjustment={"min": 20, "max": 10}), "body.adjustment.max", "below min"),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any, Protocol
 
-from controller.agents.shadow import anomaly, ids, performance
+from controller.agents.shadow import anomaly, fuzzing, ids, performance
 from controller.agents.shadow.protocol import Finding
 
 
@@ -56,3 +56,4 @@ PROFILES: dict[str, Callable[[], Profile]] = {}
 PROFILES[ids.NAME] = ids.IdsProfile
 PROFILES[anomaly.NAME] = anomaly.AnomalyProfile
 PROFILES[performance.NAME] = performance.PerformanceProfile
+PROFILES[fuzzing.NAME] = fuzzing.FuzzingProfile

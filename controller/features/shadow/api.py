@@ -50,6 +50,10 @@ class ApplianceView(StoredMeta, Appliance):
                                           "for a while (sample and hold, adaptive mode)")
     added_instances: int = Field(description="Instances added on load beyond the manifest's "
                                              "count (adaptive mode)")
+    unmirrored: str | None = Field(description="Why nothing is mirrored although shadowing is "
+                                               "enabled: a production switch lacks an action "
+                                               "the mirror needs (the capability probe's "
+                                               "answer), or is not probed yet; null: mirrored")
 
 
 # -- checks ------------------------------------------------------------------------------
@@ -147,7 +151,8 @@ class ApplianceKind(DocumentKind):
 
     def check(self, change: Change, document: Any) -> None:
         unknown, held = _interface_errors(change.store, document.interfaces)
-        invalid = unknown + _count_error(change.store, change.id, document)
+        invalid = unknown + _count_error(change.store, change.id, document) \
+            + _capability_error(change, document)
         if invalid:
             raise DocumentInvalid(invalid, KIND)
         if held:
@@ -160,7 +165,27 @@ class ApplianceKind(DocumentKind):
                                  "holders": held})
 
     def shown(self, ctx: ApiContext, doc: Document) -> dict[str, Any]:
-        return runtime_view(ctx.store, doc)
+        return {**runtime_view(ctx.store, doc),
+                "unmirrored": _ask(ctx, "unmirrored", id=doc.id)}
+
+
+def _ask(ctx: ApiContext, name: str, **args: Any) -> Any:
+    """The shadow feature's answer on the worker; None when there is no hub to ask."""
+    try:
+        return ctx.hub.query("shadow", name, **args)
+    except (LookupError, TimeoutError, AttributeError, NotImplementedError):
+        return None
+
+
+def _capability_error(change: Change, document: Any) -> list[tuple[str, str]]:
+    """`interfaces` refused when a production switch is known to lack a mirror action."""
+    if not document.shadowing.shadow_enabled:
+        return []
+    docs = [change.store.find(INTERFACE, i) for i in document.interfaces]
+    dpids = sorted({d.body["datapath"] for d in docs if d is not None})
+    why = _ask(change.ctx, "lacking", datapaths=dpids,
+               snaplen=document.mirror.snaplen is not None) if dpids else None
+    return [("body.interfaces", f"cannot be mirrored: {why}")] if why else []
 
 
 # -- findings ----------------------------------------------------------------------------

@@ -15,12 +15,14 @@ runtime writes and REST reads (``shadow-state``, ``shadow-slot-state``,
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import (ConfigDict, Field, StrictBool, ValidationError, ValidationInfo,
+from pydantic import (AfterValidator, ConfigDict, Field, StrictBool, ValidationError, ValidationInfo,
                       field_validator, model_validator)
 
+from controller.agents.shadow import anomaly, fuzzing, performance
 from controller.core.documents import (NOT_BLANK, DocumentInvalid, DocumentModel, NotBlank,
                                        Seconds, errors_of, fail, rule)
 from controller.core.interfaces import ID_PATTERN as INTERFACE_ID
@@ -139,32 +141,40 @@ class IdsSettings(DocumentModel):
         return signatures
 
 
-class AnomalySettings(DocumentModel):
-    baseline: Seconds = Field(default=60, description="How long the model learns before it "
-                                                      "scores")
-    threshold: Positive = Field(default=10.0, description="A source whose behaviour reaches "
-                                                          "this many times its baseline is a "
-                                                          "finding")
+def _checked_by_the_agent(read: Callable[[dict], Any]) -> Callable[[Any], Any]:
+    """A profile's settings are the agent's to read: checked here with the agent's own
+    reader, so a manifest the agent would refuse is refused at once, naming the setting."""
+    def check(value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            fail("is not an object of settings")
+        try:
+            read(value)
+        except ValueError as exc:
+            fail(str(exc))
+        return value
+    return check
 
 
-class PerformanceSettings(DocumentModel):
-    p99_ms: Positive | None = Field(default=None, description="A p99 response latency above "
-                                                              "this is a finding (null: report "
-                                                              "only)")
-
-
-class FuzzingSettings(DocumentModel):
-    rate: Positive = Field(default=5.0, description="Mutated requests per second, sent to the "
-                                                    "shadow only")
-
-
+ProfileSettings = dict[str, Any] | None
+AGENT_READ = "the settings the agent's profile reads, each in its range (docs/shadow-agent.md)"
 class Profiles(DocumentModel):
     """Settings of each profile; a profile not listed in ``shadow_analysis_profiles``
     keeps its settings but does not run."""
     IDS_Signature_Scan: IdsSettings | None = None
-    Anomaly_Detection: AnomalySettings | None = None
-    Performance_Profiling: PerformanceSettings | None = None
-    Fuzzing: FuzzingSettings | None = None
+    Anomaly_Detection: Annotated[ProfileSettings, AfterValidator(_checked_by_the_agent(
+        anomaly.AnomalySettings.read))] = Field(default=None, description=(
+            "window, baseline, scan_ports, burst_factor, floor_attempts, floor_bytes, "
+            "cooldown, severity, scan_severity: docs/shadow-agent.md"), json_schema_extra=rule(AGENT_READ))
+    Performance_Profiling: Annotated[ProfileSettings, AfterValidator(_checked_by_the_agent(
+        performance.PerformanceSettings.read))] = Field(default=None, description=(
+            "rate, timeout, window, min_samples, p50_ms_max, p99_ms_max, cooldown, severity: "
+            "docs/shadow-agent.md"), json_schema_extra=rule(AGENT_READ))
+    Fuzzing: Annotated[ProfileSettings, AfterValidator(_checked_by_the_agent(
+        fuzzing.settings_from))] = Field(default=None, description=(
+            "seed, seed_bytes, corpus, mutations_per_seed, rate, timeout, error_pattern, "
+            "crash_severity, max_findings: docs/shadow-agent.md"), json_schema_extra=rule(AGENT_READ))
 
 
 # -- adjustment, remediation, mirror ----------------------------------------------------

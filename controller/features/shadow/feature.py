@@ -28,6 +28,8 @@ from controller.features.shadow.document import (KIND, REMEDIATION, SLOT, Applia
 from controller.features.shadow.manager import ShadowManager
 from controller.features.shadow.mirror import (AGENT_METER, agent_meter, compile_mirror,
                                                guard_flows)
+from controller.features.shadow.mirror_caps import (Capabilities, blocking_reason,
+                                                    lacking_reason)
 from controller.features.shadow.mirroring import Indexes, mirror_input, slot_net
 from controller.features.shadow.records import READY
 from controller.features.shadow.remediation import Remediations
@@ -49,6 +51,8 @@ class ShadowFeature(Feature):
         self.remediations = Remediations(ctx, lambda aid: self.appliances.get(aid))
         self.manager = ShadowManager(ctx, self.remediations.remedy)   # agents, instances
         self.counting = Counting(ctx, self.manager.count)  # what was mirrored, from the switches
+        self.caps = Capabilities(ctx)                      # what each switch can do (probed)
+        self.unmirrored: dict[str, str] = {}               # appliance -> why it is not mirrored
         self.indexes = Indexes(ctx.store)                  # each appliance's conntrack zone
 
     def load(self) -> None:
@@ -68,7 +72,9 @@ class ShadowFeature(Feature):
     def contribute(self, view: FabricView) -> Contribution:
         """The mirror of every appliance with a ready instance, and a guard on every slot's
         port (a slot's host only ever talks to the hub, running an instance or not)."""
-        inp = mirror_input(self.ctx.store, view, self.appliances, self.indexes.of, self.slots)
+        self.unmirrored = self._unable(view)
+        inp = mirror_input(self.ctx.store, view, self.appliances, self.indexes.of, self.slots,
+                           self.unmirrored)
         flows = {d: list(f) for d, f in compile_mirror(inp).items()}
         guarded = {i.slot_id for a in inp.appliances for i in a.instances}
         for slot in sorted(self.slots.values(), key=lambda s: s.id):
@@ -80,6 +86,28 @@ class ShadowFeature(Feature):
         return Contribution(
             flows={d: tuple(f) for d, f in flows.items()},
             meters={d: meter for d, f in flows.items() if any(x.meter == AGENT_METER for x in f)})
+
+    def _unable(self, view: FabricView) -> dict[str, str]:
+        """Probe the production switches of the enabled appliances; why each appliance that
+        cannot be mirrored now is not (a switch lacks an action, or is not probed yet)."""
+        dpids = {aid: self._dpids(a) for aid, a in self.appliances.items()
+                 if a.shadowing.shadow_enabled}
+        self.caps.sync(view.switches, {d for ds in dpids.values() for d in ds})
+        reasons = {aid: blocking_reason(self.caps, ds, self.appliances[aid].mirror.snaplen
+                                        is not None) for aid, ds in dpids.items()}
+        return {aid: why for aid, why in reasons.items() if why is not None}
+
+    def _dpids(self, app: Appliance) -> tuple[int, ...]:
+        docs = [self.ctx.store.find(INTERFACE, i) for i in app.interfaces]
+        return tuple(sorted({int(d.body["datapath"], 16) for d in docs if d is not None}))
+
+    def query(self, name: str, **args: Any) -> Any:
+        if name == "unmirrored":
+            return self.unmirrored.get(args["id"])
+        if name == "lacking":
+            dpids = {int(d, 16) for d in args["datapaths"]}
+            return lacking_reason(self.caps, dpids, bool(args.get("snaplen")))
+        return super().query(name, **args)
 
     def on_packet_in(self, punt: PacketIn) -> None:
         self.manager.on_packet_in(punt)
@@ -94,6 +122,8 @@ class ShadowFeature(Feature):
                  if t is not None]
         if any(i.state == READY for s in self.manager.states.values() for i in s.instances):
             times.append(self.counting.next_wakeup(self.ctx.clock()))
+        if (retry := self.caps.next_wakeup()) is not None:
+            times.append(retry)
         return min(times) if times else None
 
     def targets(self) -> list[Target]:
@@ -101,8 +131,7 @@ class ShadowFeature(Feature):
         out = []
         for app_id, state in sorted(self.manager.states.items()):
             app = self.appliances.get(app_id)
-            docs = [self.ctx.store.find(INTERFACE, i) for i in (app.interfaces if app else ())]
-            dpids = tuple(sorted({int(d.body["datapath"], 16) for d in docs if d is not None}))
+            dpids = self._dpids(app) if app is not None else ()
             out += [Target(app_id, i.id, i.slot_id, dpids) for i in state.instances
                     if i.state == READY and dpids]
         return out

@@ -104,9 +104,9 @@ def _instances(store: Store, view: FabricView, slots: Mapping[str, Slot],
 
 def appliance_net(store: Store, view: FabricView, aid: str, a: Appliance, index: int,
                   slots: Mapping[str, Slot],
-                  blocks: tuple[Block, ...] = ()) -> ApplianceNet | None:
+                  blocks: tuple[Block, ...] = (), mirrored: bool = True) -> ApplianceNet | None:
     state = _state(store, aid)
-    mirrored = a.shadowing.shadow_enabled and state is not None
+    mirrored = mirrored and a.shadowing.shadow_enabled and state is not None
     if not mirrored and not blocks:
         return None
     production = tuple(e for e in (_endpoint(store, i) for i in a.interfaces) if e is not None)
@@ -125,13 +125,16 @@ def appliance_net(store: Store, view: FabricView, aid: str, a: Appliance, index:
 
 
 def mirror_input(store: Store, view: FabricView, appliances: Mapping[str, Appliance],
-                 indexes: Mapping[str, int], slots: Mapping[str, Slot]) -> MirrorInput:
+                 indexes: Mapping[str, int], slots: Mapping[str, Slot],
+                 unable: Mapping[str, str] = {}) -> MirrorInput:
+    """`unable`: appliances not mirrored at all (a switch lacks what the mirror needs, or
+    is not probed yet), their blocks compiled all the same."""
     nets, blocks = [], blocks_by_appliance(store)
     for aid in sorted(appliances):
         if aid not in indexes:
             continue
         net = appliance_net(store, view, aid, appliances[aid], indexes[aid], slots,
-                            blocks.get(aid, ()))
+                            blocks.get(aid, ()), mirrored=aid not in unable)
         if net is not None and net.production:
             nets.append(net)
     return MirrorInput(view.switches, view.router_mac, view.hops, tuple(nets), AGENT_PORT)
