@@ -29,29 +29,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface
-
-from pydantic import ValidationError
 
 from controller.agents.channel import MAX_ID
 from controller.agents.shadow import protocol as p
 from controller.agents.shadow.orders import LaunchOrder, launch_parts
 from controller.core.interfaces import KIND as INTERFACE
 from controller.features.shadow import findings
-from controller.features.shadow.adaptive import host_load, kept_percentage
+from controller.features.shadow.adaptive import host_load
 from controller.features.shadow.agentd import AgentLink, AgentMetrics, Port, next_epoch
-from controller.features.shadow.document import SLOT_STATE, STATE, Appliance, Slot
 from controller.features.shadow.counting import Tally
+from controller.features.shadow.document import SLOT_STATE, STATE, Appliance, Slot
 from controller.features.shadow.records import (ACTIVE, FAILED, FREE, INSTANCE_STATES, LAUNCHING,
-                                                READY, STOPPED, STOPPING, AgentChannel, Counters,
-                                                Finding, Instance, Load, ShadowState, SlotState)
+                                                READY, STOPPED, STOPPING, AgentChannel, Finding,
+                                                Instance, Load, ShadowState, SlotState)
+from controller.features.shadow.states import ShadowRecords, production_addresses, read_records
 from controller.features.shadow.tuning import Tuning, wanted
 
 LOG = logging.getLogger("hubshift.shadows")
 MISS_LIMIT = 3.0                  # seconds without a heartbeat: the agent is gone
 RESTART_GRACE = 15.0              # after a restart: the switches reconnect first
 FIRST_RETRY, MAX_RETRY = 1.0, 16.0
-ENDED_KEPT = 8                    # failed and stopped instances listed per appliance
 
 
 @dataclass
@@ -61,7 +58,7 @@ class _Retry:
     wait: float = FIRST_RETRY
 
 
-class ShadowManager:
+class ShadowManager(ShadowRecords):
     def __init__(self, ctx, remedy: Callable[[Finding], Finding] = lambda f: f,
                  host_load: Callable[[], float] = host_load) -> None:
         self.ctx = ctx
@@ -83,8 +80,8 @@ class ShadowManager:
     def load(self, appliances: dict[str, Appliance], slots: dict[str, Slot]) -> None:
         store = self.ctx.store
         self.epoch = self.link.epoch = next_epoch(store)
-        self.slot_states = _read(store, SLOT_STATE, SlotState)
-        self.states = _read(store, STATE, ShadowState)
+        self.slot_states = read_records(store, SLOT_STATE, SlotState)
+        self.states = read_records(store, STATE, ShadowState)
         self.link.receiver.counters = {sid: st.agent.counter for sid, st in self.slot_states.items()
                                        if st.agent is not None}
         mono = self.ctx.clock()
@@ -126,72 +123,6 @@ class ShadowManager:
             return True
         st = self.slot_states.get(sid)
         return epoch != 0 and st is not None and st.agent is not None and st.agent.epoch == epoch
-
-    def slot(self, sid: str) -> SlotState:
-        return self.slot_states.get(sid) or SlotState()
-
-    def instances(self, appliance_id: str) -> list[Instance]:
-        state = self.states.get(appliance_id)
-        return list(state.instances) if state else []
-
-    def _owner(self, sid: str, instance_id: str) -> str | None:
-        """The appliance of an instance that is or was on the slot."""
-        return next((app for app, state in self.states.items() for i in state.instances
-                     if i.id == instance_id and i.slot_id == sid), None)
-
-    # ------------------------------------------------------------ writes
-    def _put_slot(self, sid: str, **changes) -> SlotState:
-        st = self.slot(sid).model_copy(update={**changes, "updated_at": self.ctx.wallclock()})
-        self.slot_states[sid] = st
-        self.ctx.store.put(SLOT_STATE, sid, st.to_body())
-        return st
-
-    def _put_state(self, app_id: str, instances: list[Instance], launched: int | None = None) -> None:
-        old = self.states.get(app_id) or ShadowState()
-        percentage = kept_percentage(old.percentage, self.appliances.get(app_id))
-        ended = [i for i in instances if i.state not in ACTIVE][-ENDED_KEPT:]
-        kept = [i for i in instances if i.state in ACTIVE or i in ended]
-        self._write_state(app_id, old.model_copy(update={
-            "instances": kept, "percentage": percentage,
-            "launched": old.launched if launched is None else launched}))
-
-    def _write_state(self, app_id: str, state: ShadowState) -> None:
-        self.states[app_id] = state
-        self.ctx.store.put(STATE, app_id, state.to_body())
-
-    def _store_state(self, app_id: str, state: ShadowState) -> None:
-        """A change the mirror compiles (percentage, holds, instance count)."""
-        self._write_state(app_id, state)
-        self.ctx.changed()
-
-    def count(self, app_id: str, instance_id: str, grown: Tally, dropped: int = 0) -> None:
-        """Add to what was mirrored to an instance, and to its appliance's totals."""
-        state = self.states.get(app_id)
-        if state is None:
-            return
-        def more(c: Counters) -> Counters:
-            return Counters(connections=c.connections + grown.connections,
-                            packets=c.packets + grown.packets, bytes=c.bytes + grown.bytes,
-                            dropped=c.dropped + dropped)
-        instances = [i.model_copy(update={"counters": more(i.counters)})
-                     if i.id == instance_id else i for i in state.instances]
-        self._write_state(app_id, state.model_copy(update={"instances": instances,
-                                                           "counters": more(state.counters)}))
-        for what, n in (("connections", grown.connections), ("packets", grown.packets),
-                        ("bytes", grown.bytes), ("dropped", dropped)):
-            if n:
-                self.metrics.mirrored.labels(app_id, what).inc(n)
-
-    def _set_instance(self, app_id: str, instance_id: str, **changes) -> Instance | None:
-        found = None
-        out = []
-        for i in self.instances(app_id):
-            if i.id == instance_id:
-                i = found = i.model_copy(update=changes)
-            out.append(i)
-        if found is not None:
-            self._put_state(app_id, out)
-        return found
 
     # ------------------------------------------------------------ assignment
     def assign(self) -> None:
@@ -439,29 +370,3 @@ class ShadowManager:
                 counts[i.state] += 1
         for state, n in counts.items():
             self.metrics.instances.labels(state).set(n)
-
-
-def production_addresses(ctx, app: Appliance) -> tuple[tuple[IPv4Interface, ...], IPv4Address | None]:
-    """The production instance's addresses (ip/prefix of their subnet, /32 if none is
-    known) from its interfaces' records, and the gateway of the first with a subnet."""
-    view = ctx.view()
-    addresses, gateway = [], None
-    for iid in app.interfaces:
-        doc = ctx.store.find(INTERFACE, iid)
-        for ip in (doc.body.get("ips") or ()) if doc else ():
-            subnet = view.subnet_of(ip)
-            addresses.append(IPv4Interface(f"{ip}/{subnet.cidr.prefixlen if subnet else 32}"))
-            if subnet is not None and gateway is None:
-                gateway = subnet.gateway
-    return tuple(dict.fromkeys(addresses)), gateway
-
-
-def _read(store, kind: str, model):
-    out = {}
-    for doc in store.list(kind):
-        try:
-            out[doc.id] = model.from_doc(doc)
-        except ValidationError as exc:
-            LOG.error("ignoring %s %s that does not fit its record: %s", kind, doc.id,
-                      exc.errors()[0].get("msg"))
-    return out
