@@ -8,17 +8,23 @@ each agent does (``shadow-slot-state``) and the instances of each appliance
 * HELLO -> ACK, the slot is alive (its agent's address noted); a HELLO from a
   slot whose instance was ready means the agent restarted: the instance failed.
   (A HELLO while launching only sends the order again: nothing ran yet.)
-* An enabled manifest gets ``shadow_instance_count`` instances, each on a free
-  alive slot (slot ids in order, a slot whose last instance failed last): LAUNCH, every part, from 1 s doubling until
-  READY, FAILED or a HEARTBEAT naming the instance.
-* HEARTBEAT records the load; none for `MISS_LIMIT` -> the slot failed, its
+* An enabled manifest gets ``shadow_instance_count`` instances (more while the
+  adaptive mode added some on load: `tuning.wanted`), each on a free alive
+  slot (slot ids in order, a slot whose last instance failed last): LAUNCH,
+  every part, from 1 s doubling until READY, FAILED or a HEARTBEAT naming it.
+* HEARTBEAT records the load, the profiles' figures (``metrics``) and the
+  copies dropped at the slot; none for `MISS_LIMIT` -> the slot failed, its
   instance failed and replaced from a free alive slot.  FAILED -> the same.
 * Fewer instances wanted (shrunk, disabled, deleted) -> the newest stop: STOP
   retransmitted until a HEARTBEAT that does not name it, then the slot is free.
   A heartbeat naming an instance the slot should not run gets a STOP too.
 * FINDINGS -> ACK(its counter); each finding stored once per (slot, seq, index)
   as ``shadow-finding``, journaled and counted, after `remedy` decided what it
-  does (the feature's remediation: an alert, or a block).
+  does (the feature's remediation: an alert, or a block); a finding naming a
+  source may hold it (sample and hold, `tuning.Tuning.hold`).
+
+The records and their writes are `states.ShadowRecords`; the adaptive mode
+(percentage, holds, scaling) is `tuning.Tuning`, run from `tick`.
 
 Everything it needs is in the store (counters and the epoch last sent with each
 slot's state), so a restarted hub resumes: an alive slot gets a fresh miss
