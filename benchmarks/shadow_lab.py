@@ -27,7 +27,7 @@ from typing import NamedTuple
 import yaml
 
 from benchmarks.labtools import TmpFactory, ofctl
-from benchmarks.persona_common import REPO
+from benchmarks.persona_common import REPO, Api
 
 LAB_PREFIX = "bw"
 NETCHECK = f"python3 {REPO}/tests/lab/netcheck.py"
@@ -37,6 +37,7 @@ WEB, IDS = "web", "ids"
 IPERF_PORT, SERVICE_PORT = 5201, 80
 SIGNATURE = "EVIL-PAYLOAD"
 BLOCK_TTL = 300              # lifted over REST after each trial
+SLOW = 2.0                   # seconds: a REST answer slower than this is reported
 
 
 class Mode(NamedTuple):
@@ -70,6 +71,8 @@ class ShadowLab:
         setLogLevel("warning")
         self.tmp, self.log_level = tmp, log_level
         self.lab = None
+        self.rest: Api | None = None
+        self.slow: list[str] = []                 # REST calls that took more than SLOW
 
     # ------------------------------------------------------------ setup
     def start(self) -> None:
@@ -94,7 +97,12 @@ class ShadowLab:
         return self.lab.switch("a1").name
 
     def api(self, method: str, path: str, body=None, expect: int | None = None):
-        status, data = self.lab.controller.request(method, path, body)
+        """One REST call (keep-alive, 120 s to answer); the slow ones are written down."""
+        if self.rest is None:
+            self.rest = Api(self.lab.controller.api_port)
+        status, data, seconds = self.rest.call(method, path, body)
+        if seconds > SLOW:
+            self.slow.append(f"{method} {path} answered in {seconds:.1f} s")
         if expect is not None and status != expect:
             raise RuntimeError(f"{method} {path}: {status} {data}")
         return data
@@ -218,6 +226,8 @@ class ShadowLab:
     # ------------------------------------------------------------ teardown
     def stop(self) -> None:
         """stop_lab: the background processes by PID, Mininet, the controller, scripts/clean bw."""
+        if self.rest is not None:
+            self.rest.close()
         if self.lab is not None:
             from tests.lab.conftest import stop_lab
             stop_lab(self.lab)

@@ -139,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"shadows: work dir kept: {tmp}", file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\nload at the end {' '.join(f'{x:.2f}' for x in load)}\n")
+    print(f"\nload at the end {' '.join(f'{x:.2f}' for x in load)}")
+    for line in lab.slow:
+        print(f"slow REST answer: {line}")
+    print()
     lines = []
     if "throughput" in results:
         lines.append(shadow_throughput.summary(shadow_throughput.report(results["throughput"],
