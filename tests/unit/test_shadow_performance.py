@@ -14,9 +14,10 @@ import pytest
 
 from controller.agents.shadow.capture import ACK, FIN, PSH, RST, SYN, Segment
 from controller.agents.shadow.ids import Endpoint
-from controller.agents.shadow.performance import (
-    MAX_REQUEST, Answer, Pacer, PerformanceProfile, PerformanceSettings, Profiler, Replayer,
-    Request, Requests, percentile, replay)
+from controller.agents.shadow.performance import (MAX_REQUEST, PerformanceProfile,
+                                                  PerformanceSettings, Profiler, Requests,
+                                                  percentile)
+from controller.agents.shadow.replay import Answer, Pacer, Replayer, Request, replay
 from controller.agents.shadow.profiles import PROFILES, ProfileContext
 
 LOCAL = IPv4Address("127.0.0.1")
@@ -158,6 +159,20 @@ def test_a_banner_before_the_request_is_noted_and_idle_connections_are_forgotten
     assert [k.client.port for k in requests.exchanges] == [40001]
 
 
+def test_the_same_ports_with_a_new_syn_are_a_new_connection():
+    server = (LOCAL, 8080)
+    requests = Requests({LOCAL})
+    assert fed(requests, mirrored(server, b"old request")[:3]) == []     # its end never seen
+    again = [tcp(server, seq=C_ISN + 1, flags=SYN)]                        # retransmitted SYN?
+    assert fed(requests, again) == []                                     # no: another ISN
+    segs = mirrored(server, b"new")
+    segs = [s if not s.flags & SYN or s.seq != C_ISN else tcp(server, seq=9000, flags=SYN)
+            for s in segs]
+    segs[2] = tcp(server, b"new", 9001)
+    [request] = fed(requests, segs)
+    assert request.payload == b"new"
+
+
 def test_udp_requests_are_client_datagrams_production_answered():
     server = (LOCAL, 53)
     requests = Requests({LOCAL})
@@ -185,6 +200,11 @@ def test_a_banner_is_waited_for_before_the_request_is_sent():
     finally:
         server.close()
     assert answer.size == 6 and 180 <= answer.latency_ms < 1500    # the echo, not the banner
+
+
+def test_a_banner_that_never_comes_is_a_latency_of_the_time_waited(echo):
+    answer = replay(Request("tcp", Endpoint(*echo.address), b"HELO\r\n", True), 0.3)
+    assert answer.error is None and answer.size == 0 and 250 <= answer.latency_ms <= 350
 
 
 def test_a_server_too_slow_is_a_latency_of_the_time_waited_and_errors_are_no_latency():

@@ -11,14 +11,8 @@ local connection and times the answer:
   first answer byte after some of it is seen, those bytes are one `Request`.  UDP:
   a client datagram followed by an answer from production is one.  A request cut by
   the mirror's snaplen or larger than `MAX_REQUEST` is not replayed.
-- `replay` sends a request to the same production address and port from a socket
-  bound to that very address: the kernel delivers it over its loopback path, and
-  the bind fails if the address is not on this host, so nothing is sent then.  TCP:
-  connect, (if production spoke first, wait for the shadow's first bytes), send,
-  shut the write side, read to the end or `timeout`; the latency is from the last
-  byte sent to the first byte of the answer.  UDP: send, wait for one datagram.
-- `Replayer` runs the replays in a worker thread: a bounded queue (a request that
-  finds it full is dropped and counted), at most `rate` replays a second.
+- `replay.Replayer` replays them to the shadow service, over loopback only, in a
+  worker thread, and times the answers (replay.py).
 - `Profiler` (pure) keeps the last `window` answers: p50 and p99 latency, throughput,
   and a finding when `p50_ms_max` or `p99_ms_max` is missed (once `min_samples`
   answers are in the window; one finding per `cooldown` s).
@@ -29,9 +23,6 @@ from __future__ import annotations
 
 import collections
 import math
-import queue
-import socket
-import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +34,7 @@ from controller.agents.shadow.feed import CaptureFeed
 from controller.agents.shadow.host import SysStats
 from controller.agents.shadow.ids import IDLE, Endpoint, Stream
 from controller.agents.shadow.protocol import Finding
+from controller.agents.shadow.replay import Answer, Replayer, Request, replay
 from controller.agents.shadow.settings import Settings
 
 if TYPE_CHECKING:
@@ -51,8 +43,7 @@ if TYPE_CHECKING:
 NAME = "Performance_Profiling"
 MAX_REQUEST = 64 * 1024     # bytes of a request replayed at most; a larger one is not
 CONNECTIONS = 16384         # followed at most; beyond, the longest unseen is forgotten
-QUEUE = 256                 # requests waiting for the worker at most
-READ = 65536                # bytes read at a time
+_MASK = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -85,15 +76,6 @@ class PerformanceSettings:
 
 
 # -- the requests of the mirrored connections ----------------------------------------------
-
-@dataclass(frozen=True)
-class Request:
-    """What a client sent production before its answer, to be sent the shadow."""
-    protocol: str                           # "tcp" or "udp"
-    server: Endpoint                        # a production address and port
-    payload: bytes
-    server_first: bool = False              # TCP: production spoke before the client
-
 
 class ExchangeKey(NamedTuple):
     protocol: str
@@ -134,8 +116,11 @@ class Requests:
         client, server = (src, dst) if to_server else (dst, src)
         key = ExchangeKey(seg.protocol, client, server)
         ex = self.exchanges.get(key)
+        opening = seg.protocol == "tcp" and to_server and seg.flags & (SYN | ACK) == SYN
+        if ex is not None and opening and ex.stream.next != (seg.seq + 1) & _MASK:
+            ex = None                       # the ports used again: a new connection
         if ex is None:
-            if seg.protocol == "tcp" and not (to_server and seg.flags & (SYN | ACK) == SYN):
+            if seg.protocol == "tcp" and not opening:
                 return []                   # TCP is followed from its SYN only
             ex = self._open(key, Exchange(seg.protocol, server, now))
         ex.seen = now
@@ -157,7 +142,7 @@ class Requests:
             del self.exchanges[key]
 
     def _open(self, key: ExchangeKey, ex: Exchange) -> Exchange:
-        if len(self.exchanges) >= self.limit:
+        if key not in self.exchanges and len(self.exchanges) >= self.limit:
             self.exchanges.popitem(last=False)
         self.exchanges[key] = ex
         return ex
@@ -177,7 +162,7 @@ class Requests:
             ex.stream.syn(seg.seq)
         if seg.size > len(seg.payload):
             ex.whole = False                # cut by the mirror's snaplen
-        seq = (seg.seq + 1) & 0xFFFFFFFF if seg.flags & SYN else seg.seq
+        seq = (seg.seq + 1) & _MASK if seg.flags & SYN else seg.seq
         for run in ex.stream.add(seq, seg.payload, seg.size):
             ex.payload += run.data[run.start:]
         if len(ex.payload) > MAX_REQUEST:
@@ -201,132 +186,6 @@ class Requests:
             self.skipped += 1
             return []
         return [Request(ex.protocol, ex.server, bytes(ex.payload), server_first)]
-
-
-# -- the replay ------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Answer:
-    """What a replay got: `latency_ms` None when it failed (`error` says why)."""
-    latency_ms: float | None
-    size: int = 0                           # answer bytes
-    seconds: float = 0.0                    # from the request sent to the answer's end
-    error: str | None = None
-
-
-def replay(request: Request, timeout: float,
-           clock: Callable[[], float] = time.monotonic) -> Answer:
-    """Send `request` to its server from a socket bound to the server's own address
-    (so only to this host) and time the answer.  No answer before `timeout` is a
-    latency of the time waited: production did answer it."""
-    kind = socket.SOCK_STREAM if request.protocol == "tcp" else socket.SOCK_DGRAM
-    deadline = clock() + timeout
-    target = (str(request.server.address), request.server.port)
-    try:
-        with socket.socket(socket.AF_INET, kind) as sock:
-            sock.bind((target[0], 0))       # EADDRNOTAVAIL unless the address is local
-            sock.settimeout(timeout)
-            sock.connect(target)
-            if request.protocol == "tcp" and request.server_first:
-                _read(sock, deadline, clock)            # the banner
-            sock.sendall(request.payload)
-            sent = clock()
-            if request.protocol == "tcp":
-                sock.shutdown(socket.SHUT_WR)
-            first, size = None, 0
-            for chunk in _chunks(sock, deadline, clock, until_end=request.protocol == "tcp"):
-                first = clock() if first is None else first
-                size += len(chunk)
-            end = clock()
-    except OSError as exc:
-        return Answer(None, error=str(exc) or type(exc).__name__)
-    if first is None and end < deadline:
-        return Answer(None, seconds=end - sent, error="closed without an answer")
-    return Answer(((first if first is not None else end) - sent) * 1000, size, end - sent)
-
-
-def _chunks(sock: socket.socket, deadline: float, clock: Callable[[], float],
-            until_end: bool) -> Iterable[bytes]:
-    """What arrives before `deadline`: to the end of the stream, or one datagram."""
-    while (chunk := _read(sock, deadline, clock)) is not None:
-        yield chunk
-        if not until_end:
-            return
-
-
-def _read(sock: socket.socket, deadline: float, clock: Callable[[], float]) -> bytes | None:
-    """One read before `deadline`; None at the end, a reset or the deadline."""
-    left = deadline - clock()
-    if left <= 0:
-        return None
-    sock.settimeout(left)
-    try:
-        return sock.recv(READ) or None
-    except (TimeoutError, ConnectionResetError):
-        return None
-
-
-class Pacer:
-    """At most `rate` a second: `wait()` returns when the next one may go."""
-
-    def __init__(self, rate: float, clock: Callable[[], float],
-                 sleep: Callable[[float], Any]) -> None:
-        self.gap, self.clock, self.sleep = 1.0 / rate, clock, sleep
-        self.next = -math.inf
-
-    def wait(self) -> None:
-        now = self.clock()
-        if now < self.next:
-            self.sleep(self.next - now)
-            now = self.next
-        self.next = now + self.gap
-
-
-class Replayer:
-    """A worker thread replaying requests: `submit` never blocks (a full queue drops
-    the request, counted in `drops`), `take` returns the answers so far."""
-
-    def __init__(self, rate: float, timeout: float,
-                 replay: Callable[[Request, float], Answer] = replay,
-                 clock: Callable[[], float] = time.monotonic, size: int = QUEUE) -> None:
-        self.timeout, self.replay = timeout, replay
-        self.jobs: queue.Queue[Request] = queue.Queue(size)
-        self.answers: queue.SimpleQueue[Answer] = queue.SimpleQueue()
-        self.drops = 0
-        self._stopping = threading.Event()
-        self._pacer = Pacer(rate, clock, self._stopping.wait)
-        self._thread = threading.Thread(target=self._run, name="performance-replay",
-                                        daemon=True)
-        self._thread.start()
-
-    def submit(self, request: Request) -> None:
-        try:
-            self.jobs.put_nowait(request)
-        except queue.Full:
-            self.drops += 1
-
-    def take(self) -> list[Answer]:
-        out: list[Answer] = []
-        while True:
-            try:
-                out.append(self.answers.get_nowait())
-            except queue.Empty:
-                return out
-
-    def stop(self) -> None:
-        """End the worker (a replay under way ends at its timeout at most)."""
-        self._stopping.set()
-        self._thread.join(self.timeout + 1.0)
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                request = self.jobs.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            self._pacer.wait()
-            if not self._stopping.is_set():
-                self.answers.put(self.replay(request, self.timeout))
 
 
 # -- the figures -------------------------------------------------------------------------------
