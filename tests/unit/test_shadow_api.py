@@ -420,9 +420,18 @@ def test_hubctl_appliances(capsys: pytest.CaptureFixture[str], http: TestClient,
     code, out, err = run(capsys, http, "appliance", "list")
     assert code == 0 and out.splitlines()[0].split()[:3] == ["ID", "NAME", "INTERFACES"], err
     assert out.splitlines()[1].split()[:5] == ["web", "web", IF1, "yes", "0/1"]
-    store.put(STATE, "web", {"instances": [{"id": "web-1", "slot_id": "slot-1", "state": "ready"}]})
+    store.put(STATE, "web", {"instances": [{
+        "id": "web-1", "slot_id": "slot-1", "state": "ready",
+        "counters": {"connections": 12, "packets": 90, "bytes": 9000, "dropped": 1},
+        "load": {"pps": 40.0, "drops": 1, "lag_ms": 12.5, "cpu_percent": 3.0},
+        "metrics": {"latency_p50_ms": 0.8, "latency_p99_ms": 2.5}}],
+        "counters": {"connections": 12, "packets": 90, "bytes": 9000, "dropped": 1},
+        "holds": [{"source": "10.0.1.20", "until": 2e9, "finding_id": "f-1"}]})
     code, out, err = run(capsys, http, "appliance", "get", "web")
     assert code == 0 and "INSTANCES" in out and "web-1  slot-1  ready" in out, err
+    assert "12 connections, 90 packets, 9000 bytes, 1 dropped" in out
+    assert "40 pps, 1 drops, lag 12.5 ms, cpu 3%" in out
+    assert "latency_p50_ms 0.8, latency_p99_ms 2.5" in out and "10.0.1.20 until" in out
     code, out, err = run(capsys, http, "appliance", "set-percentage", "web", "12.5")
     assert code == 0 and "shadow traffic percentage 12.5%" in out, err
     assert store.get(KIND, "web").body["shadowing"]["shadow_traffic_percentage"] == 12.5

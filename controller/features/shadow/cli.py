@@ -60,11 +60,32 @@ def appliance_table(doc: dict[str, Any]) -> str:
                      f"packets, {counters.get('bytes', 0)} bytes, {counters.get('dropped', 0)} "
                      "dropped"],
         ["revision", doc["revision"]], ["updated", format_time(doc.get("updated_at"))]]
+    if doc.get("unmirrored"):
+        rows.insert(8, ["not mirrored", doc["unmirrored"]])
+    holds = [f"{h['source']} until {format_time(h['until'])}" for h in doc.get("holds") or ()]
+    if holds:
+        rows.insert(8, ["held at 100%", ", ".join(holds)])
+    if doc.get("added_instances"):
+        rows.insert(7, ["added on load", doc["added_instances"]])
     out = format_table(["FIELD", "VALUE"], rows)
-    instances = [[i["id"], i.get("slot_id"), i.get("state")] for i in doc.get("instances") or ()]
+    instances = [[i["id"], i.get("slot_id"), i.get("state"),
+                  (i.get("counters") or {}).get("connections", 0), _load(i.get("load")),
+                  _figures(i.get("metrics"))] for i in doc.get("instances") or ()]
     if instances:
-        out += "\n\nINSTANCES\n" + format_table(["ID", "SLOT", "STATE"], instances)
+        out += "\n\nINSTANCES\n" + format_table(
+            ["ID", "SLOT", "STATE", "CONNECTIONS", "LOAD", "PROFILES' FIGURES"], instances)
     return out
+
+
+def _load(load: dict[str, Any] | None) -> str:
+    if not load:
+        return "-"
+    return (f"{load.get('pps', 0):g} pps, {load.get('drops', 0)} drops, lag "
+            f"{load.get('lag_ms', 0):g} ms, cpu {load.get('cpu_percent', 0):g}%")
+
+
+def _figures(metrics: dict[str, Any] | None) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in sorted((metrics or {}).items())) or "-"
 
 
 _, appliances_table = row_tables(HEADERS, _row, "(no appliances)")
