@@ -25,7 +25,8 @@ from controller.agents.loop import Send
 from controller.agents.shadow import protocol as sp
 from controller.agents.shadow.orders import Assembler, LaunchOrder, findings_batches
 from controller.agents.shadow.host import InterfaceCounters, Launcher, Process, Stats
-from controller.agents.shadow.profiles import PROFILES, Profile, ProfileContext
+from controller.agents.shadow.profiles import (PROFILES, Profile, ProfileContext,
+                                               largest_lag_ms, merged_metrics)
 from controller.rap.addresses import FOREVER, AddressError, Addresses
 
 log = logging.getLogger("hub-shadow-agent")
@@ -353,45 +354,9 @@ class Agent:
         running = self.instance
         rid = running.order.instance_id if running is not None else None
         profiles = running.profiles if running is not None else {}
-        beat = sp.Heartbeat(rid, round(pps, 1), drops, round(self._lag_ms(profiles), 1),
-                            round(cpu, 1), self._metrics(profiles))
+        beat = sp.Heartbeat(rid, round(pps, 1), drops, round(largest_lag_ms(profiles), 1),
+                            round(cpu, 1), merged_metrics(profiles, self._bad_metrics))
         self._send(self._fitted(beat))
-
-    def _lag_ms(self, profiles: Mapping[str, Profile]) -> float:
-        """The largest `lag_ms` of the profiles that have one."""
-        lags = [0.0]
-        for name, profile in profiles.items():
-            try:
-                lag = getattr(profile, "lag_ms", 0.0)
-            except Exception as exc:
-                lag = None
-                log.debug("profile %s: lag_ms: %s", name, exc)
-            if sp.finite(lag) and lag > 0:
-                lags.append(float(lag))
-        return max(lags)
-
-    def _metrics(self, profiles: Mapping[str, Profile]) -> dict[str, float]:
-        """The figures of the profiles that have `metrics()`, merged: entries that are not
-        a name and a finite number are left out (logged once a name), and beyond
-        MAX_METRICS the last names."""
-        merged: dict[str, float] = {}
-        for name, profile in profiles.items():
-            figures = getattr(profile, "metrics", None)
-            if figures is None:
-                continue
-            try:
-                given = dict(figures())
-            except Exception as exc:
-                log.debug("profile %s: metrics: %s", name, exc)
-                continue
-            for key, value in given.items():
-                if sp.metric_ok(key, value):
-                    merged[key] = float(value)
-                elif (name, str(key)) not in self._bad_metrics:
-                    self._bad_metrics.add((name, str(key)))
-                    log.warning("profile %s: metric %r = %r left out (a name of [a-z0-9_]{1,40}"
-                                " and a finite number)", name, key, value)
-        return dict(sorted(merged.items())[:sp.MAX_METRICS])
 
     def _fitted(self, beat: sp.Heartbeat) -> sp.Heartbeat:
         """The heartbeat, its last metrics left out until it fits in MAX_DATAGRAM."""

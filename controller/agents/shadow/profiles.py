@@ -8,13 +8,16 @@ agent yet", says so in READY (`unavailable`), and runs the instance without it.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any, Protocol
 
 from controller.agents.shadow import anomaly, fuzzing, ids, performance
-from controller.agents.shadow.protocol import Finding
+from controller.agents.shadow.protocol import MAX_METRICS, Finding, finite, metric_ok
+
+log = logging.getLogger("hub-shadow-agent")
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,45 @@ class Profile(Protocol):
 
     def stop(self) -> None:
         """End, releasing what `start` took."""
+
+
+def largest_lag_ms(profiles: Mapping[str, Profile]) -> float:
+    """The largest `lag_ms` of the profiles that have one (0 when none has)."""
+    lags = [0.0]
+    for name, profile in profiles.items():
+        try:
+            lag = getattr(profile, "lag_ms", 0.0)
+        except Exception as exc:                     # a plug-in's failure is its own
+            lag = None
+            log.debug("profile %s: lag_ms: %s", name, exc)
+        if finite(lag) and lag > 0:
+            lags.append(float(lag))
+    return max(lags)
+
+
+def merged_metrics(profiles: Mapping[str, Profile],
+                   logged: set[tuple[str, str]]) -> dict[str, float]:
+    """The figures of the profiles that have `metrics()`, merged, in name order, at most
+    MAX_METRICS: an entry that is not a name and a finite number is left out (logged
+    once per (profile, name) in `logged`)."""
+    merged: dict[str, float] = {}
+    for name, profile in profiles.items():
+        figures = getattr(profile, "metrics", None)
+        if figures is None:
+            continue
+        try:
+            given = dict(figures())
+        except Exception as exc:
+            log.debug("profile %s: metrics: %s", name, exc)
+            continue
+        for key, value in given.items():
+            if metric_ok(key, value):
+                merged[key] = float(value)
+            elif (name, str(key)) not in logged:
+                logged.add((name, str(key)))
+                log.warning("profile %s: metric %r = %r left out (a name of [a-z0-9_]{1,40}"
+                            " and a finite number)", name, key, value)
+    return dict(sorted(merged.items())[:MAX_METRICS])
 
 
 PROFILES: dict[str, Callable[[], Profile]] = {}
