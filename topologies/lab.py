@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from topologies.hub import build_net
+from topologies.shadow_demo import shadow_demo
 from topologies.shard_demo import shard_demo
 
 HUBCTL = Path(sys.executable).with_name("hubctl")
@@ -150,6 +151,7 @@ def demo(net, api: str) -> bool:
     ok &= personality_demo(net, api)
     ok &= persona_demo(net, api)
     ok &= shard_demo(net, api, hubctl, step)
+    ok &= shadow_demo(net, api, hubctl, step)
     step("REST tour: hubctl status")
     hubctl(api, "status")
     step("hubctl topology")
