@@ -12,25 +12,16 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
+
+from topologies.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 NETCHECK = f"python3 {ROOT}/tests/lab/netcheck.py"
 AGENT = Path(sys.executable).with_name("hub-shadow-agent")
 SIGNATURE = "EVIL-PAYLOAD"
-
-
-def _wait(what: str, check, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise SystemExit(f"lab: timed out waiting for {what}")
 
 
 def _manifest(production: str) -> dict:
@@ -71,20 +62,20 @@ def shadow_demo(net, api: str, hubctl, step) -> bool:
     try:
         step("shadows: an appliance manifest for h1_1:80, every connection mirrored")
         hubctl(api, "appliance", "create", "-f", str(manifest))
-        _wait("the shadow instance ready", lambda: [i["state"] for i in jget(
+        wait_until("the shadow instance ready", lambda: [i["state"] for i in jget(
             "appliance", "get", "web")["instances"]] == ["ready"])
-        _wait("production answering", answered, 10)
+        wait_until("production answering", answered, 10)
         hubctl(api, "appliance", "get", "web")
         step(f"shadows: ext sends {SIGNATURE}; the shadow finds it and the hub blocks ext")
         answered(SIGNATURE)
-        _wait("a finding", lambda: jget("shadow", "findings", "web"), 10)
+        wait_until("a finding", lambda: jget("shadow", "findings", "web"), 10)
         hubctl(api, "shadow", "findings", "web")
-        (block,) = _wait("a block", lambda: jget("remediation", "list"), 10)
+        (block,) = wait_until("a block", lambda: jget("remediation", "list"), 10)
         hubctl(api, "remediation", "list")
-        blocked = _wait("ext refused", lambda: not answered(), 10)
+        blocked = wait_until("ext refused", lambda: not answered(), 10)
         print(f"ext toward h1_1 while blocked: {'refused' if blocked else 'answered'}")
         hubctl(api, "remediation", "lift", block["id"])
-        back = _wait("ext answered again", answered, 10)
+        back = wait_until("ext answered again", answered, 10)
         counters = jget("appliance", "get", "web")["counters"]
         print(f"mirrored so far: {counters['connections']} connections, "
               f"{counters['packets']} packets")
@@ -93,7 +84,7 @@ def shadow_demo(net, api: str, hubctl, step) -> bool:
     finally:
         step("shadows: the appliance and the slot deleted")
         hubctl(api, "appliance", "delete", "web", check=False)
-        _wait("the slot free", lambda: jget("shadow", "slots")[0]["state"] == "free", 15)
+        wait_until("the slot free", lambda: jget("shadow", "slots")[0]["state"] == "free", 15)
         for host, pid in reversed(pids):
             host.cmd(f"kill {pid}")
         hubctl(api, "shadow", "slot-delete", "demo-slot", check=False)

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from topologies.waiting import wait_until
+
 ROOT = Path(__file__).resolve().parents[1]
 NETCHECK = f"python3 {ROOT}/tests/lab/netcheck.py"
 HUB_RAP = Path(sys.executable).with_name("hub-rap")
@@ -21,16 +23,6 @@ HUB_RAP = Path(sys.executable).with_name("hub-rap")
 def _shard_addresses(host) -> set[str]:
     out = host.cmd(f"ip -4 addr show dev {host.defaultIntf()}")
     return set(re.findall(r"inet (10\.200\.\d+\.\d+)/", out))
-
-
-def _wait(what: str, check, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise SystemExit(f"lab: timed out waiting for {what}")
 
 
 def shard_demo(net, api: str, hubctl, step) -> bool:
@@ -53,7 +45,7 @@ def shard_demo(net, api: str, hubctl, step) -> bool:
     who = host.cmd("echo $!").strip()
     stream = None
     try:
-        first = _wait("a shard address on h2_2", lambda: _shard_addresses(host))
+        first = wait_until("a shard address on h2_2", lambda: _shard_addresses(host))
         print(f"h2_2 carries {', '.join(sorted(first))} (ip addr)")
         ext.cmd(f"rm -f /tmp/hub-lab-stream.log; {NETCHECK} stream {external} 80 "
                 "/tmp/hub-lab-stream.log >/dev/null 2>&1 &")

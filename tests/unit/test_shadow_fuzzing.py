@@ -17,8 +17,9 @@ import pytest
 
 from controller.agents.shadow import fuzzing, mutate
 from controller.agents.shadow.capture import ACK, FIN, PSH, RST, SYN, Segment
-from controller.agents.shadow.fuzzing import (CRASH_WINDOW, Fuzzer, FuzzingProfile, Refused,
-                                              Settings, open_socket, settings_from)
+from controller.agents.shadow.fuzzing import (CRASH_WINDOW, Fuzzer, FuzzingProfile, Settings,
+                                              settings_from)
+from controller.agents.shadow.local import Refused, open_socket
 from controller.agents.shadow.mutate import BOUNDARIES, INTERESTING, Corpus, Mutator, Seed, Target
 from controller.agents.shadow.profiles import ProfileContext
 from controller.agents.shadow.protocol import FiveTuple

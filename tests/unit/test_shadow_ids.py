@@ -10,7 +10,7 @@ from ipaddress import IPv4Address, IPv4Interface
 
 import pytest
 
-from controller.agents.shadow import ids
+from controller.agents.shadow import feed
 from controller.agents.shadow.capture import ACK, FIN, PSH, RST, SYN, Segment, parse_frame
 from controller.agents.shadow.ids import IdsProfile, Scanner, Stream, rules_from
 from controller.agents.shadow.profiles import PROFILES, ProfileContext
@@ -284,11 +284,11 @@ def test_the_profile_stops_at_its_budget_and_reports_the_lag():
     clock = iter(range(0, 100, 1))
     made = []
     profile = IdsProfile(lambda i: made.append(FakeCapture(i)) or made[-1],
-                         now=lambda: next(clock) * ids.BUDGET)
+                         now=lambda: next(clock) * feed.BUDGET)
     profile.start(context())
-    made[0].waiting = [seg(b"x", i, sport=1000 + i) for i in range(ids.CHUNK * 3)]
+    made[0].waiting = [seg(b"x", i, sport=1000 + i) for i in range(feed.CHUNK * 3)]
     profile.poll()
-    assert len(made[0].waiting) == ids.CHUNK * 2 and profile.lag_ms == 250.0
+    assert len(made[0].waiting) == feed.CHUNK * 2 and profile.lag_ms == 250.0
 
 
 def test_bad_signatures_keep_the_profile_from_starting():

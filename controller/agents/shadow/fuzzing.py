@@ -5,9 +5,9 @@ why it needs no fuzzing library.  The seeds (`mutate.Corpus`) and their mutation
 (`mutate.Mutator`) are pure; here:
 
 - `settings_from`: the manifest's `profiles.Fuzzing`, checked (`Settings`).
-- `open_socket` / `exchange`: one input over one socket, bound to the destination
-  address itself, which must be one of the instance's (`Refused` otherwise): the
-  kernel delivers it over loopback, so it never leaves the host.
+- `local.open_socket` / `local.exchange`: one input over one socket, bound to the
+  destination address itself, which must be one of the instance's (`Refused`
+  otherwise): the kernel delivers it over loopback, so it never leaves the host.
 - `Fuzzer`: the worker thread's loop: each seed's `mutations_per_seed` inputs, at
   most `rate` a second, each judged: crash, hang, error answer.
 - `FuzzingProfile`: the capture read in `poll`, the seeds handed to the worker, the
@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import queue
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from controller.agents.shadow.capture import Capture
+from controller.agents.shadow.feed import CaptureFeed
 from controller.agents.shadow.ids import Endpoint
+from controller.agents.shadow.local import (ACCEPTED, ANSWERED, CLOSED, REFUSED, RESET, SLICE,
+                                            STOPPED, TIMEOUT, Outcome, Refused, accepts,
+                                            exchange, group_alive, open_socket)
 from controller.agents.shadow.mutate import MAX_INPUT, Corpus, Mutation, Mutator, Seed, Target
 from controller.agents.shadow.protocol import SEVERITIES, FiveTuple, Finding
 
@@ -39,10 +41,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("hub-shadow-agent")
 
 NAME = "Fuzzing"
-BUDGET = 0.05           # s of capture reading per poll at most
-CHUNK = 256             # frames read at a time
-ANSWER = 4096           # bytes of an answer read (what `error_pattern` is matched on)
-SLICE = 0.1             # s: a wait on a socket is cut in slices, to see `stop` in time
 PROBE_DELAY = 0.2       # s after a connection closed without an answer, before the probe
 HOLD = 30.0             # s at most waiting for a hung service to answer the seed again
 CRASH_WINDOW = 5.0      # s after the last input in which the image's end is its crash
@@ -52,8 +50,6 @@ JOIN = 2.0              # s `stop` waits for the worker
 
 CRASH, HANG, ERROR = "crash", "hang", "error answer"
 # what an exchange comes to
-ANSWERED, CLOSED, RESET, TIMEOUT, REFUSED, ACCEPTED, STOPPED = (
-    "answered", "closed", "reset", "timeout", "refused", "accepted", "stopped")
 
 
 # -- settings --------------------------------------------------------------------------
@@ -103,93 +99,6 @@ def settings_from(settings: Mapping[str, Any]) -> Settings:
     except (AttributeError, re.error) as exc:
         raise ValueError(f"Fuzzing setting error_pattern: {pattern!r} ({exc})") from None
     return Settings(**values)
-
-
-# -- one input over one socket ---------------------------------------------------------
-
-class Refused(Exception):
-    """A destination the profile may not send to: nothing was sent."""
-
-
-class Outcome(NamedTuple):
-    kind: str               # ANSWERED, CLOSED, RESET, TIMEOUT, REFUSED or STOPPED
-    answer: bytes = b""
-
-
-def open_socket(target: Target, allowed: Collection[IPv4Address]) -> tuple[socket.socket, Endpoint]:
-    """A socket toward `target` and its local end.  `target.address` must be one of
-    `allowed` (the instance's), and the socket is bound to that very address, which
-    fails unless this host holds it: the input goes over loopback, never out."""
-    if target.address not in allowed:
-        raise Refused(f"{target.address} is not an address of the instance")
-    kind = socket.SOCK_STREAM if target.protocol == "tcp" else socket.SOCK_DGRAM
-    sock = socket.socket(socket.AF_INET, kind)
-    try:
-        sock.bind((str(target.address), 0))
-    except OSError as exc:
-        sock.close()
-        raise Refused(f"{target.address} is not held by this host ({exc.strerror})") from None
-    address, port = sock.getsockname()
-    return sock, Endpoint(IPv4Address(address), port)
-
-
-def exchange(sock: socket.socket, target: Target, data: bytes, timeout: float,
-             stop: threading.Event) -> Outcome:
-    """Send `data` (TCP: then a FIN, so a service waiting for more sees the end) and
-    wait up to `timeout` s in all for the first bytes of an answer."""
-    deadline = time.monotonic() + timeout
-    try:
-        sock.settimeout(timeout)
-        sock.connect((str(target.address), target.port))
-        if target.protocol == "tcp":
-            sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
-        else:
-            sock.send(data)
-        while not stop.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return Outcome(TIMEOUT)
-            sock.settimeout(min(left, SLICE))
-            try:
-                answer = sock.recv(ANSWER)
-            except TimeoutError:
-                continue
-            return Outcome(ANSWERED, answer) if answer else Outcome(CLOSED)
-        return Outcome(STOPPED)
-    except ConnectionRefusedError:
-        return Outcome(REFUSED)
-    except (ConnectionResetError, BrokenPipeError):
-        return Outcome(RESET)
-    except TimeoutError:
-        return Outcome(TIMEOUT)
-    except OSError:                         # unreachable, say: nothing to fuzz there
-        return Outcome(REFUSED)
-
-
-def accepts(target: Target, allowed: Collection[IPv4Address], timeout: float) -> str:
-    """Whether the TCP service takes a new connection: ACCEPTED, REFUSED or TIMEOUT."""
-    sock, _ = open_socket(target, allowed)
-    with sock:
-        sock.settimeout(timeout)
-        try:
-            sock.connect((str(target.address), target.port))
-        except ConnectionRefusedError:
-            return REFUSED
-        except TimeoutError:
-            return TIMEOUT
-    return ACCEPTED
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether the process group `pgid` still has a process."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 # -- the worker ------------------------------------------------------------------------
@@ -404,7 +313,7 @@ def evidence(kind: str, why: str, inp: Input) -> str:
 
 class FuzzingProfile:
     """The profile the agent runs (`profiles.PROFILES[NAME]`): the settings checked at
-    `start`, the capture on the slot's interface read in `poll` for at most `BUDGET` s,
+    `start`, the capture on the slot's interface read in `poll` for a bounded time,
     the worker thread fed the seeds; each poll also checks the image's process group.
     `lag_ms`: the capture's, as the IDS profile's."""
 
@@ -412,7 +321,7 @@ class FuzzingProfile:
                  now: Callable[[], float] = time.monotonic,
                  alive: Callable[[int], bool] = group_alive) -> None:
         self.open_capture, self.now, self.alive = open_capture, now, alive
-        self.capture: Capture | None = None
+        self.feed: CaptureFeed | None = None
         self.corpus: Corpus | None = None
         self.fuzzer: Fuzzer | None = None
         self.thread: threading.Thread | None = None
@@ -421,7 +330,7 @@ class FuzzingProfile:
     @property
     def lag_ms(self) -> float:
         """How far behind the capture is (the seeds, not the fuzzing)."""
-        return self.capture.lag_ms if self.capture is not None else 0.0
+        return self.feed.lag_ms if self.feed is not None else 0.0
 
     def start(self, ctx: ProfileContext) -> None:
         settings = settings_from(ctx.settings)
@@ -430,7 +339,7 @@ class FuzzingProfile:
         self.corpus = Corpus(servers, settings.seed_bytes, settings.corpus)
         self.fuzzer = Fuzzer(settings, servers, ctx.wallclock, lambda: self.alive(self.pgid),
                              self.now)
-        self.capture = self.open_capture(ctx.interface)
+        self.feed = CaptureFeed(self.open_capture(ctx.interface), self.now)
         self.thread = threading.Thread(target=self.fuzzer.run, daemon=True,
                                        name=f"fuzzing {ctx.instance_id}")
         self.thread.start()
@@ -438,15 +347,7 @@ class FuzzingProfile:
     def poll(self) -> list[Finding]:
         if self.fuzzer.error is not None:
             raise RuntimeError(f"the fuzzing worker failed: {self.fuzzer.error!r}")
-        seeds: list[Seed] = []
-        deadline = self.now() + BUDGET
-        while True:
-            segments = self.capture.read(CHUNK)
-            now = self.now()
-            for seg in segments:
-                seeds += self.corpus.feed(seg, now)
-            if self.capture.drained or now >= deadline:
-                break
+        seeds, now = self.feed.drain(self.corpus.feed)
         seeds += self.corpus.expire(now)
         if seeds:
             self.fuzzer.add(seeds)
@@ -459,6 +360,6 @@ class FuzzingProfile:
             self.fuzzer.stopping.set()
         if self.thread is not None:
             self.thread.join(JOIN)
-        if self.capture is not None:
-            self.capture.close()
-        self.capture = self.corpus = self.fuzzer = self.thread = None
+        if self.feed is not None:
+            self.feed.close()
+        self.feed = self.corpus = self.fuzzer = self.thread = None

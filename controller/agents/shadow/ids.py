@@ -28,6 +28,7 @@ from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from controller.agents.shadow.capture import ACK, FIN, RST, SYN, Capture, Segment
+from controller.agents.shadow.feed import CaptureFeed
 from controller.agents.shadow.protocol import SEVERITIES, FiveTuple, Finding
 
 if TYPE_CHECKING:
@@ -40,8 +41,6 @@ IDLE = 60.0                 # s unseen before a connection is forgotten
 CONNECTIONS = 16384         # followed at most; beyond, the longest unseen is forgotten
 CONTEXT = 16                # bytes shown each side of a match in the evidence
 SHOWN = 64                  # bytes of the match itself shown at most
-BUDGET = 0.05               # s of work per poll at most; the rest waits in the socket
-CHUNK = 256                 # frames read at a time
 _MASK = 0xFFFFFFFF
 
 
@@ -298,36 +297,28 @@ def _evidence(rule: Rule, from_client: bool, data: bytes, span: tuple[int, int])
 class IdsProfile:
     """The profile the agent runs (`profiles.PROFILES[NAME]`): its signatures from the
     settings at `start`, the capture on the slot's interface, the scanner fed in `poll`
-    for at most `BUDGET` s.  `lag_ms`: how far behind the capture is."""
+    for a bounded time (`feed.BUDGET`).  `lag_ms`: how far behind the capture is."""
 
     def __init__(self, open_capture: Callable[[str], Capture] = Capture,
                  now: Callable[[], float] = time.monotonic) -> None:
         self.open_capture, self.now = open_capture, now
-        self.capture: Capture | None = None
+        self.feed: CaptureFeed | None = None
         self.scanner: Scanner | None = None
 
     @property
     def lag_ms(self) -> float:
-        return self.capture.lag_ms if self.capture is not None else 0.0
+        return self.feed.lag_ms if self.feed is not None else 0.0
 
     def start(self, ctx: ProfileContext) -> None:
         self.scanner = Scanner(rules_from(ctx.settings), {a.ip for a in ctx.addresses},
                                ctx.wallclock)
-        self.capture = self.open_capture(ctx.interface)
+        self.feed = CaptureFeed(self.open_capture(ctx.interface), self.now)
 
     def poll(self) -> list[Finding]:
-        found: list[Finding] = []
-        deadline = self.now() + BUDGET
-        while True:
-            segments = self.capture.read(CHUNK)
-            now = self.now()
-            for seg in segments:
-                found += self.scanner.feed(seg, now)
-            if self.capture.drained or now >= deadline:
-                break
+        found, now = self.feed.drain(self.scanner.feed)
         return found + self.scanner.expire(now)
 
     def stop(self) -> None:
-        if self.capture is not None:
-            self.capture.close()
-        self.capture = self.scanner = None
+        if self.feed is not None:
+            self.feed.close()
+        self.feed = self.scanner = None

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.agents.shadow.ids import Endpoint
+from controller.agents.shadow.local import local_socket
 
 QUEUE = 256                 # requests waiting for the worker at most
 READ = 65536                # bytes read at a time
@@ -51,12 +52,10 @@ def replay(request: Request, timeout: float,
            clock: Callable[[], float] = time.monotonic) -> Answer:
     """Send `request` to its server from a socket bound to the server's own address
     (so only to this host) and time the answer."""
-    kind = socket.SOCK_STREAM if request.protocol == "tcp" else socket.SOCK_DGRAM
     deadline = clock() + timeout
     target = (str(request.server.address), request.server.port)
     try:
-        with socket.socket(socket.AF_INET, kind) as sock:
-            sock.bind((target[0], 0))       # EADDRNOTAVAIL unless the address is local
+        with local_socket(request.protocol, target[0]) as sock:   # EADDRNOTAVAIL unless local
             sock.settimeout(timeout)
             sock.connect(target)
             return _exchange(sock, request, deadline, clock)
