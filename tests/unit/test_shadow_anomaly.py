@@ -13,6 +13,7 @@ from controller.agents.shadow.anomaly import (AnomalyProfile, AnomalySettings, B
 from controller.agents.shadow.capture import ACK, PSH, RST, SYN, Segment
 from controller.agents.shadow.profiles import PROFILES, ProfileContext
 from controller.agents.shadow.protocol import FiveTuple
+from tests.unit.shadowfakes import FakeCapture
 
 SERVER = IPv4Address("10.0.0.5")
 CLIENTS = [IPv4Address(f"10.0.0.{i}") for i in (9, 10, 11)]
@@ -182,19 +183,6 @@ def test_settings_are_checked_with_their_defaults():
 
 # -- the profile -----------------------------------------------------------------------
 
-class FakeCapture:
-    def __init__(self, interface):
-        self.interface, self.waiting, self.closed = interface, [], False
-        self.lag_ms, self.drained = 0.0, True
-
-    def read(self, limit):
-        out, self.waiting = self.waiting[:limit], self.waiting[limit:]
-        self.drained = not self.waiting
-        self.lag_ms = 0.0 if self.drained else 120.0
-        return out
-
-    def close(self):
-        self.closed = True
 
 
 def context(settings) -> ProfileContext:

@@ -23,6 +23,7 @@ from controller.agents.shadow.local import Refused, open_socket
 from controller.agents.shadow.mutate import BOUNDARIES, INTERESTING, Corpus, Mutator, Seed, Target
 from controller.agents.shadow.profiles import ProfileContext
 from controller.agents.shadow.protocol import FiveTuple
+from tests.unit.shadowfakes import FakeCapture
 
 LOCAL = IPv4Address("127.0.0.1")
 CLIENT, SERVER, OTHER = IPv4Address("10.0.0.9"), IPv4Address("10.0.0.5"), IPv4Address("10.0.0.77")
@@ -390,18 +391,6 @@ def test_the_image_ending_names_the_last_input_only_soon_after_it(servers):
 
 # -- the profile -----------------------------------------------------------------------
 
-class FakeCapture:
-    def __init__(self, interface):
-        self.interface, self.waiting, self.closed = interface, [], False
-        self.lag_ms, self.drained = 0.0, True
-
-    def read(self, limit):
-        out, self.waiting = self.waiting[:limit], self.waiting[limit:]
-        self.drained = not self.waiting
-        return out
-
-    def close(self):
-        self.closed = True
 
 
 def context(settings) -> ProfileContext:

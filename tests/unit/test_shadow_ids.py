@@ -15,6 +15,7 @@ from controller.agents.shadow.capture import ACK, FIN, PSH, RST, SYN, Segment, p
 from controller.agents.shadow.ids import IdsProfile, Scanner, Stream, rules_from
 from controller.agents.shadow.profiles import PROFILES, ProfileContext
 from controller.agents.shadow.protocol import FiveTuple
+from tests.unit.shadowfakes import FakeCapture
 
 CLIENT, SERVER = IPv4Address("10.0.0.9"), IPv4Address("10.0.0.5")
 WALL = 1_700_000_000.0
@@ -250,19 +251,6 @@ def context(interface="eth1", settings=None) -> ProfileContext:
                           lambda: WALL)
 
 
-class FakeCapture:
-    def __init__(self, interface):
-        self.interface, self.waiting, self.closed = interface, [], False
-        self.lag_ms, self.drained = 0.0, True
-
-    def read(self, limit):
-        out, self.waiting = self.waiting[:limit], self.waiting[limit:]
-        self.drained = not self.waiting
-        self.lag_ms = 0.0 if self.drained else 250.0
-        return out
-
-    def close(self):
-        self.closed = True
 
 
 def test_the_profile_is_registered_and_polls_its_capture():

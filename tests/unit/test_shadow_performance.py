@@ -19,6 +19,7 @@ from controller.agents.shadow.performance import (MAX_REQUEST, PerformanceProfil
                                                   percentile)
 from controller.agents.shadow.replay import Answer, Pacer, Replayer, Request, replay
 from controller.agents.shadow.profiles import PROFILES, ProfileContext
+from tests.unit.shadowfakes import FakeCapture
 
 LOCAL = IPv4Address("127.0.0.1")
 CLIENT = IPv4Address("10.0.0.9")
@@ -302,18 +303,6 @@ def test_p50_and_settings():
 
 # -- the profile --------------------------------------------------------------------------------
 
-class FakeCapture:
-    def __init__(self, interface):
-        self.interface, self.waiting, self.closed = interface, [], False
-        self.lag_ms, self.drained = 0.0, True
-
-    def read(self, limit):
-        out, self.waiting = self.waiting[:limit], self.waiting[limit:]
-        self.drained = not self.waiting
-        return out
-
-    def close(self):
-        self.closed = True
 
 
 def fake_proc(root, pgid, ticks, rss_pages):
