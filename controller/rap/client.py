@@ -20,7 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface
 
-from controller.agents.loop import Send, open_socket, run, sender
+from controller.agents import flags
+from controller.agents.loop import Send, run, sender
 from controller.rap import protocol as rap
 from controller.rap.addresses import FOREVER, AddressError, Addresses, IpAddresses
 
@@ -311,42 +312,21 @@ class Client:
 # -- the process -------------------------------------------------------------------------
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="hub-rap", description=(
-        "Keep this resource's shard addresses on an interface, leased from the hub over RAP."))
-    p.add_argument("--server", required=True, type=IPv4Address, metavar="ADDR",
-                   help="the hub's address for this resource (rap.server of its enrolment)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, metavar="N",
-                   help="the RAP port (default 6699)")
-    p.add_argument("--resource", required=True, metavar="ID", help="the resource id")
-    p.add_argument("--key", required=True, metavar="KEY", help="the resource's RAP key")
-    p.add_argument("--interface", required=True, metavar="IFNAME",
-                   help="the interface facing the hub")
-    p.add_argument("--ip-command", default="ip", metavar="CMD",
-                   help="the iproute2 command to run, split like a shell line (default: ip)")
-    p.add_argument("--log-level", default="info", metavar="LEVEL",
-                   choices=("debug", "info", "warning", "error"),
-                   help="debug also logs every datagram dropped (default: info)")
-    args = p.parse_args(argv)
-    try:
-        rap.key_bytes(args.key)
-        args.resource.encode("ascii")
-    except UnicodeEncodeError:
-        p.error("--resource and --key are ASCII")
-    if not 1 <= len(args.resource) <= rap.MAX_ID:
-        p.error(f"--resource is 1..{rap.MAX_ID} characters")
-    return args
+    p = flags.parser("hub-rap", "Keep this resource's shard addresses on an interface, leased "
+                     "from the hub over RAP.", id_flag="resource", id_help="the resource id",
+                     key_help="the resource's RAP key", port=DEFAULT_PORT,
+                     port_help="the RAP port",
+                     server_help="the hub's address for this resource (rap.server of its "
+                                 "enrolment)",
+                     interface_help="the interface facing the hub")
+    return flags.parse(p, argv, "resource")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
-                        format="hub-rap: %(message)s")
-    try:
-        sock = open_socket(args.interface)
-    except OSError as exc:
-        log.error("cannot open a socket on %s: %s", args.interface, exc)
+    sock = flags.open_channel("hub-rap", args, log)
+    if sock is None:
         return 1
-
     addresses = IpAddresses(args.interface, shlex.split(args.ip_command))
     client = Client(args.resource, rap.key_bytes(args.key), args.server, args.port,
                     addresses, sender(sock, log))

@@ -8,55 +8,33 @@ its addresses and exit 0.  docs/shadow-agent.md is its manual.
 from __future__ import annotations
 
 import argparse
-import logging
 import shlex
 import sys
 from collections.abc import Sequence
-from ipaddress import IPv4Address
 
-from controller.agents.channel import MAX_ID, key_bytes
-from controller.agents.loop import open_socket, run, sender
+from controller.agents import flags
+from controller.agents.channel import key_bytes
+from controller.agents.loop import run, sender
 from controller.agents.shadow.agent import DEFAULT_PORT, Agent, log
 from controller.agents.shadow.host import PopenLauncher, SysStats
 from controller.rap.addresses import IpAddresses
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="hub-shadow-agent", description=(
-        "Run shadow instances of an appliance on this slot, as the hub asks, and report "
-        "their load and findings."))
-    p.add_argument("--server", required=True, type=IPv4Address, metavar="ADDR",
-                   help="the hub's address for this slot (channel.server of the slot)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, metavar="N",
-                   help=f"the hub's shadow agent port (default {DEFAULT_PORT})")
-    p.add_argument("--slot", required=True, metavar="ID", help="the slot id")
-    p.add_argument("--key", required=True, metavar="KEY", help="the slot's key")
-    p.add_argument("--interface", required=True, metavar="IFNAME",
-                   help="the interface facing the hub: the instance's addresses go there")
-    p.add_argument("--ip-command", default="ip", metavar="CMD",
-                   help="the iproute2 command to run, split like a shell line (default: ip)")
-    p.add_argument("--log-level", default="info", metavar="LEVEL",
-                   choices=("debug", "info", "warning", "error"),
-                   help="debug also logs every datagram dropped (default: info)")
-    args = p.parse_args(argv)
-    try:
-        key_bytes(args.key)
-        args.slot.encode("ascii")
-    except UnicodeEncodeError:
-        p.error("--slot and --key are ASCII")
-    if not 1 <= len(args.slot) <= MAX_ID:
-        p.error(f"--slot is 1..{MAX_ID} characters")
-    return args
+    p = flags.parser("hub-shadow-agent", "Run shadow instances of an appliance on this slot, "
+                     "as the hub asks, and report their load and findings.", id_flag="slot",
+                     id_help="the slot id", key_help="the slot's key", port=DEFAULT_PORT,
+                     port_help="the hub's shadow agent port",
+                     server_help="the hub's address for this slot (channel.server of the slot)",
+                     interface_help="the interface facing the hub: the instance's addresses "
+                                    "go there")
+    return flags.parse(p, argv, "slot")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
-                        format="hub-shadow-agent: %(message)s")
-    try:
-        sock = open_socket(args.interface)
-    except OSError as exc:
-        log.error("cannot open a socket on %s: %s", args.interface, exc)
+    sock = flags.open_channel("hub-shadow-agent", args, log)
+    if sock is None:
         return 1
     agent = Agent(args.slot, key_bytes(args.key), args.server, args.port, args.interface,
                   IpAddresses(args.interface, shlex.split(args.ip_command)), PopenLauncher(),
