@@ -151,8 +151,9 @@ class ApplianceKind(DocumentKind):
 
     def check(self, change: Change, document: Any) -> None:
         unknown, held = _interface_errors(change.store, document.interfaces)
-        invalid = unknown + _count_error(change.store, change.id, document) \
-            + _capability_error(change, document)
+        lacking = [("body.interfaces", f"cannot be mirrored: {change.asked}")] \
+            if change.asked else []
+        invalid = unknown + _count_error(change.store, change.id, document) + lacking
         if invalid:
             raise DocumentInvalid(invalid, KIND)
         if held:
@@ -163,6 +164,13 @@ class ApplianceKind(DocumentKind):
                                   for h in held],
                           extra={"owner": first["owner"], "interface_id": first["interface_id"],
                                  "holders": held})
+
+    def ask(self, change: Change) -> str | None:
+        """Why the manifest's switches cannot mirror, if one is known to lack an action."""
+        try:
+            return _lacking(change.ctx, change.store, parse_manifest(change.body))
+        except DocumentInvalid:
+            return None                  # refused in the transaction, naming its fields
 
     def shown(self, ctx: ApiContext, doc: Document) -> dict[str, Any]:
         return {**runtime_view(ctx.store, doc),
@@ -177,15 +185,15 @@ def _ask(ctx: ApiContext, name: str, **args: Any) -> Any:
         return None
 
 
-def _capability_error(change: Change, document: Any) -> list[tuple[str, str]]:
-    """`interfaces` refused when a production switch is known to lack a mirror action."""
+def _lacking(ctx: ApiContext, store: Store, document: Appliance) -> str | None:
+    """Why a production switch of the manifest cannot mirror, when one is known to lack
+    a mirror action (asked before the write's transaction: see `DocumentKind.ask`)."""
     if not document.shadowing.shadow_enabled:
-        return []
-    docs = [change.store.find(INTERFACE, i) for i in document.interfaces]
+        return None
+    docs = [store.find(INTERFACE, i) for i in document.interfaces]
     dpids = sorted({d.body["datapath"] for d in docs if d is not None})
-    why = _ask(change.ctx, "lacking", datapaths=dpids,
-               snaplen=document.mirror.snaplen is not None) if dpids else None
-    return [("body.interfaces", f"cannot be mirrored: {why}")] if why else []
+    return _ask(ctx, "lacking", datapaths=dpids,
+                snaplen=document.mirror.snaplen is not None) if dpids else None
 
 
 # -- findings ----------------------------------------------------------------------------
