@@ -11,7 +11,8 @@ tests/lab/test_shadows.py:
        IDS_Signature_Scan with one signature (EVIL-PAYLOAD, critical) and
        remediation block; its shadow runs on slot s2.
 
-Each slot's host (sp1, sp2) runs the real `hub-shadow-agent`.  `ext` is the client.
+Each slot's host (sp1, sp2) runs the real `hub-shadow-agent` (tests/lab/shadowlab.py
+`add_slot`, as the lab tests do).  `ext` is the client.
 The flows the mirror compiled are read back with ovs-ofctl on the production
 switch (a1), by cookie (controller/features/shadow/mirror_net.py), to check that
 a mode is in force and to count what the switch sampled and copied.
@@ -28,11 +29,10 @@ import yaml
 
 from benchmarks.labtools import TmpFactory, ofctl
 from benchmarks.persona_common import REPO, Api
+from tests.lab.shadowlab import NETCHECK
 
 LAB_PREFIX = "bw"
-NETCHECK = f"python3 {REPO}/tests/lab/netcheck.py"
 TRAFFIC = f"python3 {REPO}/benchmarks/shadow_traffic.py"
-AGENT = REPO / ".venv" / "bin" / "hub-shadow-agent"
 WEB, IDS = "web", "ids"
 IPERF_PORT, SERVICE_PORT = 5201, 80
 SIGNATURE = "EVIL-PAYLOAD"
@@ -109,23 +109,16 @@ class ShadowLab:
 
     def setup(self) -> None:
         from tests.lab.harness import wait_for
+        from tests.lab.shadowlab import add_slot, interface_ids
         prod, ids = self.host("h1_1"), self.host("h1_2")
         self.lab.bg(prod, f"{NETCHECK} serve {SERVICE_PORT} --name prod")
         self.lab.bg(prod, f"iperf3 -s -p {IPERF_PORT}")
         self.lab.bg(ids, f"{NETCHECK} serve {SERVICE_PORT} --name ids")
         wait_for("production serving", lambda: all(
             f":{p}" in prod.cmd("ss -ltn") for p in (SERVICE_PORT, IPERF_PORT)), 10)
-        interfaces = self.lab.controller.get("/v1/interfaces")
-        iid = {h: next(i["id"] for i in interfaces if self.host(h).IP() in i["ips"])
-               for h in ("h1_1", "h1_2", "sp1", "sp2")}
+        iid = interface_ids(self.lab, ("h1_1", "h1_2", "sp1", "sp2"))
         for n in (1, 2):
-            host = self.host(f"sp{n}")
-            slot = self.api("POST", "/v1/shadow-slots",
-                            {"interface_id": iid[f"sp{n}"], "id": f"s{n}"}, expect=201)
-            ch = slot["channel"]
-            self.lab.bg(host, f"bash -c 'exec {AGENT} --server {ch['server']} --port "
-                              f"{ch['port']} --slot s{n} --key {slot['key']} --interface "
-                              f"{host.intf()} 2>>{self.tmp}/agent{n}.log'")
+            add_slot(self.lab, self.host(f"sp{n}"), f"s{n}", iid[f"sp{n}"])
         self.api("POST", "/v1/appliances", {
             "name": WEB, "interfaces": [iid["h1_1"]],
             "service": [{"protocol": "tcp", "port": p} for p in (SERVICE_PORT, IPERF_PORT)],
@@ -218,10 +211,8 @@ class ShadowLab:
 
     def guard_drops(self) -> int:
         """Packets the shadows sent that their ports' guards dropped (their answers), so far."""
-        from controller.features.shadow.mirror import GUARD_DROP
-        return sum(_count(line, "n_packets") for sw in self.lab.net.switches
-                   for line in ofctl("dump-flows", sw.name, "table=0").splitlines()
-                   if f"priority={GUARD_DROP}" in line)
+        from tests.lab.shadowlab import guard_drops
+        return guard_drops(self.lab)
 
     # ------------------------------------------------------------ teardown
     def stop(self) -> None:
@@ -234,6 +225,8 @@ class ShadowLab:
             self.lab = None
         else:
             subprocess.run([str(REPO / "scripts" / "clean"), LAB_PREFIX], capture_output=True)
+        for log in Path("/tmp").glob(f"{LAB_PREFIX}-agent-*.log"):   # add_slot's agent logs
+            log.unlink(missing_ok=True)
 
 
 def _below(permille: int):

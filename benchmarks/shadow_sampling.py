@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.shadow_lab import SERVICE_PORT, TRAFFIC, Mode, ShadowLab
+from tests.lab.shadowlab import flags_by_port, whole
 
 PORT_FIRST = 2000           # percentage i's connections: PORT_FIRST + i * N ... (below 24000)
 GOAL_PP = 1.0
@@ -78,18 +79,6 @@ class Capture:
         return int(m.group(1)) if m else None
 
 
-def seen_by_port(capture: Path, client_ip: str) -> dict[int, set[str]]:
-    """Client port -> the TCP flags of each of its packets the capture holds."""
-    pattern = re.compile(rf"{re.escape(client_ip)}\.(\d+) > \S+\.{SERVICE_PORT}: "
-                         r"Flags \[([^\]]+)\]")
-    seen: dict[int, set[str]] = {}
-    for line in capture.read_text(errors="replace").splitlines():
-        m = pattern.search(line)
-        if m:
-            seen.setdefault(int(m.group(1)), set()).add(m.group(2))
-    return seen
-
-
 def measure(lab: ShadowLab, tmp: Path, percentage: float, index: int, n: int,
             workers: int) -> Sampling:
     lab.set_mode(Mode(f"{percentage:g}%", percentage))
@@ -107,9 +96,11 @@ def measure(lab: ShadowLab, tmp: Path, percentage: float, index: int, n: int,
     dropped = capture.stop()
     switch = (lab.counters() - c0).sampled
     tally = json.loads(out.strip().splitlines()[-1])
-    seen = {p: f for p, f in seen_by_port(path, ext.IP()).items() if first <= p < first + n}
-    whole = sum("S" in flags and any("F" in f for f in flags) for flags in seen.values())
-    return Sampling(percentage, n, tally["ok"], whole, len(seen) - whole, switch, dropped, took)
+    seen = {p: f for p, f in flags_by_port(path.read_text(errors="replace"), ext.IP(),
+                                            SERVICE_PORT).items() if first <= int(p) < first + n}
+    received = sum(whole(flags) for flags in seen.values())
+    return Sampling(percentage, n, tally["ok"], received, len(seen) - received, switch, dropped,
+                    took)
 
 
 def run(lab: ShadowLab, tmp: Path, args) -> list[Sampling]:
