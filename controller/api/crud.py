@@ -3,8 +3,7 @@
 A ``DocumentKind`` says what is particular to one kind: its store kind, its
 collection path, the one model that parses its documents, how an id is
 derived, and hooks (checks that read the store, inside the write's
-transaction; questions to the hub, ``ask``, before it, since the hub's worker
-may be waiting for the store). ``crud_router(kind)`` serves::
+transaction). ``crud_router(kind)`` serves::
 
     GET    {path}        every document (optionally filtered by body fields)
     GET    {path}/{id}   one document
@@ -98,7 +97,6 @@ class Change:
     body: dict[str, Any]     # the request body without id and revision (a patch: merged)
     prior: Document | None   # what is stored now; None for a create
     now: float
-    asked: Any = None        # what the kind's ``ask`` learnt from the hub, before the transaction
 
     @property
     def store(self) -> Store:
@@ -147,13 +145,6 @@ class DocumentKind:
 
     def check(self, change: Change, document: Any) -> None:
         """Rules that read the store, before a create or replace is written."""
-
-    def ask(self, change: Change) -> Any:
-        """What a write must learn from the hub (``ctx.hub.query``), asked before the store
-        transaction and handed to the hooks as ``change.asked``: the hub's worker may be
-        waiting for the store, so a question asked inside the transaction would wait for
-        the transaction itself."""
-        return None
 
     def check_delete(self, change: Change) -> None:
         """Rules that read the store, before a delete."""
@@ -319,7 +310,6 @@ def crud_router(kind: DocumentKind) -> APIRouter:
         given, pre = take_id(body)
         change = Change(ctx, given, body, None, time.time())
         _refuse(kind, change, pre)
-        change = replace(change, asked=kind.ask(change))
         written, dry = _dry_or_commit(ctx, kind, lambda: kind.create(change), dry_run)
         if dry:
             return kind.dry_run_answer(ctx, written, created=True)
@@ -335,7 +325,6 @@ def crud_router(kind: DocumentKind) -> APIRouter:
             body = merge_patch(kind.patch_target(prior), body)
         change = Change(ctx, id, body, prior, time.time())
         _refuse(kind, change, pre)
-        change = replace(change, asked=kind.ask(change))
         written, dry = _dry_or_commit(ctx, kind, lambda: kind.replace(change, revision), dry_run)
         if dry:
             return kind.dry_run_answer(ctx, written, created=False)

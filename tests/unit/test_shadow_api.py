@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from controller.core import claims, interfaces
 from controller.core.topology import Host
-from controller.features.shadow.document import (FINDING, KIND, REMEDIATION, SLOT, SLOT_STATE,
+from controller.features.shadow.document import (CAPABILITY, FINDING, KIND, REMEDIATION, SLOT, SLOT_STATE,
                                                  STATE)
 from controller.store import Store, open_store
 from tests.unit.conftest import run_cli
@@ -489,3 +489,41 @@ def test_hubctl_findings_and_remediations(capsys: pytest.CaptureFixture[str],
     assert run(capsys, http, "remediation", "list")[1].strip() == "(no remediations)"
     code, _, err = run(capsys, http, "remediation", "lift", "r1")
     assert code == 1 and "HTTP 404" in err
+
+
+# -- the capability check --------------------------------------------------------------------
+
+LACKS_CLONE = {"missing": {"clone": "OFPBAC_BAD_TYPE (type 2, code 1)"}, "probed_at": 1.0}
+
+
+def test_a_switch_whose_probe_found_an_action_missing_refuses_the_manifest(
+        client: TestClient, store: Store, hub: FakeHub) -> None:
+    slot(client)
+    store.put(CAPABILITY, "0000000000000a01", LACKS_CLONE)
+    body = problem(client.post(APPLIANCES, json=WEB), 422)
+    assert fields(body) == ["body.interfaces"], body
+    reason = body["errors"][0]["reason"]
+    assert "switch 0000000000000a01 lacks what the mirror needs: clone" in reason
+    assert "OFPBAC_BAD_TYPE" in reason
+    disabled = {**WEB, "shadowing": {**WEB["shadowing"], "shadow_enabled": False}}
+    assert client.post(APPLIANCES, json=disabled).status_code == 201      # nothing to mirror
+    store.put(CAPABILITY, "0000000000000a01", {"missing": {}, "probed_at": 2.0})
+    assert client.patch(f"{APPLIANCES}/web", json={"shadowing": {"shadow_enabled": True}}
+                        ).status_code == 200
+    truncation = {"missing": {"output_trunc": "OFPBAC_BAD_ARGUMENT (type 2, code 5)"}}
+    store.put(CAPABILITY, "0000000000000a01", truncation)
+    assert client.patch(f"{APPLIANCES}/web", json={"name": "web"}).status_code == 200
+    body = problem(client.patch(f"{APPLIANCES}/web", json={"mirror": {"snaplen": 128}}), 422)
+    assert "output_trunc" in body["errors"][0]["reason"]
+    assert not [q for q in hub.queries if q[0] == "shadow"], "REST never waits for the worker"
+
+
+def test_why_nothing_is_mirrored_is_shown_while_shadowing_is_enabled(
+        client: TestClient, store: Store) -> None:
+    slot(client)
+    appliance(client)
+    why = "waiting for the capability probe of switch 0000000000000a01"
+    store.put(STATE, "web", {"instances": [], "unmirrored": why})
+    assert client.get(f"{APPLIANCES}/web").json()["unmirrored"] == why
+    client.patch(f"{APPLIANCES}/web", json={"shadowing": {"shadow_enabled": False}})
+    assert client.get(f"{APPLIANCES}/web").json()["unmirrored"] is None

@@ -290,9 +290,9 @@ def test_a_switch_refusing_clone_leaves_the_appliance_unmirrored_and_refuses_new
     one.send(p.Ready(iid, ("IDS_Signature_Scan",), ()))
     hooks = [f for f in fab.a.flows.values() if f.table == tables.L2.id and f.priority == HOOK_L2]
     assert hooks == [], "nothing mirrored"
-    shadow = fab.hub.feature("shadow")
-    why = shadow.query("unmirrored", id="web")
+    why = fab.store.get("shadow-state", "web").body["unmirrored"]
     assert why.startswith(f"switch {A:016x} lacks what the mirror needs: clone") \
         and "OFPBAC_BAD_TYPE" in why
-    assert shadow.query("lacking", datapaths=[f"{A:016x}"]) == why
+    stored = fab.store.get("shadow-capability", f"{A:016x}").body["missing"]
+    assert list(stored) == ["clone"] and "OFPBAC_BAD_TYPE" in stored["clone"]
     assert not [f for f in fab.a.flows.values() if f.cookie == PROBE_COOKIE]

@@ -29,8 +29,9 @@ from controller.core.documents import DocumentInvalid, slugify
 from controller.core.interfaces import KIND as INTERFACE
 from controller.features.shadow import remediations_api, slots_api
 from controller.features.shadow.adaptive import kept_percentage
-from controller.features.shadow.document import (FINDING, KIND, SLOT, STATE, Appliance,
+from controller.features.shadow.document import (CAPABILITY, FINDING, KIND, SLOT, STATE, Appliance,
                                                  parse_manifest)
+from controller.features.shadow.mirror_caps import describe
 from controller.features.shadow.records import (Counters, Finding, Hold, Instance, Percentage,
                                                 ShadowState, read, read_all)
 from controller.store import Document, Store
@@ -116,7 +117,9 @@ def runtime_view(store: Store, doc: Document) -> dict[str, Any]:
     percentage = kept_percentage(state.percentage, manifest)
     return {"instances": [i.model_dump(exclude_none=True) for i in state.instances],
             "percentage": percentage.model_dump(), "counters": state.counters.model_dump(),
-            "holds": [h.model_dump() for h in state.holds], "added_instances": state.added}
+            "holds": [h.model_dump() for h in state.holds], "added_instances": state.added,
+            "unmirrored": state.unmirrored if manifest is not None
+            and manifest.shadowing.shadow_enabled else None}
 
 
 # -- the kind ----------------------------------------------------------------------------
@@ -151,9 +154,8 @@ class ApplianceKind(DocumentKind):
 
     def check(self, change: Change, document: Any) -> None:
         unknown, held = _interface_errors(change.store, document.interfaces)
-        lacking = [("body.interfaces", f"cannot be mirrored: {change.asked}")] \
-            if change.asked else []
-        invalid = unknown + _count_error(change.store, change.id, document) + lacking
+        invalid = unknown + _count_error(change.store, change.id, document) \
+            + _capability_error(change.store, document)
         if invalid:
             raise DocumentInvalid(invalid, KIND)
         if held:
@@ -165,35 +167,26 @@ class ApplianceKind(DocumentKind):
                           extra={"owner": first["owner"], "interface_id": first["interface_id"],
                                  "holders": held})
 
-    def ask(self, change: Change) -> str | None:
-        """Why the manifest's switches cannot mirror, if one is known to lack an action."""
-        try:
-            return _lacking(change.ctx, change.store, parse_manifest(change.body))
-        except DocumentInvalid:
-            return None                  # refused in the transaction, naming its fields
-
     def shown(self, ctx: ApiContext, doc: Document) -> dict[str, Any]:
-        return {**runtime_view(ctx.store, doc),
-                "unmirrored": _ask(ctx, "unmirrored", id=doc.id)}
+        return runtime_view(ctx.store, doc)
 
 
-def _ask(ctx: ApiContext, name: str, **args: Any) -> Any:
-    """The shadow feature's answer on the worker; None when there is no hub to ask."""
-    try:
-        return ctx.hub.query("shadow", name, **args)
-    except (LookupError, TimeoutError, AttributeError, NotImplementedError):
-        return None
-
-
-def _lacking(ctx: ApiContext, store: Store, document: Appliance) -> str | None:
-    """Why a production switch of the manifest cannot mirror, when one is known to lack
-    a mirror action (asked before the write's transaction: see `DocumentKind.ask`)."""
+def _capability_error(store: Store, document: Appliance) -> list[tuple[str, str]]:
+    """`interfaces` refused when a production switch is known (its last probe, stored by the
+    feature as ``shadow-capability``) to lack an action the mirror needs.  Read from the
+    store, never asked of the hub's worker: this runs inside the write's transaction,
+    which the worker may be waiting for."""
     if not document.shadowing.shadow_enabled:
-        return None
+        return []
     docs = [store.find(INTERFACE, i) for i in document.interfaces]
-    dpids = sorted({d.body["datapath"] for d in docs if d is not None})
-    return _ask(ctx, "lacking", datapaths=dpids,
-                snaplen=document.mirror.snaplen is not None) if dpids else None
+    reasons = []
+    for dpid in sorted({d.body["datapath"] for d in docs if d is not None}):
+        probed = store.find(CAPABILITY, dpid)
+        why = probed and describe(int(dpid, 16), probed.body.get("missing") or {},
+                                  document.mirror.snaplen is not None)
+        if why:
+            reasons.append(why)
+    return [("body.interfaces", "cannot be mirrored: " + "; ".join(reasons))] if reasons else []
 
 
 # -- findings ----------------------------------------------------------------------------

@@ -33,6 +33,7 @@ STATE = "shadow-state"              # runtime, id = appliance id: instances, per
 SLOT_STATE = "shadow-slot-state"    # runtime, id = slot id: what the slot's agent is doing
 FINDING = "shadow-finding"          # runtime: one finding of an analysis profile
 REMEDIATION = "shadow-remediation"  # runtime: one block in force
+CAPABILITY = "shadow-capability"    # runtime, id = dpid: what its probe found missing
 
 AGENT_PORT = 6700
 """UDP port of the hub's shadow agent channel (at the gateway of the slot's subnet)."""

@@ -23,13 +23,14 @@ from controller.core.view import FabricView
 from controller.core.interfaces import KIND as INTERFACE
 from controller.features.shadow import findings
 from controller.features.shadow.counting import Counting, Target
-from controller.features.shadow.document import (KIND, REMEDIATION, SLOT, Appliance, Slot,
+from controller.core.topology import dpid_str
+from controller.features.shadow.document import (CAPABILITY, KIND, REMEDIATION, SLOT, Appliance, Slot,
                                                   parse_manifest)
 from controller.features.shadow.manager import ShadowManager
 from controller.features.shadow.mirror import (AGENT_METER, agent_meter, compile_mirror,
                                                guard_flows)
-from controller.features.shadow.mirror_caps import (Capabilities, blocking_reason,
-                                                    lacking_reason)
+from controller.features.shadow.mirror_caps import Capabilities, blocking_reason
+from controller.features.shadow.probe import ProbeResult
 from controller.features.shadow.mirroring import Indexes, mirror_input, slot_net
 from controller.features.shadow.records import READY
 from controller.features.shadow.remediation import Remediations
@@ -51,7 +52,7 @@ class ShadowFeature(Feature):
         self.remediations = Remediations(ctx, lambda aid: self.appliances.get(aid))
         self.manager = ShadowManager(ctx, self.remediations.remedy)   # agents, instances
         self.counting = Counting(ctx, self.manager.count)  # what was mirrored, from the switches
-        self.caps = Capabilities(ctx)                      # what each switch can do (probed)
+        self.caps = Capabilities(ctx, on_result=self._probed)   # what each switch can do
         self.unmirrored: dict[str, str] = {}               # appliance -> why it is not mirrored
         self.indexes = Indexes(ctx.store)                  # each appliance's conntrack zone
 
@@ -72,7 +73,7 @@ class ShadowFeature(Feature):
     def contribute(self, view: FabricView) -> Contribution:
         """The mirror of every appliance with a ready instance, and a guard on every slot's
         port (a slot's host only ever talks to the hub, running an instance or not)."""
-        self.unmirrored = self._unable(view)
+        self._note_unmirrored(self._unable(view))
         inp = mirror_input(self.ctx.store, view, self.appliances, self.indexes.of, self.slots,
                            self.unmirrored)
         flows = {d: list(f) for d, f in compile_mirror(inp).items()}
@@ -97,17 +98,22 @@ class ShadowFeature(Feature):
                                         is not None) for aid, ds in dpids.items()}
         return {aid: why for aid, why in reasons.items() if why is not None}
 
+    def _note_unmirrored(self, unable: dict[str, str]) -> None:
+        """Keep why each appliance is not mirrored in its state, for REST (when it changed)."""
+        self.unmirrored = unable
+        for aid, state in sorted(self.manager.states.items()):
+            if state.unmirrored != unable.get(aid):
+                self.manager.write_state(aid, state.model_copy(
+                    update={"unmirrored": unable.get(aid)}))
+
+    def _probed(self, result: ProbeResult) -> None:
+        """A probe's answer, stored for REST's checks."""
+        self.ctx.store.put(CAPABILITY, dpid_str(result.dpid),
+                           {"missing": result.missing(), "probed_at": self.ctx.wallclock()})
+
     def _dpids(self, app: Appliance) -> tuple[int, ...]:
         docs = [self.ctx.store.find(INTERFACE, i) for i in app.interfaces]
         return tuple(sorted({int(d.body["datapath"], 16) for d in docs if d is not None}))
-
-    def query(self, name: str, **args: Any) -> Any:
-        if name == "unmirrored":
-            return self.unmirrored.get(args["id"])
-        if name == "lacking":
-            dpids = {int(d, 16) for d in args["datapaths"]}
-            return lacking_reason(self.caps, dpids, bool(args.get("snaplen")))
-        return super().query(name, **args)
 
     def on_packet_in(self, punt: PacketIn) -> None:
         self.manager.on_packet_in(punt)

@@ -11,13 +11,16 @@ How the shadow feature uses it:
    both from the connected and the needed switches).  A result recompiles
    (`ctx.changed`); a switch that lacks something is journaled.
 2. **An appliance whose production switch lacks a requirement is not mirrored at all**
-   (no hook, no copy: never everything, never part of it), and its GET shows the reason:
+   (no hook, no copy: never everything, never part of it), and its GET shows the reason
+   (the appliance's ``shadow-state`` keeps it as ``unmirrored``):
    `blocking_reason(caps, dpids, snaplen)`, from mirroring.  The same call names a
    switch not probed yet (or not connected): the mirror waits for it rather than mirror
    the appliance on some of its switches.
 3. **A POST/PATCH whose production interfaces sit on a switch known to lack one is
-   refused 422 naming `interfaces`**: `lacking_reason(caps, dpids, snaplen)` (a switch
-   not probed yet does not refuse a manifest: it is waited for, as in 2).
+   refused 422 naming `interfaces`**: each answer is stored (``shadow-capability``, id
+   the dpid, `on_result`), and REST reads it there with `describe` (REST never waits for
+   the worker: it writes inside a store transaction the worker may be waiting for).  A
+   switch not probed yet does not refuse a manifest: it is waited for, as in 2.
 
 `snaplen`: the manifest's `mirror.snaplen` is set, so the copies need truncation.  A
 probe asks for every requirement (truncation too), so a snaplen set later needs none.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import Future
+from collections.abc import Callable, Mapping
 from typing import Any, Iterable, NamedTuple
 
 from controller.core.topology import dpid_str
@@ -81,9 +85,11 @@ def required_actions(snaplen: bool = False) -> tuple[Requirement, ...]:
 class Capabilities:
     """Per switch, what its probe found (on the worker; the probe itself runs off it)."""
 
-    def __init__(self, ctx: Any, requirements: tuple[Requirement, ...] = ALL) -> None:
+    def __init__(self, ctx: Any, requirements: tuple[Requirement, ...] = ALL,
+                 on_result: Callable[[ProbeResult], None] = lambda result: None) -> None:
         self.ctx = ctx
         self.requirements = requirements
+        self.on_result = on_result                # each answer, once believed (to store it)
         self.known: dict[int, ProbeResult] = {}
         self.asking: dict[int, int] = {}          # dpid -> the generation of its probe
         self.retry_at: dict[int, float] = {}      # dpid -> no probe before (monotonic)
@@ -132,6 +138,7 @@ class Capabilities:
         result: ProbeResult = answer.result()
         self.known[dpid] = result
         self.retry_at.pop(dpid, None)
+        self.on_result(result)
         why = self.reason(dpid, snaplen=True)
         if why is None:
             LOG.info("switch %s accepts every action the mirror needs", dpid_str(dpid))
@@ -156,15 +163,18 @@ class Capabilities:
         """Why switch `dpid` cannot mirror (with truncation if `snaplen`); None when it
         can, and when it is unknown (see `unknown`)."""
         result = self.known.get(dpid)
-        if result is None:
-            return None
-        missing = result.missing()
-        lacking = [r for r in required_actions(snaplen) if r.action in missing]
-        if not lacking:
-            return None
-        return (f"switch {dpid_str(dpid)} lacks what the mirror needs: "
-                + "; ".join(f"{r.action} ({r.why}): refused with {missing[r.action]}"
-                            for r in lacking))
+        return None if result is None else describe(dpid, result.missing(), snaplen)
+
+
+def describe(dpid: int, missing: Mapping[str, str], snaplen: bool) -> str | None:
+    """Why a switch that refused `missing` (action -> its error) cannot mirror (with
+    truncation if `snaplen`), or None when it can."""
+    lacking = [r for r in required_actions(snaplen) if r.action in missing]
+    if not lacking:
+        return None
+    return (f"switch {dpid_str(dpid)} lacks what the mirror needs: "
+            + "; ".join(f"{r.action} ({r.why}): refused with {missing[r.action]}"
+                        for r in lacking))
 
 
 def lacking_reason(caps: Capabilities, dpids: Iterable[int], snaplen: bool) -> str | None:

@@ -110,6 +110,9 @@ class ShadowState(Record):
     holds: list[Hold] = Field(default_factory=list, description="Sources mirrored at 100%")
     added: Count = Field(default=0, description="Instances added on load, beyond the manifest's "
                                                 "count (adaptive mode)")
+    unmirrored: str | None = Field(default=None, description=(
+        "Why nothing is mirrored though shadowing is enabled (a production switch lacks an "
+        "action the mirror needs, or is not probed yet); null: mirrored"))
 
 
 class AgentChannel(Record):

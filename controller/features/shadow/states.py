@@ -53,17 +53,17 @@ class ShadowRecords:
         percentage = kept_percentage(old.percentage, self.appliances.get(app_id))
         ended = [i for i in instances if i.state not in ACTIVE][-ENDED_KEPT:]
         kept = [i for i in instances if i.state in ACTIVE or i in ended]
-        self._write_state(app_id, old.model_copy(update={
+        self.write_state(app_id, old.model_copy(update={
             "instances": kept, "percentage": percentage,
             "launched": old.launched if launched is None else launched}))
 
-    def _write_state(self, app_id: str, state: ShadowState) -> None:
+    def write_state(self, app_id: str, state: ShadowState) -> None:
         self.states[app_id] = state
         self.ctx.store.put(STATE, app_id, state.to_body())
 
     def _store_state(self, app_id: str, state: ShadowState) -> None:
         """A change the mirror compiles (percentage, holds, instance count)."""
-        self._write_state(app_id, state)
+        self.write_state(app_id, state)
         self.ctx.changed()
 
     def count(self, app_id: str, instance_id: str, grown: Tally, dropped: int = 0) -> None:
@@ -77,7 +77,7 @@ class ShadowRecords:
                             dropped=c.dropped + dropped)
         instances = [i.model_copy(update={"counters": more(i.counters)})
                      if i.id == instance_id else i for i in state.instances]
-        self._write_state(app_id, state.model_copy(update={"instances": instances,
+        self.write_state(app_id, state.model_copy(update={"instances": instances,
                                                            "counters": more(state.counters)}))
         for what, n in (("connections", grown.connections), ("packets", grown.packets),
                         ("bytes", grown.bytes), ("dropped", dropped)):
