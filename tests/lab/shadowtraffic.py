@@ -8,12 +8,10 @@
     shadowtraffic.py scan HOST FIRST COUNT [-t S]
         a TCP connect to each of COUNT ports from FIRST, one after another; prints
         "open K closed C silent S"
-    shadowtraffic.py flood HOST PORT SECONDS CONNECTIONS SIZE
-        CONNECTIONS connections at once, each sending lines of SIZE bytes and reading
-        each answer back, for SECONDS; prints "lines L bytes B failed F"
-    shadowtraffic.py send HOST PORT COUNT TEXT EXPECT
-        COUNT connections one after another, each sending TEXT (a line) and reading the
-        answer; prints "ok K bad B failed F" (an answer must be EXPECT then TEXT)
+    shadowtraffic.py send HOST PORT COUNT TEXT EXPECT [--size N]
+        COUNT connections one after another, each sending one line, TEXT (with --size,
+        filled up to N bytes with "abcdefgh..."), and reading its answer; prints
+        "ok K bad B failed F" (an answer must be EXPECT, a space and the line)
 """
 from __future__ import annotations
 
@@ -21,8 +19,6 @@ import os
 import socket
 import socketserver
 import sys
-import threading
-import time
 
 
 def fragile(port: int, name: str, method: bytes) -> None:
@@ -56,52 +52,21 @@ def scan(host: str, first: int, count: int, timeout: float) -> int:
     return 0
 
 
-def flood(host: str, port: int, seconds: float, connections: int, size: int) -> int:
-    line = (b"abcdefgh" * (size // 8 + 1))[:size - 1] + b"\n"
-    end = time.monotonic() + seconds
-    totals = {"lines": 0, "bytes": 0, "failed": 0}
-    lock = threading.Lock()
-
-    def one() -> None:
-        lines = sent = 0
-        try:
-            with socket.create_connection((host, port), timeout=5) as s:
-                s.settimeout(10)
-                reader = s.makefile("rb")
-                while time.monotonic() < end:
-                    s.sendall(line)
-                    if not reader.readline().endswith(line):
-                        raise OSError("answer does not end with the line sent")
-                    lines, sent = lines + 1, sent + len(line)
-        except OSError:
-            with lock:
-                totals["failed"] += 1
-        with lock:
-            totals["lines"] += lines
-            totals["bytes"] += sent
-
-    threads = [threading.Thread(target=one) for _ in range(connections)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    print(f"lines {totals['lines']} bytes {totals['bytes']} failed {totals['failed']}",
-          flush=True)
-    return 0 if totals["failed"] == 0 else 1
-
-
-def send(host: str, port: int, count: int, text: str, expect: str) -> int:
+def send(host: str, port: int, count: int, text: str, expect: str, size: int) -> int:
+    line = text.encode()
+    line += (b" " + b"abcdefgh" * (size // 8 + 1))[:max(0, size - len(line))]
     ok = bad = failed = 0
     for _ in range(count):
         try:
             with socket.create_connection((host, port), timeout=2) as s:
-                s.settimeout(2)
-                s.sendall(text.encode() + b"\n")
-                answer = s.recv(400).decode(errors="replace")
+                s.settimeout(5)
+                s.sendall(line + b"\n")
+                answer = s.makefile("rb").readline()
         except OSError:
             failed += 1
             continue
-        ok, bad = (ok + 1, bad) if answer == f"{expect} {text}\n" else (ok, bad + 1)
+        ok, bad = (ok + 1, bad) if answer == f"{expect} ".encode() + line + b"\n" \
+            else (ok, bad + 1)
     print(f"ok {ok} bad {bad} failed {failed}", flush=True)
     return 0 if ok == count else 1
 
@@ -117,10 +82,9 @@ def main(argv: list[str]) -> int:
                 _option(args, "--method", "conn ").encode())
     elif cmd == "scan":
         return scan(args[0], int(args[1]), int(args[2]), float(_option(args, "-t", "0.5")))
-    elif cmd == "flood":
-        return flood(args[0], int(args[1]), float(args[2]), int(args[3]), int(args[4]))
     elif cmd == "send":
-        return send(args[0], int(args[1]), int(args[2]), args[3], args[4])
+        return send(args[0], int(args[1]), int(args[2]), args[3], args[4],
+                    int(_option(args, "--size", "0")))
     else:
         print(__doc__, file=sys.stderr)
         return 2

@@ -280,6 +280,75 @@ def test_fuzzing_finds_the_crashing_input_and_no_fuzzed_packet_reaches_productio
     assert payloads == {f"conn {n}\n".encode() for n in range(5)}, payloads
 
 
+EXPENSIVE = 50                   # IDS patterns that each cost ~0.4 ms per 5 kB searched
+BURST, BURST_SIZE = 300, 1500    # connections, each one line of that many bytes
+
+
+def test_real_lag_brings_the_percentage_down_and_it_climbs_back_once_healthy(lab):
+    """The lag is the agent's own: 50 patterns of the shape `(a|b|c)*x.{0,200}y` over
+    every mirrored segment make its IDS slower than a burst of connections."""
+    prod, ext = lab.host("h1_1"), lab.host("ext")
+    sections = {"profiles": {"IDS_Signature_Scan": {"signatures": [
+                    {"id": f"slow-{n}", "pattern": f"(?s)(a|b|c)*x-{n:03d}.{{0,200}}y",
+                     "severity": "low"} for n in range(EXPENSIVE)]}},
+                "adjustment": {"mode": "adaptive", "min": 1.0, "max": 50.0}}
+    with appliance(lab, "ly-adapt", analysis=("IDS_Signature_Scan",), percentage=50.0,
+                   **sections) as app:
+        wait_for("a first heartbeat", lambda: ready_instances(lab, app)[0].get("load"), 10)
+        assert get(lab, app)["percentage"] == {"current": 50.0, "reason": "as configured"}
+        log = f"/tmp/{LAB_PREFIX}-burst.txt"
+        ext.cmd(f"rm -f {log}")
+        lab.bg(ext, f"bash -c '{TOOLS} send {prod.IP()} 80 {BURST} burst prod:80 "
+                    f"--size {BURST_SIZE} > {log}'")
+        seen = Trace()
+
+        def burst_done():
+            seen.add(get(lab, app))
+            return "ok " in ext.cmd(f"cat {log}")
+        wait_for("the burst sent", burst_done, 60, interval=0.25)
+        assert ext.cmd(f"cat {log}").strip() == f"ok {BURST} bad 0 failed 0"
+        wait_for("the lowest percentage left behind",
+                 lambda: seen.add(get(lab, app)) and seen.rises() >= 1, 120, interval=0.25)
+        wait_for("two points back", lambda: seen.add(get(lab, app)) and seen.rises() >= 2,
+                 30, interval=0.25)
+        start = seen.steps[0][0]
+        print(f"lag up to {seen.lag:.0f} ms; percentage: " + ", ".join(
+            f"{at - start:.1f} s {pct:g} ({why})" for at, pct, why in seen.steps))
+        assert seen.lag > LAG_LIMIT_MS, seen.lag
+        downs = [(pct, why) for _, pct, why in seen.steps if "reports a lag of" in why]
+        assert downs and downs[0][0] == 25.0, seen.steps    # halved, the lag named
+        lowest = min(pct for _, pct, _ in seen.steps)
+        (t1, up1, why1), (t2, up2, why2) = seen.steps[-2:]
+        assert (up1, up2) == (lowest + 1, lowest + 2), seen.steps
+        assert why1.startswith("healthy for") and why2.startswith("healthy for")
+        assert t2 - t1 >= 4.0, "one point per healthy 5 s"
+        production_answers(lab, 20)
+
+
+class Trace:
+    """What GET showed of an adaptive appliance over time: each percentage change
+    (time, new percentage, reason) and the largest lag an instance reported."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[float, float, str]] = []
+        self.lag = 0.0
+
+    def add(self, view: dict) -> bool:
+        current, reason = view["percentage"]["current"], view["percentage"]["reason"]
+        if not self.steps or self.steps[-1][1:] != (current, reason):
+            self.steps.append((time.monotonic(), current, reason))
+        self.lag = max([self.lag] + [(i.get("load") or {}).get("lag_ms", 0.0)
+                                     for i in view["instances"]])
+        return True
+
+    def rises(self) -> int:
+        """Steps up in a row at the end."""
+        n = 0
+        while n + 1 < len(self.steps) and self.steps[-1 - n][1] > self.steps[-2 - n][1]:
+            n += 1
+        return n
+
+
 def test_a_source_named_by_a_finding_has_all_its_connections_mirrored(lab):
     prod, ext, other = lab.host("h1_1"), lab.host("ext"), lab.host("h1_2")
     sections = {"profiles": {"IDS_Signature_Scan": {"signatures": [
