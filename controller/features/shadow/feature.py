@@ -10,6 +10,11 @@ datagrams punted from ``shadow_agent``, launches, heartbeats, findings).
 Findings decide their remediation (``remediation.Remediations``): a block
 is a ``shadow-remediation`` record, compiled as a drop by the mirror, ended
 in `tick` when its TTL is over or by a lift over REST (``documents_changed``).
+An appliance is mirrored only on switches whose capability probe
+(``mirror_caps.Capabilities``) found every action the mirror needs; each
+probe's answer is stored (``shadow-capability``) and why an appliance is not
+mirrored kept in its state, for REST.  `tick` also reads the mirror's
+counters back from the switches (``counting.Counting``).
 """
 from __future__ import annotations
 
