@@ -153,6 +153,7 @@ def test_the_counters_follow_the_connections_mirrored(lab):
         # a connection of netcheck is at least SYN, request, FIN, last ACK one way
         assert counters["packets"] >= 4 * count and counters["bytes"] > 0, counters
         assert instance["counters"] == counters, (instance, counters)
+        assert (view["unmirrored"], view["holds"], view["added_instances"]) == (None, [], 0)
         assert metric(lab, "hub_shadow_mirrored_total", appliance=app,
                       what="connections") == counters["connections"]
         assert metric(lab, "hub_shadow_mirrored_total", appliance=app,
@@ -322,6 +323,10 @@ def test_real_lag_brings_the_percentage_down_and_it_climbs_back_once_healthy(lab
         assert (up1, up2) == (lowest + 1, lowest + 2), seen.steps
         assert why1.startswith("healthy for") and why2.startswith("healthy for")
         assert t2 - t1 >= 4.0, "one point per healthy 5 s"
+        # overloaded for seconds with a slot free: one more instance (max_instances 2)
+        view = get(lab, app)
+        assert view["added_instances"] == 1, view
+        assert len([i for i in view["instances"] if i["state"] == "ready"]) == 2, view
         production_answers(lab, 20)
 
 
