@@ -194,13 +194,19 @@ def test_the_shadows_latency_is_shown_and_a_threshold_miss_is_a_finding(lab):
         production_answers(lab, 40)
         sent = time.monotonic()
 
+        seen: list[dict] = []
+
         def figures():
             (instance,) = ready_instances(lab, app)
             m = instance["metrics"]
+            seen[:] = [m]
             done = m.get("replays", 0) >= 40 and m.get("latency_p50_ms", 0) > 0 \
                 and m.get("latency_p99_ms", 0) > 0
             return (instance, m) if done else None
-        instance, m = wait_for("the latency figures in GET", figures, 10)
+        try:
+            instance, m = wait_for("the latency figures in GET", figures, 20)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the instance's figures: {seen}") from None
         took = time.monotonic() - sent
         assert m["latency_p50_ms"] <= m["latency_p99_ms"], m
         assert m["throughput_bps"] > 0 and m["memory_bytes"] > 0 and "cpu_percent" in m, m
