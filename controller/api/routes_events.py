@@ -20,8 +20,11 @@ def list_events(
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size")] = 100,
     kind: Annotated[str | None, Query(description="Only this event kind")] = None,
     subject: Annotated[str | None, Query(description="Only this subject")] = None,
+    newest: Annotated[bool, Query(description="The last `limit` entries (still in ascending "
+                                              "order) instead of the first")] = False,
 ) -> dict[str, Any]:
-    events = ctx.store.events(after=after, limit=limit, kind=kind or None, subject=subject or None)
+    events = ctx.store.events(after=after, limit=limit, kind=kind or None,
+                              subject=subject or None, newest=newest)
     return {
         "items": [e.to_dict() for e in events],
         "next": events[-1].seq if events else None,

@@ -82,7 +82,8 @@ def events_table(page: dict[str, Any]) -> str:
 def cmd_events(args: argparse.Namespace, api: HubClient, out: Output) -> int:
     query = {"limit": args.limit, "kind": args.kind, "subject": args.subject}
     if not args.follow:
-        out.emit(api.get("/v1/events", after=args.after, **query), events_table)
+        newest = args.after == 0 or None               # without --after: the latest events
+        out.emit(api.get("/v1/events", after=args.after, newest=newest, **query), events_table)
         return EXIT_OK
     after = args.after
     try:
@@ -115,7 +116,8 @@ def register(sub: Subparsers, common: Common) -> None:
     common.command(sub, "topology", cmd_topology, "switches, inter-switch links and learned hosts")
     p = common.command(sub, "events", cmd_events, "the controller's event journal")
     p.add_argument("--after", type=int, default=0, metavar="N", help="only events with seq > N")
-    p.add_argument("--limit", type=int, default=100, metavar="N", help="page size (1-1000)")
+    p.add_argument("--limit", type=int, default=100, metavar="N",
+                   help="page size (1-1000); without --after, the latest N events")
     p.add_argument("--kind", help="only events of this kind")
     p.add_argument("--subject", help="only events about this subject")
     p.add_argument("-f", "--follow", action="store_true", help="keep polling for new events")

@@ -231,8 +231,10 @@ class Store(ABC):
         limit: int = 100,
         kind: str | None = None,
         subject: str | None = None,
+        newest: bool = False,
     ) -> builtins.list[Event]:
-        """Journal entries with seq > after, ascending, at most ``limit``."""
+        """Journal entries with seq > after, ascending, at most ``limit``: the first ones,
+        or with ``newest`` the last ones."""
 
     @abstractmethod
     def last_event_seq(self) -> int:

@@ -329,6 +329,7 @@ class SQLiteStore(Store):
         limit: int = 100,
         kind: str | None = None,
         subject: str | None = None,
+        newest: bool = False,
     ) -> builtins.list[Event]:
         if limit < 0:
             raise ValueError("limit must not be negative")
@@ -341,11 +342,11 @@ class SQLiteStore(Store):
             params.append(subject)
         sql = (
             f"SELECT {_EVENT_COLUMNS} FROM journal WHERE {' AND '.join(clauses)}"
-            " ORDER BY seq LIMIT ?"
+            f" ORDER BY seq {'DESC' if newest else ''} LIMIT ?"
         )
         with self._lock:
             rows = self._db().execute(sql, (*params, limit)).fetchall()
-        return [_event(row) for row in rows]
+        return [_event(row) for row in (reversed(rows) if newest else rows)]
 
     def last_event_seq(self) -> int:
         with self._lock:

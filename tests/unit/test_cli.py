@@ -120,6 +120,11 @@ def test_events(capsys: pytest.CaptureFixture[str], http: TestClient, store: Sto
     code, out, _ = run(capsys, http, "events", "--after", "3")
     assert code == 0 and out.strip() == "(no events)"
 
+    code, out, _ = run(capsys, http, "events", "--limit", "2")      # the latest two, in order
+    assert [ln.split()[0] for ln in out.splitlines()[1:]] == ["2", "3"]
+    code, out, _ = run(capsys, http, "events", "--kind", "datapath", "--limit", "1")
+    assert [ln.split()[0] for ln in out.splitlines()[1:]] == ["3"]
+
 
 def test_events_follow(capsys: pytest.CaptureFixture[str], http: TestClient, store: Store,
                        monkeypatch: pytest.MonkeyPatch) -> None:
