@@ -3,7 +3,9 @@
 Body: {datapath, port, mac, ips, zone, personality_id, default_personality_id,
 personality_state}.  The hub creates and refreshes the discovery fields; the
 personality fields belong to the personality coordinator and are kept as they
-are when discovery refreshes a record.
+are when discovery refreshes a record.  So are `categories` (user-defined names,
+`CATEGORY_PATTERN`, written over REST with ``PATCH /v1/interfaces/{id}``; a
+record without them has none).
 
 `zone` is the first of the interface's two conntrack zones (epoch 0 and 1;
 `controller.features.personality.interface.interface_zone`), taken from the
@@ -25,6 +27,9 @@ from controller.store import Store
 KIND = "interface"
 ID_PATTERN = r"^[0-9a-f]{16}:[0-9]{1,10}$"
 """An interface id as `interface_id` makes it: "<datapath>:<port>", e.g. 0000000000000a01:2."""
+CATEGORY_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+"""A category's name: 1-64 characters of lower-case letters, digits, '_', '.' or '-', starting
+with a letter or digit (it is a document id too: a category's policy is stored under it)."""
 STATES = ("active", "transition", "fallback")
 ZONES = budgets.INTERFACE_ZONES
 ALLOCATION_KIND, ZONE_COUNTER = "allocation", "interface-zone"  # body: {"next": <zone>}
