@@ -107,7 +107,7 @@ def to_graph(rules: Rules) -> nx.MultiDiGraph:
     """The policy as a directed graph of endpoints, one edge per rule (key: rule id).
 
     Node attributes: kind and name (the peer), protocol and port (None on a
-    client's side), self (True for the policy's own category).  Edge attributes:
+    client's side), own (True for the policy's own category).  Edge attributes:
     `edge_attributes`.  Nodes and edges are added in a stable order (by id)."""
     graph = nx.MultiDiGraph(category=rules.category, version=rules.version)
     edges = []
@@ -118,7 +118,7 @@ def to_graph(rules: Rules) -> nx.MultiDiGraph:
                 graph.add_node(node, kind=peer.kind, name=peer.name,
                                protocol=rule.key.protocol if served else None,
                                port=rule.key.port if served else None,
-                               self=peer == Peer("category", rules.category))
+                               own=peer == Peer("category", rules.category))
         edges.append((source, target, rule.id, edge_attributes(rule)))
     for source, target, key, attrs in edges:
         graph.add_edge(source, target, key=key, **attrs)
@@ -127,11 +127,14 @@ def to_graph(rules: Rules) -> nx.MultiDiGraph:
 
 def node_link(rules: Rules) -> dict[str, Any]:
     """`?format=graph`: {directed, multigraph, graph: {category, version}, nodes:
-    [{id, kind, name, protocol, port, self}], edges: [{source, target, key, rule,
+    [{id, kind, name, protocol, port, own}], edges: [{source, target, key, rule,
     action, support, members, ...}]}, nodes and edges sorted by id."""
     data = nx.node_link_data(to_graph(rules), edges="edges")
-    data["nodes"].sort(key=lambda n: n["id"])
-    data["edges"].sort(key=lambda e: e["key"])
+    data["nodes"] = sorted(({"id": n.pop("id"), **n} for n in data["nodes"]),
+                           key=lambda n: n["id"])
+    data["edges"] = sorted(({"source": e.pop("source"), "target": e.pop("target"),
+                             "key": e.pop("key"), **e} for e in data["edges"]),
+                           key=lambda e: e["key"])
     return data
 
 
@@ -161,7 +164,7 @@ def dot(rules: Rules) -> str:
         label = _label(where, service(attrs["protocol"], attrs["port"])) if served \
             else _label(where)
         shape = "box" if served else "ellipse"
-        bold = ", style=bold" if attrs["self"] else ""
+        bold = ", style=bold" if attrs["own"] else ""
         lines.append(f"  {_quoted(node)} [label={label}, shape={shape}{bold}];")
     for source, target, key, attrs in sorted(graph.edges(keys=True, data=True),
                                              key=lambda e: e[2]):
