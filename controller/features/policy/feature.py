@@ -1,0 +1,83 @@
+"""Policy mirroring and learning as a feature: the Feature interface over categories,
+learning sessions and, later, mirroring profiles.
+
+What it compiles now: the observation flows of every member of a category a
+learning session runs for (`observe.observe_flows`, one conntrack zone per
+member from `Indexes`).  Its runtime is `learning.Learning` (the sessions, the
+records read back, the versions made when a session ends).  Categories are in
+the interface records (written over REST, ``documents_changed("interface")``);
+a host that appears with a category is observed at the next compile.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from controller.core import budgets
+from controller.core.feature import Contribution, Feature
+from controller.core.interfaces import KIND as INTERFACE
+from controller.core.view import FabricView
+from controller.features.policy.learning import Learning
+from controller.features.policy.members import Directory
+from controller.features.policy.observe import observe_flows, record_cookie
+from controller.features.policy.rules import ADDRESS_SET, PROFILE, SESSION
+from controller.store import Store
+
+LOG = logging.getLogger("hubshift.policy")
+ALLOCATION_KIND, INDEXES = "allocation", "policy-index"     # body: {interface id: index}
+MEMBERS = 0x1000                                           # zones 0xD000..0xDFFF
+
+
+class Indexes:
+    """Each observed member's index (its conntrack zone), allocated once and stored."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        doc = store.find(ALLOCATION_KIND, INDEXES)
+        self.of: dict[str, int] = dict(doc.body) if doc else {}
+
+    def index(self, interface_id: str) -> int | None:
+        if interface_id not in self.of:
+            used = set(self.of.values())
+            free = next((i for i in range(MEMBERS) if i not in used), None)
+            if free is None:
+                LOG.error("no conntrack zone left to observe %s", interface_id)
+                return None
+            self.of[interface_id] = free
+            self.store.put(ALLOCATION_KIND, INDEXES, dict(self.of))
+        return self.of[interface_id]
+
+
+class PolicyFeature(Feature):
+    name = "policy"
+    budget = budgets.POLICY
+    document_kinds = (INTERFACE, ADDRESS_SET, SESSION, PROFILE)
+
+    def __init__(self, ctx: Any, settings: Any = None) -> None:
+        super().__init__(ctx, settings)
+        self.indexes = Indexes(ctx.store)
+        self.learning = Learning(ctx, lambda: Directory.read(ctx.store, ctx.view()))
+
+    def load(self) -> None:
+        self.learning.reload()
+
+    def documents_changed(self, kind: str) -> None:
+        self.learning.reload()
+        self.ctx.changed()                   # members, sets or sessions may have changed
+
+    def contribute(self, view: FabricView) -> Contribution:
+        directory = Directory.read(self.ctx.store, view)
+        flows: dict[int, list] = {}
+        for category, member in self.learning.observed(directory):
+            index = self.indexes.index(member.interface_id)
+            if index is None or member.dpid not in view.switches:
+                continue
+            flows.setdefault(member.dpid, []).extend(
+                observe_flows(member, index, record_cookie(category)))
+        return Contribution(flows={d: tuple(f) for d, f in flows.items()})
+
+    def tick(self) -> None:
+        self.learning.tick()
+
+    def next_wakeup(self) -> float | None:
+        return self.learning.next_wakeup()
