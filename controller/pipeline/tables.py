@@ -102,6 +102,14 @@ SHARD_OUT = Table(13, "shard_out",
 SHARD_OUT_NAT = Table(14, "shard_out_nat",
                       "A resource's new connection, source-NATed: on to route.",
                       "goto:route", owner="shard")
+POLICY_FROM = Table(20, "policy_from",
+                    "Copies (clone at classify) of what an observed member sends (TCP only "
+                    "with SYN), after conntrack in the member's own zone, reg2 = its record "
+                    "key: the opening packet of a new connection (TCP: SYN without ACK) "
+                    "learns or refreshes its connection record in policy_records and is "
+                    "committed as recorded (ct_mark), resuming in policy_records; any other "
+                    "copy is dropped.  The packet itself never comes here.",
+                    "drop", owner="policy")
 ARP = Table(10, "arp",
             "Answer ARP requests for gateways and known hosts from flows; punt "
             "requests for unknown targets (the controller floods them to edge ports).",
@@ -151,6 +159,18 @@ SHADOW_TO_DECIDE = Table(81, "shadow_to_decide",
                          "A connection's first packet toward the appliance, hashed: as "
                          "shadow_from_decide.",
                          "drop", owner="shadow")
+POLICY_TO = Table(100, "policy_to",
+                  "Copies (clone at l2) of what is delivered to an observed member, after "
+                  "conntrack in its zone (so a peer's replies are established): as "
+                  "policy_from, the connections the peer opened.",
+                  "drop", owner="policy")
+POLICY_RECORDS = Table(109, "policy_records",
+                       "Only the copy of a new connection's opening packet comes here: one "
+                       "learned flow per connection record of an observed member (reg2: the "
+                       "member's port and the direction; protocol, server port, peer), no "
+                       "timeout; its packet count is the number of connections opened.  Read "
+                       "back with flow stats (cookie: the category's records).",
+                       "drop", learned=True, owner="policy")
 SHARD_SERVICE = Table(90, "shard_service",
                       "A service's decision (route sends packets to a service's external "
                       "address here): a hashed one by the link number multipath wrote in "
@@ -216,12 +236,12 @@ PERSONA_FORWARD = Table(75, "persona_forward",
 LAYOUT: tuple[Table, ...] = (CLASSIFY, PERSONALITY_EGRESS, PERSONALITY_EGRESS_FW,
                              PERSONALITY_EGRESS_COUNT, PERSONALITY_ROUTES, PERSONA_EDGE, SHADOW_FROM,
                              SHADOW_FROM_DECIDE, SHADOW_AGENT, ARP, SHARD_EDGE,
-                             SHARD_OUT, SHARD_OUT_NAT, ROUTE, L2, PERSONALITY_INGRESS, PERSONALITY_INGRESS_FW,
+                             SHARD_OUT, SHARD_OUT_NAT, POLICY_FROM, ROUTE, L2, PERSONALITY_INGRESS, PERSONALITY_INGRESS_FW,
                              PERSONALITY_INGRESS_COUNT, PERSONALITY_CONNECTIONS, PERSONA_GATEWAY,
                              PERSONA_OUT_FW, PERSONA_IN_FW, PERSONA_OUT, PERSONA_IN,
                              PERSONA_FORWARD, SHADOW_TO, SHADOW_TO_DECIDE, SHARD_SERVICE, SHARD_IN,
                              SHARD_IN_CT, SHARD_DELIVER,
-                             SHARD_CONNECTIONS)
+                             SHARD_CONNECTIONS, POLICY_TO, POLICY_RECORDS)
 BY_ID = {t.id: t for t in LAYOUT}
 BY_NAME = {t.name: t for t in LAYOUT}
 LEARNED = frozenset(t.id for t in LAYOUT if t.learned)

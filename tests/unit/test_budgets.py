@@ -19,6 +19,7 @@ from controller.features.personality.compile import (Context, Interface, Persona
                                                      compile_personality, compile_transition,
                                                      interface_zone, personality_meters)
 from controller.features.personality.vpn import tunnel_port_name
+from controller.features.policy import observe as policy_observe
 from controller.pipeline import cookies, ctmark, tables
 from controller.pipeline.actions import Conntrack
 from controller.pipeline.cookies import Feature
@@ -109,7 +110,7 @@ def test_the_layout_names_owners_whose_budgets_hold_the_tables(monkeypatch):
         owner = budgets.BY_FEATURE[table.owner]
         assert any(table.id in s for s in owner.tables), table
     assert {t.owner for t in tables.LAYOUT} == {"fabric", "personality", "persona", "shard",
-                                                 "shadow"}
+                                                 "shadow", "policy"}
     stray = tables.Table(30, "stray", "nobody's", "drop", owner="persona")
     monkeypatch.setattr(tables, "LAYOUT", tables.LAYOUT + (stray,))
     with pytest.raises(BudgetError, match="stray .30. is outside the tables of its owner"):
@@ -218,12 +219,21 @@ def _persona_input():
                         personas=(a, b))
 
 
+def _policy_flows():
+    member = policy_observe.Member("if-1", 1, 3, "02:00:00:00:01:01", ("10.0.1.1",),
+                                   tables.PERSONALITY_EGRESS.id, tables.PERSONALITY_INGRESS.id)
+    last = len(budgets.POLICY.zones[0]) - 1
+    return (policy_observe.observe_flows(member, 0, policy_observe.record_cookie("web"))
+            + policy_observe.observe_flows(member._replace(port=4, ingress_goto=None), last,
+                                           policy_observe.record_cookie("db")))
+
+
 def test_every_compiled_flow_stays_inside_its_features_budget():
     inp = _persona_input()
     flows = (_fabric_flows() + _personality_flows()
-             + [f for fl in compile_personas(inp).values() for f in fl])
+             + [f for fl in compile_personas(inp).values() for f in fl] + _policy_flows())
     assert {cookies.parse(f.cookie).feature for f in flows} == {
-        Feature.FABRIC, Feature.PERSONALITY, Feature.PERSONA}
+        Feature.FABRIC, Feature.PERSONALITY, Feature.PERSONA, Feature.POLICY}
     assert budgets.audit(flows) == []
     meters = list(compile_meters(inp)) + list(personality_meters(
         Interface(1, 3, "02:00:00:00:01:01"), PersonalityPolicy.from_body("full", FULL, 2)))
