@@ -12,7 +12,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, ValidationError, WithJsonSchema
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, Field, ValidationError,
+                      WithJsonSchema)
 
 from controller.core import claims, interfaces
 from controller.core.documents import DocumentInvalid, DocumentModel, errors_of, fail

@@ -48,8 +48,8 @@ class HubClient:
         self._owned = client is None
         self._http = client or httpx.Client(transport=transport, timeout=timeout)
 
-    def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
-                **kwargs: Any) -> Any:
+    def _send(self, method: str, path: str, params: Mapping[str, Any] | None,
+              **kwargs: Any) -> httpx.Response:
         query = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             resp = self._http.request(method, self.base_url + path, params=query, **kwargs)
@@ -57,6 +57,11 @@ class HubClient:
             raise Unreachable(self.base_url, str(exc) or type(exc).__name__) from exc
         if resp.is_error:
             raise ApiError(resp.status_code, _problem_of(resp))
+        return resp
+
+    def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+                **kwargs: Any) -> Any:
+        resp = self._send(method, path, params, **kwargs)
         if resp.status_code == 204:  # No Content
             return None
         try:
@@ -66,6 +71,10 @@ class HubClient:
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params)
+
+    def text(self, path: str, **params: Any) -> str:
+        """A GET whose answer is text (an export such as Graphviz or YAML), as it came."""
+        return self._send("GET", path, params).text
 
     def close(self) -> None:
         if self._owned:

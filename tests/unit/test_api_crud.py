@@ -87,8 +87,8 @@ def test_a_patch_of_a_kind_without_merge_patch_is_405_naming_the_methods(client:
         resp = client.request(method, "/v1/subnets/seg1")
         status(resp, 405)
         assert resp.headers["allow"] == "DELETE, GET, PUT"
-    resp = client.options("/v1/interfaces/0000000000000a01:2")  # GET in the core, PUT in a feature
-    assert resp.status_code == 405 and resp.headers["allow"] == "GET, PUT"
+    resp = client.options("/v1/interfaces/0000000000000a01:2")  # PUT from a feature
+    assert resp.status_code == 405 and resp.headers["allow"] == "GET, PATCH, PUT"
     assert client.options("/v1/personas").headers["allow"] == "GET, POST"
 
 

@@ -27,7 +27,8 @@ from controller.api.crud import Change, DocumentKind, crud_router
 from controller.api.problems import Problem, field_error, problem_responses
 from controller.api.revisions import DocId
 from controller.core.documents import DocumentInvalid, slugify
-from controller.features.policy import categories_api, policies_api, sessions_api, strength, versions
+from controller.features.policy import (categories_api, policies_api, sessions_api, strength,
+                                        versions)
 from controller.features.policy.categories_api import members_by_category
 from controller.features.policy.document import AddressSet, MirroringProfile, PreviewView
 from controller.features.policy.rules import ADDRESS_SET, POLICY, PROFILE, Rules

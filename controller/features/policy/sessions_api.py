@@ -76,7 +76,8 @@ def start(ctx: ApiContext, body: dict[str, Any]) -> Document:
             raise Problem(409, "Already learning",
                           detail=f"category {request.category!r} is being learned by session "
                                  f"{busy[0]!r}; stop it first (POST {PATH}/{busy[0]}/stop)",
-                          errors=[field_error("body.category", f"session {busy[0]} is learning it")],
+                          errors=[field_error("body.category",
+                                              f"session {busy[0]} is learning it")],
                           extra={"session_id": busy[0]})
         sid = _new_id(ctx.store, request.category)
         doc = ctx.store.create(SESSION, sid, {
