@@ -144,7 +144,7 @@ class Learning:
                         answer.exception())
         else:
             now = self.ctx.wallclock()
-            for s in seen_of({m.interface_id: m for m in members if m.dpid == dpid},
+            for s in seen_of({m.port: m.interface_id for m in members if m.dpid == dpid},
                              answer.result(), now):
                 key, old = record_key(s), run.seen.get(record_key(s))
                 if old is None:
