@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from controller.core.feature import FeatureFactory
 from controller.core.plugin import Plugin
-from controller.features import fabric, persona, personality, shadow, shard
+from controller.features import fabric, persona, personality, policy, shadow, shard
 
 FEATURES: tuple[Plugin, ...] = (
     fabric.PLUGIN,
@@ -19,6 +19,7 @@ FEATURES: tuple[Plugin, ...] = (
     persona.PLUGIN,
     shard.PLUGIN,
     shadow.PLUGIN,
+    policy.PLUGIN,
 )
 
 

@@ -170,7 +170,7 @@ SHARD = Budget(
     hooks=(Priorities(T.CLASSIFY.id, Span(225, 239)), Priorities(T.ROUTE.id, Span(301, 349)),
            Priorities(T.L2.id, Span(135, 149))))
 POLICY = Budget(
-    "policy", Feature.POLICY, reserved=True, interface_zones=True,
+    "policy", Feature.POLICY,
     tables=(Span(20, 29), Span(100, 109)),
     zones=(Span(0xD000, 0xDFFF),),
     meters=(Span(0x22000, 0x22FFF),),

@@ -12,11 +12,8 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from controller.api import app as api_app
-from controller.cli import main as cli_main
 from controller.core import interfaces
 from controller.core.topology import Host
-from controller.features import policy
 from controller.features.policy import versions
 from controller.features.policy.rules import (ADDRESS_SET, PROFILE, SESSION, Peer, Rule, RuleKey,
                                               Rules)
@@ -28,14 +25,6 @@ PROBLEM = "application/problem+json"
 MERGE = {"content-type": "application/merge-patch+json"}
 IF1, IF2, IF3, IF4 = (f"0000000000000a01:{p}" for p in range(2, 6))
 SESSIONS, PROFILES, SETS = "/v1/learning-sessions", "/v1/mirroring-profiles", "/v1/address-sets"
-
-
-@pytest.fixture(autouse=True)
-def registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The app and hubctl with the policy feature, whether or not the registry lists it yet."""
-    if all(p.name != "policy" for p in api_app.FEATURES):
-        monkeypatch.setattr(api_app, "FEATURES", (*api_app.FEATURES, policy.PLUGIN))
-        monkeypatch.setattr(cli_main, "FEATURES", (*cli_main.FEATURES, policy.PLUGIN))
 
 
 def rule(port: int, peer: Peer, members: set[str], first: float, of: int = 2) -> Rule:

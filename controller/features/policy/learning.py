@@ -12,7 +12,8 @@ then (``last_seen``).
 A session ends when REST writes ``state: stopped``, or when its ``duration``
 is over (the runtime writes it, journaled).  Its records are read one last
 time, consolidated with the category's current policy (`graph.consolidate`)
-into the next version (`versions.save`), and its observation flows go.
+into the next version (`versions.save`), its observation flows go and its
+records are deleted from the switches.
 Nothing here needs a packet-in.
 """
 from __future__ import annotations
@@ -23,9 +24,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 
 from controller.features.policy import graph, versions
+from controller.reconcile.flows import FlowDiff
 from controller.features.policy.members import Directory
 from controller.features.policy.observe import Member, record_cookie
-from controller.features.policy.records import seen_of
+from controller.features.policy.records import TABLE as RECORDS, seen_of
 from controller.features.policy.rules import SESSION, Rules, Seen
 
 LOG = logging.getLogger("hubshift.policy")
@@ -183,11 +185,27 @@ class Learning:
         saved = versions.save(self.ctx.store, rules, f"learning session {run.id}",
                               self.ctx.wallclock(), session_id=run.id)
         self._put(run.id, policy_version=saved.version)
+        self._forget_records(run.category, directory)
         self.ctx.journal(SESSION, run.id, f"learning {run.category} stopped: version "
                          f"{saved.version}, {len(saved.rules)} rules", category=run.category,
                          version=saved.version)
         self.running.pop(run.id, None)
         self.ctx.changed()                             # its observation flows go
+
+    def _forget_records(self, category: str, directory: Directory) -> None:
+        """Delete the category's records on its members' switches (the reconciler leaves
+        learned tables alone), so a later session starts from nothing."""
+        cookie = record_cookie(category)
+
+        def forget(ch) -> None:
+            found = tuple(ch.flow_stats(RECORDS, cookie, ALL_BITS))
+            if found:
+                ch.apply(FlowDiff(delete=found))
+        for dpid in sorted({m.dpid for iid in directory.members(category)
+                            if (m := directory.member(iid)) is not None}):
+            self.ctx.request(dpid, forget, lambda answer, d=dpid: answer.exception() and
+                             LOG.warning("records of %s on %016x not deleted: %s", category, d,
+                                         answer.exception()))
 
     def _put(self, sid: str, **changes) -> None:
         """Merge `changes` into the session's document, atomically (REST may be stopping it)."""
