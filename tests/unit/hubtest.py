@@ -104,7 +104,7 @@ class FakeSwitch:
         return Aggregate(0, 0, 0)
 
     def flow_stats(self, table_id: int, cookie: int, cookie_mask: int) -> list[FlowSpec]:
-        return []
+        return [c.flow for c in self.flow_counters(table_id, cookie, cookie_mask)]
 
     def flow_counters(self, table_id, cookie: int, cookie_mask: int) -> list:
         return [FlowCounters(f, *self.counts.get(f.key, (0, 0))) for f in self.flows.values()

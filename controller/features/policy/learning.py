@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from controller.features.policy import graph, versions
 from controller.reconcile.flows import FlowDiff
@@ -150,9 +150,9 @@ class Learning:
                              answer.result(), now):
                 key, old = record_key(s), run.seen.get(record_key(s))
                 if old is None:
-                    run.seen[key] = replace(s, first_seen=s.first_seen or now, last_seen=now)
+                    run.seen[key] = s._replace(first_seen=s.first_seen or now, last_seen=now)
                 elif s.connections != old.connections:
-                    run.seen[key] = replace(old, connections=s.connections, last_seen=now)
+                    run.seen[key] = old._replace(connections=s.connections, last_seen=now)
             self._progress(run)
         if then is not None and not run.asked:
             then()
