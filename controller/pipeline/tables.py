@@ -110,6 +110,16 @@ POLICY_FROM = Table(20, "policy_from",
                     "committed as recorded (ct_mark), resuming in policy_records; any other "
                     "copy is dropped.  The packet itself never comes here.",
                     "drop", owner="policy")
+POLICY_EGRESS_FW = Table(21, "policy_egress_fw",
+                         "Stateful firewall for what an enforced member sends (classify "
+                         "sends its IPv4 through conntrack in the member's zone, reg2 = its "
+                         "key): invalid and refused connections are dropped; replies, "
+                         "related packets and committed connections continue to route; a "
+                         "new connection takes the infrastructure allowances, then the "
+                         "mirrored rules in order (allowed: committed), else the default: "
+                         "recorded in policy_refused and dropped (enforce) or committed as "
+                         "would-deny and passed on (audit).",
+                         "drop", owner="policy")
 ARP = Table(10, "arp",
             "Answer ARP requests for gateways and known hosts from flows; punt "
             "requests for unknown targets (the controller floods them to edge ports).",
@@ -164,6 +174,20 @@ POLICY_TO = Table(100, "policy_to",
                   "conntrack in its zone (so a peer's replies are established): as "
                   "policy_from, the connections the peer opened.",
                   "drop", owner="policy")
+POLICY_INGRESS_FW = Table(101, "policy_ingress_fw",
+                          "Stateful firewall for what is delivered to an enforced member "
+                          "(l2 sends its IPv4 through conntrack in the member's zone): as "
+                          "policy_egress_fw, the connections the peer opens; what passes is "
+                          "output to the member's port.",
+                          "drop", owner="policy")
+POLICY_REFUSED = Table(108, "policy_refused",
+                       "Only a refused (enforce) or would-deny (audit) new connection's "
+                       "opening packet comes here, once per connection: one learned flow per "
+                       "shape (reg2: the member's port and the direction; protocol, server "
+                       "port, peer), no timeout; its packet count is the number of "
+                       "connections refused.  Read back with flow stats (cookie: the "
+                       "category's reviews).",
+                       "drop", learned=True, owner="policy")
 POLICY_RECORDS = Table(109, "policy_records",
                        "Only the copy of a new connection's opening packet comes here: one "
                        "learned flow per connection record of an observed member (reg2: the "
@@ -236,12 +260,13 @@ PERSONA_FORWARD = Table(75, "persona_forward",
 LAYOUT: tuple[Table, ...] = (CLASSIFY, PERSONALITY_EGRESS, PERSONALITY_EGRESS_FW,
                              PERSONALITY_EGRESS_COUNT, PERSONALITY_ROUTES, PERSONA_EDGE, SHADOW_FROM,
                              SHADOW_FROM_DECIDE, SHADOW_AGENT, ARP, SHARD_EDGE,
-                             SHARD_OUT, SHARD_OUT_NAT, POLICY_FROM, ROUTE, L2, PERSONALITY_INGRESS, PERSONALITY_INGRESS_FW,
+                             SHARD_OUT, SHARD_OUT_NAT, POLICY_FROM, POLICY_EGRESS_FW, ROUTE, L2, PERSONALITY_INGRESS, PERSONALITY_INGRESS_FW,
                              PERSONALITY_INGRESS_COUNT, PERSONALITY_CONNECTIONS, PERSONA_GATEWAY,
                              PERSONA_OUT_FW, PERSONA_IN_FW, PERSONA_OUT, PERSONA_IN,
                              PERSONA_FORWARD, SHADOW_TO, SHADOW_TO_DECIDE, SHARD_SERVICE, SHARD_IN,
                              SHARD_IN_CT, SHARD_DELIVER,
-                             SHARD_CONNECTIONS, POLICY_TO, POLICY_RECORDS)
+                             SHARD_CONNECTIONS, POLICY_TO, POLICY_INGRESS_FW, POLICY_REFUSED,
+                             POLICY_RECORDS)
 BY_ID = {t.id: t for t in LAYOUT}
 BY_NAME = {t.name: t for t in LAYOUT}
 LEARNED = frozenset(t.id for t in LAYOUT if t.learned)

@@ -117,8 +117,8 @@ def test_table_misses_name_declared_tables():
 
 def test_only_the_connection_tables_are_learned():
     connections = (tables.PERSONALITY_CONNECTIONS, tables.SHARD_CONNECTIONS,
-                   tables.POLICY_RECORDS)
-    assert tables.LEARNED == frozenset({63, 95, 109}) == frozenset(t.id for t in connections)
+                   tables.POLICY_REFUSED, tables.POLICY_RECORDS)
+    assert tables.LEARNED == frozenset({63, 95, 108, 109}) == frozenset(t.id for t in connections)
     assert isinstance(tables.LEARNED, frozenset)
     assert not any(t.learned for t in tables.LAYOUT if t not in connections)
     assert tables.Table(99, "x", "y", "drop").learned is False   # the default

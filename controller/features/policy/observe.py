@@ -144,8 +144,10 @@ def _hooks(m: Member, zone: int, side: _Side, cookie: int) -> list[FlowSpec]:
     return out
 
 
-def _learn(key: int, direction: Direction, protocol: str | None, cookie: int) -> Learn:
-    """The record of the copy's connection (`records` has its layout)."""
+def learn_record(key: int, direction: Direction, protocol: str | None, cookie: int,
+                 table: int = tables.POLICY_RECORDS.id) -> Learn:
+    """The record of the packet's connection in `table` (`records` has its layout):
+    policy_records here, policy_refused for enforcement (`enforce`)."""
     peer = peer_field(direction)
     specs = [LearnMatch(KEY, 32, value=key), LearnMatch("eth_type", 16, value=ETH_IPV4),
              LearnMatch("ip_proto", 8, src="ip_proto") if protocol is None
@@ -153,7 +155,7 @@ def _learn(key: int, direction: Direction, protocol: str | None, cookie: int) ->
              LearnMatch(peer, 32, src=peer)]
     if protocol in PORTED:
         specs.append(LearnMatch(f"{protocol}_dst", 16, src=f"{protocol}_dst"))
-    return Learn(table=tables.POLICY_RECORDS.id, cookie=cookie, priority=RECORD,
+    return Learn(table=table, cookie=cookie, priority=RECORD,
                  specs=tuple(specs))
 
 
@@ -166,11 +168,11 @@ def _decide(m: Member, zone: int, side: _Side, cookie: int) -> list[FlowSpec]:
                        mark=RECORDED, mark_mask=RECORDED)
     opening = {"tcp": {"tcp_flags": (TCP_SYN, TCP_SYN | TCP_ACK)}, "udp": {}}
     out = [flow(side.resume, OPENING, {**new, "ip_proto": PROTOCOLS[p], **extra},
-                [_learn(key, side.direction, p, cookie), commit], cookie=cookie)
+                [learn_record(key, side.direction, p, cookie), commit], cookie=cookie)
            for p, extra in opening.items()]
     out += [flow(side.resume, NOT_OPENING, {**mine, "ip_proto": PROTOCOLS["tcp"]},
                  cookie=cookie),
-            flow(side.resume, OTHER, new, [_learn(key, side.direction, None, cookie), commit],
+            flow(side.resume, OTHER, new, [learn_record(key, side.direction, None, cookie), commit],
                  cookie=cookie)]
     return out
 

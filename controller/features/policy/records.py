@@ -56,8 +56,11 @@ def protocol_name(number: int) -> str:
 
 
 def seen_of(member_by_key: Mapping[int, str], flows: Iterable[FlowCounters],
-            now: float) -> list[Seen]:
+            now: float, table: int = TABLE) -> list[Seen]:
     """The records among `flows` (one switch's), as `Seen`, sorted.
+
+    `table` is the table of learned records read: policy_records (observation), or
+    policy_refused (the connections enforcement refused, `enforce.decode_refused`).
 
     `member_by_key` maps a member's port (on the switch read) to its
     interface id; a record of a port not in it, and any flow that is not a
@@ -70,7 +73,7 @@ def seen_of(member_by_key: Mapping[int, str], flows: Iterable[FlowCounters],
     out = []
     for counted in flows:
         f = counted.flow
-        if f.table != TABLE:
+        if f.table != table:
             continue
         match = dict(f.match)
         key = match.get(KEY)
