@@ -6,7 +6,13 @@
   ``GET .../{id}/preview``: every rule of the source's current policy, in or
   out at the profile's strength, with the reason (`strength.select`);
 * ``/v1/categories`` (`categories_api`), ``/v1/learning-sessions``
-  (`sessions_api`), ``/v1/policies`` (`policies_api`).
+  (`sessions_api`), ``/v1/policies`` (`policies_api`),
+  ``/v1/interfaces/{id}/policy-overrides`` (`overrides_api`), ``/v1/policy-reviews``
+  (`reviews_api`) and ``/v1/audit`` (`audit_api`).
+
+Every committed write of a profile (create, replace, patch, delete) records one
+audit entry (`audit.record`) with the profile before and after, inside the
+write's transaction (a dry run rolls it back with the write).
 
 Categories themselves are set on interface records by the core's
 ``PATCH /v1/interfaces/{id}``.  A profile is refused (422 naming the field) when
@@ -23,11 +29,12 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from controller.api.context import Ctx
-from controller.api.crud import Change, DocumentKind, crud_router
+from controller.api.crud import Change, DocumentKind, Written, crud_router, view
 from controller.api.problems import Problem, field_error, problem_responses
 from controller.api.revisions import DocId
 from controller.core.documents import DocumentInvalid, slugify
-from controller.features.policy import (categories_api, policies_api, sessions_api, strength,
+from controller.features.policy import (audit, audit_api, categories_api, overrides_api,
+                                        policies_api, reviews_api, sessions_api, strength,
                                         versions)
 from controller.features.policy.categories_api import members_by_category
 from controller.features.policy.document import AddressSet, MirroringProfile, PreviewView
@@ -104,6 +111,23 @@ class ProfileKind(DocumentKind):
                                               f"is the target of profile {other}")],
                           extra={"profile_id": other})
 
+    # every write is in the audit trail, before and after (inside the write's transaction)
+    def create(self, change: Change) -> Written:
+        return self._audited(change, "created", super().create(change))
+
+    def replace(self, change: Change, revision: int | None) -> Written:
+        return self._audited(change, "updated", super().replace(change, revision))
+
+    def delete(self, change: Change, revision: int | None) -> Written:
+        return self._audited(change, "deleted", super().delete(change, revision))
+
+    def _audited(self, change: Change, verb: str, written: Written) -> Written:
+        before = view(change.prior) if change.prior is not None else None
+        after = view(written.document) if verb != "deleted" else None
+        audit.record(change.store, "rest", f"{PROFILE}.{verb}", None, before, after,
+                     change.now, subject=written.document.id)
+        return written
+
 
 def preview(store: Store, doc: Document) -> dict[str, Any]:
     """Every rule of the source's current policy, in or out at the profile's strength."""
@@ -145,3 +169,6 @@ router.include_router(sessions_api.router)
 router.include_router(policies_api.router)
 router.include_router(crud_router(ProfileKind()))
 router.include_router(previews)
+router.include_router(overrides_api.router)
+router.include_router(reviews_api.router)
+router.include_router(audit_api.router)

@@ -8,7 +8,12 @@
   diff CAT V1 V2``: the consolidated policies (``-o graph|dot|k8s`` are extra
   formats of ``show``, given after the command);
 * ``profile create SRC TGT --strength N [--audit] | list | get ID | preview ID |
-  delete ID``: mirroring profiles.
+  delete ID``: mirroring profiles;
+* ``review list [--category CAT] [--state S] | approve ID [--ttl 1h] [--reason TEXT] |
+  deny ID [--reason TEXT]``: reviews of unseen connections;
+* ``override add IFACE --action allow|deny --proto P [--port N] --peer PEER
+  --reason TEXT [--ingress] | list IFACE | delete IFACE OID``: per-interface overrides;
+* ``audit [--limit N] [--what WHAT]``: the audit trail, newest first.
 
 Every command takes ``-o json|yaml`` for the API's answer as it is.
 """
@@ -26,6 +31,7 @@ from controller.cli.output import FORMATS, Output, format_table, format_time
 
 MERGE_PATCH = {"content-type": "application/merge-patch+json"}
 CATEGORIES, SESSIONS, POLICIES = "/v1/categories", "/v1/learning-sessions", "/v1/policies"
+REVIEWS, AUDIT = "/v1/policy-reviews", "/v1/audit"
 EXPORTS = ("graph", "dot", "k8s")
 
 
@@ -253,6 +259,106 @@ def cmd_profile_preview(args: argparse.Namespace, api: HubClient, out: Output) -
     return EXIT_OK
 
 
+# -- reviews -------------------------------------------------------------------------------
+
+REVIEW_HEADERS = ["ID", "STATE", "DIRECTION", "PROTOCOL", "PORT", "PEER", "MEMBERS", "COUNT",
+                  "FIRST SEEN", "EXPIRES"]
+
+
+def _port(value: Any) -> object:
+    return value if value is not None else "any"
+
+
+def reviews_table(reviews: list[dict[str, Any]]) -> str:
+    rows = [[r["id"], r["state"], r["direction"], r["protocol"], _port(r.get("port")), r["peer"],
+             len(r.get("members") or ()), r.get("count"), format_time(r.get("first_seen")),
+             format_time(r["expires_at"]) if r.get("expires_at") else "-"] for r in reviews]
+    return format_table(REVIEW_HEADERS, rows) if rows else "(no reviews)"
+
+
+def decided_text(r: dict[str, Any]) -> str:
+    until = f" until {format_time(r['expires_at'])}" if r.get("expires_at") else ""
+    return f"review {r['id']}: {r['state']}{until}"
+
+
+def cmd_review_list(args: argparse.Namespace, api: HubClient, out: Output) -> int:
+    out.emit(api.get(REVIEWS, category=args.category, state=args.state), reviews_table)
+    return EXIT_OK
+
+
+def _decision(args: argparse.Namespace, ttl: str | None = None) -> dict[str, Any]:
+    """A decision's body: the ttl and reason given."""
+    body = {"ttl": ttl, "reason": args.reason}
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def cmd_review_approve(args: argparse.Namespace, api: HubClient, out: Output) -> int:
+    out.emit(api.request("POST", url(REVIEWS, args.id, "approve"),
+                         json=_decision(args, args.ttl)), decided_text)
+    return EXIT_OK
+
+
+def cmd_review_deny(args: argparse.Namespace, api: HubClient, out: Output) -> int:
+    out.emit(api.request("POST", url(REVIEWS, args.id, "deny"), json=_decision(args)),
+             decided_text)
+    return EXIT_OK
+
+
+# -- overrides -----------------------------------------------------------------------------
+
+OVERRIDE_HEADERS = ["ID", "ACTION", "DIRECTION", "PROTOCOL", "PORT", "PEER", "REASON", "CREATED"]
+
+
+def overrides_url(interface: str, *parts: str) -> str:
+    return url("/v1/interfaces", interface, "policy-overrides", *parts)
+
+
+def overrides_table(overrides: list[dict[str, Any]]) -> str:
+    rows = [[o["id"], o["action"], o["direction"], o["protocol"], _port(o.get("port")),
+             o["peer"], o["reason"], format_time(o.get("created_at"))] for o in overrides]
+    return format_table(OVERRIDE_HEADERS, rows) if rows else "(no overrides)"
+
+
+def override_text(o: dict[str, Any]) -> str:
+    return (f"override {o['id']} on {o['interface_id']}: {o['action']} {o['direction']} "
+            f"{o['protocol']}/{_port(o.get('port'))} {o['peer']} ({o['reason']})")
+
+
+def cmd_override_add(args: argparse.Namespace, api: HubClient, out: Output) -> int:
+    body: dict[str, Any] = {"action": args.action, "protocol": args.proto, "peer": args.peer,
+                            "reason": args.reason,
+                            "direction": "ingress" if args.ingress else "egress"}
+    if args.port is not None:
+        body["port"] = args.port
+    out.emit(api.request("POST", overrides_url(args.interface), json=body), override_text)
+    return EXIT_OK
+
+
+def cmd_override_list(args: argparse.Namespace, api: HubClient, out: Output) -> int:
+    out.emit(api.get(overrides_url(args.interface)), overrides_table)
+    return EXIT_OK
+
+
+def cmd_override_delete(args: argparse.Namespace, api: HubClient, out: Output) -> int:
+    out.emit(api.request("DELETE", overrides_url(args.interface, args.id)),
+             lambda o: f"deleted override {o['id']} of {o['interface_id']}")
+    return EXIT_OK
+
+
+# -- the audit trail -----------------------------------------------------------------------
+
+def audit_table(entries: list[dict[str, Any]]) -> str:
+    rows = [[e["id"].lstrip("0") or "0", format_time(e.get("at")), e.get("actor"), e["what"],
+             e.get("subject"), e.get("why") or "-"] for e in entries]
+    return format_table(["SEQ", "AT", "ACTOR", "WHAT", "SUBJECT", "WHY"], rows) if rows \
+        else "(no audit entries)"
+
+
+def cmd_audit(args: argparse.Namespace, api: HubClient, out: Output) -> int:
+    out.emit(api.get(AUDIT, limit=args.limit, what=args.what), audit_table)
+    return EXIT_OK
+
+
 # -- the groups ----------------------------------------------------------------------------
 
 def register(sub: Subparsers, common: Common) -> None:
@@ -311,3 +417,38 @@ def register(sub: Subparsers, common: Common) -> None:
                        "which of the source's rules the target gets, and why")
     p.add_argument("id", metavar="ID")
     PROFILES.add_delete(verbs, common)
+
+    verbs = common.group(sub, "review", "reviews of connections the policy refused")
+    p = common.command(verbs, "list", cmd_review_list, "reviews, pending first")
+    p.add_argument("--category", metavar="CAT", help="only this category's")
+    p.add_argument("--state", choices=("pending", "approved", "denied"), help="only these")
+    p = common.command(verbs, "approve", cmd_review_approve,
+                       "allow it for every interface mirrored from its category")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--ttl", metavar="DURATION", help='a temporary allowance, e.g. "1h"')
+    p.add_argument("--reason", metavar="TEXT", help="why (kept in the audit trail)")
+    p = common.command(verbs, "deny", cmd_review_deny, "keep it refused, out of the queue")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--reason", metavar="TEXT", help="why (kept in the audit trail)")
+
+    verbs = common.group(sub, "override", "one interface's own policy rules")
+    p = common.command(verbs, "add", cmd_override_add, "add a rule to one interface")
+    p.add_argument("interface", metavar="IFACE")
+    p.add_argument("--action", choices=("allow", "deny"), required=True)
+    p.add_argument("--proto", required=True, metavar="P", help="tcp, udp or icmp")
+    p.add_argument("--port", type=int, metavar="N", help="the server's port (default any)")
+    p.add_argument("--peer", required=True, metavar="PEER",
+                   help="category:NAME, set:ID, subnet:ID or address:IP")
+    p.add_argument("--reason", required=True, metavar="TEXT")
+    p.add_argument("--ingress", action="store_true",
+                   help="the peer opens the connection (default: the interface does)")
+    p = common.command(verbs, "list", cmd_override_list, "an interface's overrides")
+    p.add_argument("interface", metavar="IFACE")
+    p = common.command(verbs, "delete", cmd_override_delete, "remove an override")
+    p.add_argument("interface", metavar="IFACE")
+    p.add_argument("id", metavar="OID")
+
+    p = common.command(sub, "audit", cmd_audit, "the policy audit trail, newest first")
+    p.add_argument("--limit", type=int, default=50, metavar="N", help="at most N (default 50)")
+    p.add_argument("--what", metavar="WHAT", help="only e.g. policy-override or "
+                                                  "policy-review.approved")

@@ -16,6 +16,7 @@ here.  The answer models (``...View``) document what the routes answer.
 """
 from __future__ import annotations
 
+from ipaddress import IPv4Address
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -24,6 +25,7 @@ from controller.api.crud import StoredMeta
 from controller.api.routes_interfaces import Category, distinct
 from controller.core.documents import (NOT_BLANK, DocumentModel, IPv4Cidr, NotBlank, Seconds,
                                        fail, rule)
+from controller.features.policy.rules import Peer
 
 MODES = ("enforce", "audit")
 STATES = ("learning", "stopped")
@@ -191,3 +193,116 @@ class PreviewView(BaseModel):
     ranked: int
     cut: int
     rows: list[PreviewRowView]
+
+
+# -- overrides, reviews, the audit trail (round 2) -----------------------------------------
+
+OVERRIDE_PROTOCOLS = ("tcp", "udp", "icmp")
+REVIEW_STATES = ("pending", "approved", "denied")
+PEER_PATTERN = r"^(category|set|subnet|address):\S+$"
+
+
+def _peer_text(text: str) -> str:
+    """A peer as rules.Peer writes it; an address peer is an IPv4 address."""
+    try:
+        peer = Peer.parse(text)
+    except ValueError as exc:
+        fail(str(exc))
+    if peer.kind == "address":
+        try:
+            IPv4Address(peer.name)
+        except ValueError:
+            fail(f"{peer.name!r} is not an IPv4 address (address:IP)")
+    return str(peer)
+
+
+class OverrideRequest(DocumentModel):
+    """Body of ``POST /v1/interfaces/{id}/policy-overrides``: one rule for that interface
+    alone, before its mirrored policy."""
+    model_config = ConfigDict(json_schema_extra={  # a port only with tcp or udp
+        "if": {"properties": {"protocol": {"not": {"enum": ["tcp", "udp"]}}},
+               "required": ["protocol"]},
+        "then": {"properties": {"port": {"type": "null"}}}})
+
+    action: Literal["allow", "deny"]
+    direction: Literal["egress", "ingress"] = Field(
+        default="egress", description="egress: the interface opens it; ingress: the peer does")
+    protocol: Literal[OVERRIDE_PROTOCOLS]  # type: ignore[valid-type]
+    port: int | None = Field(default=None, ge=1, le=65535, strict=True,
+                             description="The server's port (tcp, udp); null: any port")
+    peer: Annotated[str, AfterValidator(_peer_text)] = Field(
+        examples=["set:ext", "address:198.51.100.22"],
+        description='"category:NAME", "set:ID", "subnet:ID" or "address:IP"',
+        json_schema_extra={"pattern": PEER_PATTERN, "maxLength": 128,
+                           **rule("an address peer is an IPv4 address")})
+    reason: Annotated[str, Field(min_length=1, max_length=500), NotBlank] = Field(
+        json_schema_extra={"pattern": NOT_BLANK}, examples=["ticket 42: backup host"])
+
+    @field_validator("port")
+    @classmethod
+    def _port_with_ports(cls, port: int | None, info: ValidationInfo) -> int | None:
+        protocol = info.data.get("protocol")
+        if port is not None and protocol is not None and protocol not in ("tcp", "udp"):
+            fail(f"a port only applies to tcp or udp, not {protocol}")
+        return port
+
+
+class OverrideView(BaseModel):
+    id: str
+    revision: int
+    created_at: float
+    updated_at: float
+    interface_id: str
+    action: Literal["allow", "deny"]
+    direction: Literal["egress", "ingress"]
+    protocol: str
+    port: int | None
+    peer: str
+    reason: str
+
+
+class DecisionRequest(DocumentModel):
+    """Body of ``POST /v1/policy-reviews/{id}/approve`` (and ``deny``, without ttl)."""
+    ttl: Seconds | None = Field(default=None, description='Seconds, or text such as "1h": a '
+                                                          "temporary allowance; null: kept")
+    reason: Annotated[str, Field(min_length=1, max_length=500), NotBlank] | None = Field(
+        default=None, json_schema_extra={"pattern": NOT_BLANK},
+        description="Why (kept in the audit trail)")
+
+
+class DenyRequest(DocumentModel):
+    reason: Annotated[str, Field(min_length=1, max_length=500), NotBlank] | None = Field(
+        default=None, json_schema_extra={"pattern": NOT_BLANK},
+        description="Why (kept in the audit trail)")
+
+
+class ReviewView(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str = Field(description='"<category>:<rule id>"')
+    category: str
+    direction: str
+    protocol: str
+    port: int | None
+    peer: str
+    members: list[str]
+    count: int = Field(description="Connections refused (enforce) or that would have been "
+                                   "(audit)")
+    first_seen: float
+    state: Literal[REVIEW_STATES]  # type: ignore[valid-type]
+    decided_at: float | None = None
+    decided_by: str | None = None
+    ttl: int | None = None
+    expires_at: float | None = None
+
+
+class AuditView(BaseModel):
+    id: str = Field(description="Zero-padded sequence: later entries sort after earlier ones")
+    seq: int
+    at: float
+    actor: str = Field(description='Who: "rest" for the REST API (until tokens exist)')
+    what: str = Field(examples=["policy-override.created"],
+                      description="<kind>.<what happened to it>")
+    subject: str | None = Field(description="The document's id")
+    why: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None

@@ -7,7 +7,8 @@ fine).  Without a duration it runs until ``POST .../{id}/stop``; with one, the
 runtime stops it when the duration is over.  One session per category runs at a
 time (409).  Stopping writes ``state: stopped``; the runtime then reads the
 records one last time and makes the category's next policy version (its number
-is the session's ``policy_version``).  A stopped session's stop is 409.
+is the session's ``policy_version``).  A stopped session's stop is 409.  Starting
+and stopping are each recorded in the audit trail (`audit`), before and after.
 
 The runtime writes ``progress: {members, connections, rules}`` into the session;
 before it does, the answers show zeros.
@@ -27,6 +28,7 @@ from controller.api.crud import answer, view
 from controller.api.problems import Problem, field_error, problem_responses
 from controller.api.revisions import ID_SCHEMA
 from controller.core.documents import DocumentInvalid, errors_of
+from controller.features.policy import audit
 from controller.features.policy.document import STATES, LearningRequest, SessionView
 from controller.features.policy.rules import SESSION
 from controller.store import Document, Store
@@ -86,6 +88,8 @@ def start(ctx: ApiContext, body: dict[str, Any]) -> Document:
             "ends_at": now + request.duration if request.duration is not None else None})
         ctx.store.append_event(SESSION, sid, "created", {"category": request.category,
                                                          "duration": request.duration})
+        audit.record(ctx.store, "rest", f"{SESSION}.started", None, None, session_view(doc),
+                     now, subject=sid)
     ctx.hub.documents_changed(SESSION)
     return doc
 
@@ -99,10 +103,13 @@ def stop(ctx: ApiContext, sid: str) -> Document:
                                  "learning",
                           errors=[field_error("path.id", f"is {doc.body.get('state')}")],
                           extra={"session_id": sid, "state": doc.body.get("state")})
+        prior = doc
         doc = ctx.store.update(SESSION, sid, {**doc.body, "state": STOPPED,
                                               "stopped_at": time.time(), "stopped_by": "rest"},
                                doc.revision)
         ctx.store.append_event(SESSION, sid, "stopped", {"category": doc.body["category"]})
+        audit.record(ctx.store, "rest", f"{SESSION}.stopped", None, session_view(prior),
+                     session_view(doc), doc.body["stopped_at"], subject=sid)
     ctx.hub.documents_changed(SESSION)
     return doc
 
