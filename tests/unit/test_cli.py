@@ -219,7 +219,7 @@ def test_feature_groups_are_registered_from_the_registry(capsys: pytest.CaptureF
                                              "interface", "operation", "persona", "alerts",
                                              "shard-pool", "shard", "appliance", "shadow",
                                              "remediation", "category", "address-set", "learn",
-                                             "policy", "profile"]
+                                             "policy", "profile", "review", "override", "audit"]
     demo = Plugin(name="demo", cli=f"{__name__}:_register_demo")
     monkeypatch.setattr(cli, "FEATURES", (*FEATURES, demo, Plugin(name="no-cli")))
     assert _commands(cli.build_parser())[-1] == "demo"
