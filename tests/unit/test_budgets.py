@@ -20,6 +20,8 @@ from controller.features.personality.compile import (Context, Interface, Persona
                                                      interface_zone, personality_meters)
 from controller.features.personality.vpn import tunnel_port_name
 from controller.features.policy import observe as policy_observe
+from controller.features.policy import enforce as policy_enforce
+from controller.features.policy.rules import Peer, RuleKey
 from controller.pipeline import cookies, ctmark, tables
 from controller.pipeline.actions import Conntrack
 from controller.pipeline.cookies import Feature
@@ -224,7 +226,19 @@ def _policy_flows():
     last = len(budgets.POLICY.zones[0]) - 1
     return (policy_observe.observe_flows(member, 0, policy_observe.record_cookie("web"))
             + policy_observe.observe_flows(member._replace(port=4, ingress_goto=None), last,
-                                           policy_observe.record_cookie("db")))
+                                           policy_observe.record_cookie("db"))
+            + _policy_enforce_flows(member._replace(port=5, egress_goto=tables.ARP.id,
+                                                    ingress_goto=None), last))
+
+
+def _policy_enforce_flows(member, index):
+    rule = policy_enforce.EffectiveRule(
+        RuleKey("egress", "tcp", 80, Peer("address", "198.51.100.1")), "allow",
+        ("198.51.100.0/24",))
+    infra = policy_enforce.Infrastructure(("10.0.1.254",), ("10.0.1.53",))
+    return [f for mode in ("enforce", "audit")
+            for f in policy_enforce.enforce_flows(policy_enforce.Enforced(
+                member, index, (rule,), mode, infra, policy_enforce.review_cookie("new-web")))]
 
 
 def test_every_compiled_flow_stays_inside_its_features_budget():
