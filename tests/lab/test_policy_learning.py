@@ -68,3 +68,66 @@ def test_a_session_learns_three_rules_with_their_support(lab):
                           ("egress", "tcp", 8080, "subnet:ext")}, rules
     assert [rules[k]["support"] for k in sorted(rules)] == ["2/2", "2/2", "1/2"]
     assert all(r["port"] in (80, 5432, 8080) for r in policy["rules"]), "no ephemeral port"
+
+
+def reaches(lab, src: str, dst: str, port: int) -> bool:
+    target = lab.host(dst).IP()
+    return f":{port} hello" in lab.host(src).cmd(f"{NETCHECK} connect {target} {port} -t 2")
+
+
+def test_a_new_member_before_any_policy_fails_closed(lab):
+    """h2_2 becomes new-web, mirrored from db, which has no policy yet: default deny and the
+    infrastructure only, never open access; without the profile it is open again."""
+    h2_2 = interface_of(lab, "h2_2")
+    api(lab, "PATCH", f"/v1/interfaces/{h2_2}", {"categories": ["new-web"]}, expect=200)
+    assert reaches(lab, "h2_2", "ext", 80)
+    profile = api(lab, "POST", "/v1/mirroring-profiles",
+                  {"source_category": "db", "target_category": "new-web", "strength": 100},
+                  expect=201)
+    lab.controller.wait_in_sync(lab.dpids)
+    assert not reaches(lab, "h2_2", "ext", 80) and not reaches(lab, "h2_2", "h2_1", 5432)
+    gateway = lab.host("h2_2").IP().rsplit(".", 1)[0] + ".254"
+    assert " 0% packet loss" in lab.host("h2_2").cmd(f"ping -c 2 -W 1 {gateway}"), \
+        "the gateway is infrastructure"
+    api(lab, "DELETE", f"/v1/mirroring-profiles/{profile['id']}", expect=204)
+    lab.controller.wait_in_sync(lab.dpids)
+    assert reaches(lab, "h2_2", "ext", 80)
+
+
+def test_full_strength_mirrors_every_rule_with_default_deny(lab):
+    lab.bg(lab.host("ext"), f"{NETCHECK} serve 22 --name ext22")
+    wait_for("ext:22", lambda: ":22 " in lab.host("ext").cmd("ss -ltn"), 10)
+    assert reaches(lab, "h2_2", "ext", 22), "open before the profile"
+    profile = api(lab, "POST", "/v1/mirroring-profiles",
+                  {"source_category": "web", "target_category": "new-web", "strength": 100},
+                  expect=201)
+    lab.controller.wait_in_sync(lab.dpids)
+    assert reaches(lab, "h2_2", "ext", 80) and reaches(lab, "h2_2", "h2_1", 5432)
+    assert reaches(lab, "h2_2", "ext", 8080)
+    assert not reaches(lab, "h2_2", "ext", 22), "default deny"
+    h2_2 = interface_of(lab, "h2_2")
+    wait_for("the interface names its profile and version", lambda: (api(
+        lab, "GET", f"/v1/interfaces/{h2_2}").get("policy") or {}).get("profile_id")
+        == profile["id"], 10)
+
+
+def test_half_strength_keeps_the_two_most_supported_rules(lab):
+    (profile,) = api(lab, "GET", "/v1/mirroring-profiles", expect=200)
+    api(lab, "PATCH", f"/v1/mirroring-profiles/{profile['id']}", {"strength": 50}, expect=200)
+    rows = api(lab, "GET", f"/v1/mirroring-profiles/{profile['id']}/preview", expect=200)
+    shown = {r["port"]: r["included"] for r in rows["rows"]}
+    assert shown == {80: True, 5432: True, 8080: False}, rows
+    lab.controller.wait_in_sync(lab.dpids)
+    assert reaches(lab, "h2_2", "ext", 80) and reaches(lab, "h2_2", "h2_1", 5432)
+    assert not reaches(lab, "h2_2", "ext", 8080)
+
+
+def test_an_unseen_connection_waits_for_review_and_an_approval_opens_it(lab):
+    for _ in range(10):
+        assert not reaches(lab, "h2_2", "ext", 22)
+    review = wait_for("one pending review", lambda: [
+        r for r in api(lab, "GET", "/v1/policy-reviews", expect=200)
+        if r["port"] == 22 and r["state"] == "pending"], 10)
+    assert len(review) == 1, review
+    api(lab, "POST", f"/v1/policy-reviews/{review[0]['id']}/approve", {}, expect=200)
+    wait_for("ext:22 open for new-web", lambda: reaches(lab, "h2_2", "ext", 22), 4)

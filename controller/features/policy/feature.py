@@ -17,10 +17,12 @@ from controller.core import budgets
 from controller.core.feature import Contribution, Feature
 from controller.core.interfaces import KIND as INTERFACE
 from controller.core.view import FabricView
+from controller.features.policy.enforce import enforce_flows
+from controller.features.policy.enforcement import Enforcement
 from controller.features.policy.learning import Learning
 from controller.features.policy.members import Directory
 from controller.features.policy.observe import observe_flows, record_cookie
-from controller.features.policy.rules import ADDRESS_SET, PROFILE, SESSION
+from controller.features.policy.rules import ADDRESS_SET, OVERRIDE, PROFILE, REVIEW, SESSION
 from controller.store import Store
 
 LOG = logging.getLogger("hubshift.policy")
@@ -51,24 +53,35 @@ class Indexes:
 class PolicyFeature(Feature):
     name = "policy"
     budget = budgets.POLICY
-    document_kinds = (INTERFACE, ADDRESS_SET, SESSION, PROFILE)
+    document_kinds = (INTERFACE, ADDRESS_SET, SESSION, PROFILE, OVERRIDE, REVIEW)
 
     def __init__(self, ctx: Any, settings: Any = None) -> None:
         super().__init__(ctx, settings)
         self.indexes = Indexes(ctx.store)
-        self.learning = Learning(ctx, lambda: Directory.read(ctx.store, ctx.view()))
+        directory = lambda: Directory.read(ctx.store, ctx.view())             # noqa: E731
+        self.learning = Learning(ctx, directory)
+        dns = tuple((settings or {}).get("dns_servers", ())) if isinstance(settings, dict) else ()
+        self.enforcement = Enforcement(ctx, directory, dns)
 
     def load(self) -> None:
         self.learning.reload()
+        self.enforcement.decide()
 
     def documents_changed(self, kind: str) -> None:
         self.learning.reload()
-        self.ctx.changed()                   # members, sets or sessions may have changed
+        self.enforcement.decide()
+        self.ctx.changed()                   # members, sets, sessions, profiles may have changed
 
     def contribute(self, view: FabricView) -> Contribution:
         directory = Directory.read(self.ctx.store, view)
         flows: dict[int, list] = {}
+        enforced = self.enforcement.target_members(directory)
+        for e in self.enforcement.targets(directory, view, self.indexes.index):
+            if e.member.dpid in view.switches:
+                flows.setdefault(e.member.dpid, []).extend(enforce_flows(e))
         for category, member in self.learning.observed(directory):
+            if member.interface_id in enforced:
+                continue                     # a target is enforced, not observed
             index = self.indexes.index(member.interface_id)
             if index is None or member.dpid not in view.switches:
                 continue
@@ -78,6 +91,13 @@ class PolicyFeature(Feature):
 
     def tick(self) -> None:
         self.learning.tick()
+        directory = Directory.read(self.ctx.store, self.ctx.view())
+        self.enforcement.poll(directory)
+        self.enforcement.note_members(directory)
+        if self.enforcement.expire():
+            self.ctx.changed()
 
     def next_wakeup(self) -> float | None:
-        return self.learning.next_wakeup()
+        times = [t for t in (self.learning.next_wakeup(), self.enforcement.next_wakeup())
+                 if t is not None]
+        return min(times) if times else None
