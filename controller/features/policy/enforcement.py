@@ -34,6 +34,7 @@ from controller.features.policy.enforce import (Enforced, Infrastructure, decode
 from controller.features.policy.members import Directory
 from controller.features.policy.rules import (OVERRIDE, PROFILE, REVIEW, Peer, Rule, RuleKey,
                                               Rules)
+from controller.pipeline import tables
 
 LOG = logging.getLogger("hubshift.policy")
 POLL = 2.0
@@ -64,6 +65,7 @@ class Enforcement:
         self.ctx, self.directory, self.dns_servers = ctx, directory, dns_servers
         self.due = 0.0
         self.asked: set[tuple[str, int]] = set()
+        self.skipped: set[str] = set()                 # targets with a personality (logged once)
 
     # -- what the store says -------------------------------------------------------------
 
@@ -81,8 +83,16 @@ class Enforcement:
             source = versions.current(self.ctx.store, profile["source_category"])
             kept = kept_rules(source, int(profile.get("strength", 100)), now)
             for iid in directory.members(profile["target_category"]):
-                member, index = directory.member(iid), index_of(iid)
-                if member is None or index is None:
+                member = directory.member(iid)
+                if member is None or member.egress_goto != tables.ARP.id:
+                    if member is not None and iid not in self.skipped:
+                        self.skipped.add(iid)
+                        LOG.warning("%s runs a personality: its mirrored policy is not "
+                                    "enforced (a personality and a mirrored policy on one "
+                                    "interface are not supported)", iid)
+                    continue
+                index = index_of(iid)
+                if index is None:
                     continue
                 gateways = tuple(sorted({str(s.gateway) for ip in member.ips
                                          if (s := view.subnet_of(ip)) is not None}))
