@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, Field, ValidationError,
+from pydantic import (AfterValidator, BeforeValidator, Field, ValidationError,
                       WithJsonSchema)
 
 from controller.core import claims, interfaces
@@ -91,8 +91,13 @@ router = APIRouter(prefix="/v1", tags=["interfaces"], responses=problem_response
 
 @router.get("/interfaces", summary="All interface records",
             responses={200: {"model": list[InterfaceRecord]}})
-def list_interfaces(ctx: Ctx) -> JSONResponse:
-    return JSONResponse([interface_view(d) for d in ctx.store.list(interfaces.KIND)])
+def list_interfaces(
+    ctx: Ctx,
+    category: Annotated[str | None, Query(description="only the interfaces with this category")]
+    = None,
+) -> JSONResponse:
+    return JSONResponse([interface_view(d) for d in ctx.store.list(interfaces.KIND)
+                         if category is None or category in (d.body.get("categories") or ())])
 
 
 @router.get("/interfaces/{id}", summary="One interface record",

@@ -335,6 +335,18 @@ def test_apply_by_selector(client: TestClient, store: Store, hub: FakeHub) -> No
     assert hub.operation_notices == 3
 
 
+def test_apply_and_list_by_category(client: TestClient, store: Store) -> None:
+    for iid in (IF1, IF3):
+        store.put("interface", iid, {**store.get("interface", iid).body, "categories": ["web"]})
+    assert [i["id"] for i in client.get("/v1/interfaces", params={"category": "web"}).json()] \
+        == [IF1, IF3]
+    answer = client.post("/v1/personalities/lockdown/apply",
+                         json={"selector": {"category": "web"}}).json()
+    assert [o["interface_id"] for o in answer["operations"]] == [IF1, IF3]
+    resp = client.post("/v1/personalities/lockdown/apply", json={"selector": {"category": "db"}})
+    assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "body.selector"
+
+
 BAD_APPLY = [
     ("neither", {}, ["body.interfaces", "body.selector"]),
     ("both", {"interfaces": [IF1], "selector": {"datapath": "0000000000000a01"}},

@@ -51,6 +51,8 @@ class Selector(DocumentModel):
     datapath: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{16}$")] | None = Field(
         default=None, description="16 hex digits, e.g. 0000000000000a01")
     personality_id: str | None = Field(default=None, description="current personality; null: none")
+    category: str | None = Field(default=None, description="interfaces with this category "
+                                                           "(docs/policy.md)")
 
 
 class ApplyRequest(DocumentModel):
@@ -330,7 +332,8 @@ def _selected(store: Store, sel: Selector) -> list[Document]:
     datapath = sel.datapath.lower() if sel.datapath else None
     docs = [d for d in store.list(INTERFACE)
             if (datapath is None or d.body.get("datapath") == datapath)
-            and (not by_personality or d.body.get("personality_id") == sel.personality_id)]
+            and (not by_personality or d.body.get("personality_id") == sel.personality_id)
+            and (sel.category is None or sel.category in (d.body.get("categories") or ()))]
     if not docs:
         raise Problem(422, "No interface selected", detail="the selector matches no interface",
                       errors=[field_error("body.selector", "matches no interface")])
@@ -346,7 +349,8 @@ def _apply_request(body: dict[str, Any]) -> ApplyRequest:
                       errors=[field_error("body.interfaces", reason), field_error("body.selector", reason)])
     if request.selector is not None and not request.selector.model_fields_set:
         raise Problem(422, detail="invalid apply request: body.selector",
-                      errors=[field_error("body.selector", "needs datapath or personality_id")])
+                      errors=[field_error("body.selector",
+                                          "needs datapath, personality_id or category")])
     return request
 
 

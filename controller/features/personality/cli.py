@@ -141,6 +141,8 @@ def cmd_personality_apply(args: argparse.Namespace, api: HubClient, out: Output)
     body: dict[str, Any] = _options(args)
     if args.interface:
         body["interfaces"] = args.interface
+    elif args.category:
+        body["selector"] = {"category": args.category}
     else:
         body["selector"] = {"datapath": args.datapath}
     answer = api.request("POST", f"/v1/personalities/{args.id}/apply", json=body)
@@ -162,6 +164,7 @@ def _add_apply(verbs: Subparsers, common: Common) -> None:
     target.add_argument("--interface", action="append", metavar="ID",
                         help="an interface to switch (repeatable)")
     target.add_argument("--datapath", metavar="DPID", help="every interface of this datapath (16 hex digits)")
+    target.add_argument("--category", metavar="CAT", help="every interface with this category")
     _add_switch_options(p)
     p.add_argument("--wait", action="store_true", help="follow the operations until they finish")
 
