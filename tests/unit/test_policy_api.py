@@ -500,3 +500,16 @@ def test_hubctl_profiles(capsys: pytest.CaptureFixture[str], http: TestClient,
     assert "deleted profile db-to-lab" in cli(capsys, http, "profile", "delete", "db-to-lab")
     code, _, err = run_cli(capsys, http, "profile", "create", "web", "x", "--strength", "101")
     assert code == 1 and "body.strength" in err
+
+
+def test_drift_lists_idle_rules_over_todays_members(client: TestClient, capsys,
+                                                    store: Store) -> None:
+    from tests.unit.conftest import run_cli
+    answer = client.get("/v1/policies/web/drift", params={"unused": 60})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["category"] == "web" and body["unused_seconds"] == 60
+    assert set(body["unused"]) == {r["id"] for r in body["rules"]}     # all seen long ago
+    assert client.get("/v1/policies/nobody/drift").status_code == 404
+    code, out, err = run_cli(capsys, client, "policy", "drift", "web", "--unused", "1m")
+    assert code == 0 and out.startswith("drift of web, version"), err

@@ -42,3 +42,17 @@ def test_overrides_come_first_and_peers_are_resolved():
         (80, "allow", "learned"), (5432, "allow", "learned")]
     assert out[-1].cidrs == ("10.0.2.1/32",) and out[0].cidrs == ("198.51.100.0/24",)
     assert override_key(override) == RuleKey("egress", "tcp", 80, EXT)
+
+
+def test_drift_reports_idle_rules_and_support_over_todays_members():
+    from controller.features.policy.drift import drift
+    rules = Rules("web", 2, {r.id: r for r in (
+        Rule(RuleKey("egress", "tcp", 80, EXT), members=frozenset({"a", "b"}), of=2,
+             last_seen=1000.0),
+        Rule(RuleKey("egress", "tcp", 8080, EXT), members=frozenset({"b"}), of=2,
+             last_seen=100.0))})
+    out = drift(rules, members=["a", "c"], now=1100.0, unused=500)
+    assert out["unused"] == ["egress-tcp-8080-subnet-ext"]
+    assert out["orphaned"] == ["egress-tcp-8080-subnet-ext"]          # b left the category
+    assert [(r["port"], r["idle_seconds"], r["current_support"]) for r in out["rules"]] == \
+        [(8080, 1000.0, "0/2"), (80, 100.0, "1/2")]

@@ -28,6 +28,7 @@ from controller.cli.client import EXIT_OK, HubClient
 from controller.cli.commands import Common, Subparsers, global_options
 from controller.cli.documents import Collection, add_document_group, fields_of, row_tables
 from controller.cli.output import FORMATS, Output, format_table, format_time
+from controller.core.documents import parse_duration
 
 MERGE_PATCH = {"content-type": "application/merge-patch+json"}
 CATEGORIES, SESSIONS, POLICIES = "/v1/categories", "/v1/learning-sessions", "/v1/policies"
@@ -205,6 +206,24 @@ def cmd_policy_versions(args: argparse.Namespace, api: HubClient, out: Output) -
 def cmd_policy_diff(args: argparse.Namespace, api: HubClient, out: Output) -> int:
     out.emit(api.get(url(POLICIES, args.category, "diff"), **{"from": args.old, "to": args.new}),
              diff_text)
+    return EXIT_OK
+
+
+def drift_text(answer: dict[str, Any]) -> str:
+    rows = [["unused" if r["unused"] else "", "orphaned" if r["orphaned"] else "", r["direction"],
+             r["protocol"], r["port"] if r["port"] is not None else "-", r["peer"], r["support"],
+             r["current_support"],
+             "-" if r["idle_seconds"] is None else f"{r['idle_seconds']:.0f} s"]
+            for r in answer["rules"]]
+    head = (f"drift of {answer['category']}, version {answer['version']}: "
+            f"{len(answer['unused'])} rule(s) unused for {answer['unused_seconds']} s, "
+            f"{len(answer['orphaned'])} orphaned, {answer['members']} member(s) now")
+    return head + ("\n\n" + format_table(["", "", "DIRECTION", "PROTOCOL", "PORT", "PEER",
+                                           "SUPPORT", "NOW", "IDLE"], rows) if rows else "")
+
+
+def cmd_policy_drift(args: argparse.Namespace, api: HubClient, out: Output) -> int:
+    out.emit(api.get(url(POLICIES, args.category, "drift"), unused=args.unused), drift_text)
     return EXIT_OK
 
 
@@ -400,6 +419,11 @@ def register(sub: Subparsers, common: Common) -> None:
     p.add_argument("category", metavar="CAT")
     p.add_argument("old", metavar="V1", type=int)
     p.add_argument("new", metavar="V2", type=int)
+    p = common.command(verbs, "drift", cmd_policy_drift,
+                       "rules unused for a while, support over today's members")
+    p.add_argument("category", metavar="CAT")
+    p.add_argument("--unused", type=parse_duration, default=7 * 24 * 3600, metavar="DURATION",
+                   help="idle this long is unused (seconds or 30m, 7d; default 7d)")
 
     verbs = common.group(sub, "profile", "mirroring profiles: a category's policy for another")
     p = common.command(verbs, "create", cmd_profile_create,

@@ -9,14 +9,17 @@ names the current one, ``policy-version`` keeps every one).  REST answers:
   ``dot`` (Graphviz) or ``k8s`` (a Kubernetes NetworkPolicy, YAML);
 * ``GET .../versions``: every version, oldest first;
 * ``GET .../diff?from=V1&to=V2``: what changed (`graph.diff`); ``to`` defaults to
-  the current version, ``from`` to the one before it (0: before the first, no rules).
+  the current version, ``from`` to the one before it (0: before the first, no rules);
+* ``GET .../drift?unused=SECONDS``: rules unused that long, support over the current
+  members (`drift.drift`).
 
 404 when the category has no policy (or not that version).
 """
 from __future__ import annotations
 
-from ipaddress import IPv4Network
+import time
 from collections.abc import Callable
+from ipaddress import IPv4Network
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
@@ -25,8 +28,9 @@ from fastapi.responses import JSONResponse, Response
 from controller.api.context import Ctx
 from controller.api.problems import Problem, field_error, problem_responses
 from controller.core.documents import rule
-from controller.core.interfaces import CATEGORY_PATTERN
+from controller.core.interfaces import CATEGORY_PATTERN, KIND as INTERFACE
 from controller.features.policy import graph, versions
+from controller.features.policy.drift import DEFAULT_UNUSED, drift
 from controller.features.policy.document import (FORMATS, DiffView, NodeLinkView, PolicySummary,
                                                  PolicyView, VersionView)
 from controller.features.policy.generalize import Generalizer
@@ -166,3 +170,19 @@ def diff_versions(category: CategoryPath, ctx: Ctx,
             raise NotFound(POLICY, category)
     old = rules_at(ctx.store, category, from_ if from_ is not None else max(0, to - 1))
     return JSONResponse(graph.diff(old, rules_at(ctx.store, category, to)))
+
+
+@router.get("/{category}/drift", summary="Rules unused for a while, support over today's members",
+            description="Every rule of the current version with `idle_seconds` (since a "
+                        "learning session or a review last saw it), `unused` (idle at least "
+                        "`unused` seconds, default a week), `current_support` (over the "
+                        "category's members now) and `orphaned` (a learned rule none of whose "
+                        "members is in the category any more).",
+            responses={200: {"model": dict[str, Any]}, **problem_responses(404, 422)})
+def policy_drift(category: CategoryPath, ctx: Ctx,
+                 unused: Annotated[int, Query(ge=0, le=2**31, description="Seconds")]
+                 = DEFAULT_UNUSED) -> JSONResponse:
+    rules = rules_at(ctx.store, category, None)          # the current version; 404 if none
+    members = [d.id for d in ctx.store.list(INTERFACE)
+               if category in (d.body.get("categories") or ())]
+    return JSONResponse(drift(rules, members, time.time(), unused))
