@@ -18,8 +18,8 @@ or fails):
             (benchmarks/policy_enforce.py).
 
     sudo .venv/bin/python benchmarks/policy.py [--members 50] [--connections 5000]
-         [--rules 500] [--runs 3] [--trials 3] [--skip learning] [--log-level info]
-         [--profile]
+         [--concurrency 16] [--rules 500] [--runs 3] [--trials 5]
+         [--skip learning,enforce] [--log-level info] [--profile]
 
 Needs root and Open vSwitch (no Mininet).  Every name starts with "bpq"
 (scripts/clean bp); the bridge, the namespaces and the controller (by PID) are
@@ -51,8 +51,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="TCP connections while learning (default 5,000)")
     p.add_argument("--rules", type=int, default=500, help="rules of the mirrored policy")
     p.add_argument("--runs", type=int, default=3, help="times the profile is applied")
-    p.add_argument("--trials", type=int, default=3, help="approvals measured")
-    p.add_argument("--skip", default="", help="comma list: learning (enforce still runs)")
+    p.add_argument("--trials", type=int, default=5, help="approvals measured")
+    p.add_argument("--concurrency", type=int, default=16,
+                   help="connections in flight while learning (default 16)")
+    p.add_argument("--skip", default="", help="comma list of parts not run: learning, enforce")
     p.add_argument("--log-level", default="info", help="the controller's (default info)")
     p.add_argument("--profile", action="store_true",
                    help="cProfile the hub worker (worker.prof in the kept work dir)")
@@ -103,13 +105,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rig up: {args.members} members and 4 peers on {rig.bridge}, the controller "
               f"in sync, after {time.perf_counter() - t0:.0f} s", flush=True)
         if "learning" not in args.skip.split(","):
-            learned = policy_learn.run(rig, engine, args.connections)
+            learned = policy_learn.run(rig, engine, args.connections, args.concurrency)
             policy_learn.report(learned)
             lines.append(policy_learn.summary(learned))
             print(flush=True)
-        enforced = policy_enforce.run(rig, engine, args.rules, args.runs, args.trials)
-        policy_enforce.report(enforced)
-        lines.append(policy_enforce.summary(enforced))
+        if "enforce" not in args.skip.split(","):
+            enforced = policy_enforce.run(rig, engine, args.rules, args.runs, args.trials)
+            policy_enforce.report(enforced)
+            lines.append(policy_enforce.summary(enforced))
         failed = False
     finally:
         load = os.getloadavg()

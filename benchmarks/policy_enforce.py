@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from benchmarks.persona_common import cpu_seconds, pct
 from benchmarks.policy_driver import read_timings
+from benchmarks.policy_learn import GraphSize, graph_size
 from benchmarks.policy_rig import SUBNETS, Rig
 from benchmarks.policy_traffic import Conn, Engine
 from controller.features.policy import versions
@@ -88,6 +89,7 @@ class Applied:
     bundle: dict | None           # that entry's data (add, delete, ms)
     converges: list[dict]         # driver: converges in the window
     contributes: list[dict]       # driver: the policy feature's contributions in it
+    polls: list[dict]             # driver: the review poll's flow stats around it
     removed_s: float | None       # DELETE -> the flows gone (None: not deleted)
 
 
@@ -102,6 +104,13 @@ class Approval:
     resolution: list[float]       # that attempt's start - the one before it
     converges: list[dict]
     contributes: list[dict]
+    polls: list[dict]
+
+
+def review_polls(rig: Rig, since: float) -> list[dict]:
+    """The review poll's flow-stats round trips that ended after `since` (or ran across it)."""
+    return read_timings(rig.ctl.driver_dir, "stats", since - 10, time.time() + 1,
+                        cookie=f"{review_cookie(TARGET):x}")
 
 
 def _watch(rig: Rig, t0: float, count, want: int, give_up: float = 60.0) -> float:
@@ -125,6 +134,7 @@ def apply_once(rig: Rig, want: int, delete_after: bool) -> Applied:
     hub = [e for e in rig.reconciles(seq) if e["data"].get("add", 0) >= want]
     converges = read_timings(rig.ctl.driver_dir, "converge", t0, time.time())
     contributes = read_timings(rig.ctl.driver_dir, "contribute", t0, time.time())
+    polls = review_polls(rig, t0)
     removed = None
     if delete_after:
         t1 = time.time()
@@ -133,7 +143,7 @@ def apply_once(rig: Rig, want: int, delete_after: bool) -> Applied:
                  POLL)
         removed = time.time() - t1
     return Applied(rest_s, flows_s, sync_s, hub[0]["ts"] - t0 if hub else None,
-                   hub[0]["data"] if hub else None, converges, contributes, removed)
+                   hub[0]["data"] if hub else None, converges, contributes, polls, removed)
 
 
 def check_enforced(rig: Rig, engine: Engine) -> tuple[int, int]:
@@ -179,10 +189,12 @@ def approve_once(rig: Rig, engine: Engine, port: int, review_id: str) -> Approva
     hub = [e for e in rig.reconciles(seq) if e["data"].get("add", 0) >= len(rig.members)]
     converges = read_timings(rig.ctl.driver_dir, "converge", t0, time.time())
     contributes = read_timings(rig.ctl.driver_dir, "contribute", t0, time.time())
+    polls = review_polls(rig, t0)
     opened = [None if r is None else r[0] - t0 for r in results]
     resolution = [r[0] - r[1] for r in results if r is not None]
     return Approval(port, rest_s, flows_s, hub[0]["ts"] - t0 if hub else None,
-                    hub[0]["data"] if hub else None, opened, resolution, converges, contributes)
+                    hub[0]["data"] if hub else None, opened, resolution, converges, contributes,
+                    polls)
 
 
 @dataclass(frozen=True)
@@ -194,6 +206,7 @@ class EnforceResult:
     applied: list[Applied]
     reached: tuple[int, int]
     approvals: list[Approval]
+    graph: GraphSize              # the policy's graph (graph.to_graph)
     refused_polls: list[dict]     # the review poll's flow-stats round trips, steady state
     steady_cpu: float             # the controller's CPU meanwhile, in cores
 
@@ -218,16 +231,24 @@ def run(rig: Rig, engine: Engine, n_rules: int, runs: int, trials: int) -> Enfor
     t_steady, cpu0 = time.time(), cpu_seconds(rig.ctl.proc.pid)
     time.sleep(STEADY)                                  # review polls, nothing else
     steady_cpu = (cpu_seconds(rig.ctl.proc.pid) - cpu0) / (time.time() - t_steady)
-    polls = read_timings(rig.ctl.driver_dir, "stats", t_steady, time.time(),
-                         cookie=f"{review_cookie(TARGET):x}")
+    polls = [p for p in review_polls(rig, t_steady) if p["at"] >= t_steady]
     approvals = [approve_once(rig, engine, port, rid) for port, rid in sorted(reviews.items())]
     return EnforceResult(len(rig.members), n_rules, want, store_ms, applied, reached, approvals,
-                         polls, steady_cpu)
+                         graph_size(rules), polls, steady_cpu)
 
 
-def _converge_line(converges: list[dict], contributes: list[dict]) -> str:
+def overlap_ms(event: dict, others: list[dict]) -> float:
+    """How long the events `others` ran while `event` did (each ends at "at", lasts "ms")."""
+    end = event["at"]
+    start = end - event["ms"] / 1000
+    return sum(max(0.0, min(end, o["at"]) - max(start, o["at"] - o["ms"] / 1000))
+               for o in others) * 1000
+
+
+def _converge_line(converges: list[dict], contributes: list[dict], polls: list[dict]) -> str:
     """The largest converge of a window: compile (the policy feature's share of it) and
-    the switch's reconcile in flow_rate's phases (apply = encode + write + wait + commit)."""
+    the switch's reconcile in flow_rate's phases (apply = encode + write + wait + commit),
+    and how long the review poll's flow stats ran on the request pool meanwhile."""
     big = max(converges, key=lambda c: c["ms"], default=None)
     if big is None:
         return "no converge recorded"
@@ -239,12 +260,17 @@ def _converge_line(converges: list[dict], contributes: list[dict]) -> str:
             f"{big['compile_ms'] or 0:,.0f} (policy's contribute {policy:,.0f}), reconcile "
             f"{sw.get('ms', 0):,.0f} = diff {sw.get('ms', 0) - apply_ms:,.0f} + encode "
             f"{encode:,.0f} + write {sw.get('write_ms', 0):,.0f} + wait {wait:,.0f} + commit "
-            f"{commit:,.0f} ms ({sw.get('desired', 0):,} desired)")
+            f"{commit:,.0f} ms ({sw.get('desired', 0):,} desired); the review poll's flow "
+            f"stats ran {overlap_ms(big, polls):,.0f} ms of it")
 
 
 def report(r: EnforceResult) -> None:
     print(f"a {r.rules}-rule policy applied to {r.members} interfaces: {r.flows:,} enforcement "
           f"flows on one switch (policy written to the store in {r.store_ms:.0f} ms)")
+    g = r.graph
+    print(f"  its graph (graph.to_graph, tracemalloc): {g.nodes} nodes, {g.edges} edges, "
+          f"{g.bytes / 1024:,.0f} KiB ({g.bytes / max(g.rules, 1):,.0f} B a rule), built in "
+          f"{g.ms:.0f} ms")
     print("  run   POST ms   hub: bundle in (journal)   flows on the bridge   in sync   "
           "bundle add/ms        removed")
     for i, a in enumerate(r.applied, 1):
@@ -254,7 +280,7 @@ def report(r: EnforceResult) -> None:
         print(f"  {i:>3} {a.rest_s * 1000:9.1f}   {hub:>24}   {a.flows_s:17.2f} s "
               f"{a.sync_s:7.2f} s   {bundle:>16}   {removed:>8}")
     for i, a in enumerate(r.applied, 1):
-        print(f"    run {i}: {_converge_line(a.converges, a.contributes)}")
+        print(f"    run {i}: {_converge_line(a.converges, a.contributes, a.polls)}")
     print(f"  enforced: {r.reached[0]}/{r.members} members reach ext1 tcp/10000 (a rule), "
           f"{r.reached[1]}/{r.members} reach ext1 tcp/80 (not a rule: default deny)")
     if r.refused_polls:
@@ -280,7 +306,7 @@ def report(r: EnforceResult) -> None:
         print(f"  {a.port:>5} {a.rest_s * 1000:8.1f}   {hub:>14}   {bundle:>17}   {flows:>19}   "
               f"{p50:>8} / {lasts:<8}   {ratio:>6}   {res:>9}")
     for a in r.approvals:
-        print(f"    {a.port}: {_converge_line(a.converges, a.contributes)}")
+        print(f"    {a.port}: {_converge_line(a.converges, a.contributes, a.polls)}")
 
 
 def summary(r: EnforceResult) -> str:

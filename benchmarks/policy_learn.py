@@ -1,8 +1,8 @@
 """`policy.py` part 1: learning across N members and M connections (defaults 50 and 5,000).
 
 Every member m1..mN is "web", db1 and db2 are "db".  Each member's share of the
-connections (M/N, 100 by default), in a seeded shuffled order, 16 at a time, real
-TCP (connect, a line, its answer):
+connections (M/N, 100 by default), in a seeded shuffled order, 16 at a time
+(`--concurrency`), real TCP (connect, a line, its answer):
 
     40%  egress  tcp/80    to ext1            -> egress-tcp-80-subnet-ext        N/N
     20%  egress  tcp/443   to ext2            -> egress-tcp-443-subnet-ext       N/N
@@ -70,15 +70,17 @@ def graph_size(rules: Rules) -> GraphSize:
 class LearnResult:
     members: int
     connections: int
+    concurrency: int
     tally: Tally
     counted: int                      # the session's progress: connections
-    counted_after: float              # seconds from the last connection to counted
+    counted_after: float              # seconds from the last connection to the last count
     packet_ins: dict[str, float]      # by table, during the window
     setup_packet_ins: dict[str, float]
     polls: list[dict]                 # stats events of the session's cookie
     answered: list[dict]
     progress: list[dict]
     rules: list[dict]
+    short: dict[str, tuple[int, int]]   # rule id: (made, counted), where they differ
     stop_s: float                     # stop POST -> version
     graph: GraphSize
 
@@ -126,7 +128,38 @@ def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
             if after.get(t, 0) != before.get(t, 0)}
 
 
-def run(rig: Rig, engine: Engine, total: int) -> LearnResult:
+def counted(rig: Rig, path: str, want: int, quiet: float = 10.0) -> tuple[int, float]:
+    """The session's count once it has reached `want`, or has not changed for `quiet`
+    seconds; and when it last changed (wall clock)."""
+    last, changed = -1, time.time()
+    while True:
+        got = rig.api("GET", path)["progress"]["connections"]
+        if got != last:
+            last, changed = got, time.time()
+        if got >= want or time.time() - changed > quiet:
+            return got, changed
+        time.sleep(0.1)
+
+
+def rule_of(rig: Rig, conn: Conn) -> str:
+    """The rule id a connection of the plan makes."""
+    if conn.port == 9100:
+        return "ingress-tcp-9100-category-db"
+    peer = "category-db" if conn.ip in (rig.peers["db1"].ip, rig.peers["db2"].ip) \
+        else "subnet-ext"
+    return f"egress-tcp-{conn.port}-{peer}"
+
+
+def shortfall(rig: Rig, connections: list[Conn], rules: list[dict]) -> dict[str, tuple[int, int]]:
+    """{rule id: (connections made, counted)} of the rules whose count is not what was made."""
+    made: dict[str, int] = {}
+    for c in connections:
+        made[rule_of(rig, c)] = made.get(rule_of(rig, c), 0) + 1
+    got = {r["id"]: r["connections"] for r in rules}
+    return {rid: (n, got.get(rid, 0)) for rid, n in sorted(made.items()) if got.get(rid) != n}
+
+
+def run(rig: Rig, engine: Engine, total: int, concurrency: int = CONCURRENCY) -> LearnResult:
     start_ins = rig.packet_ins()
     for m in rig.members:
         rig.api("PATCH", f"/v1/interfaces/{m.interface(rig.dpid)}", {"categories": ["web"]})
@@ -148,18 +181,12 @@ def run(rig: Rig, engine: Engine, total: int) -> LearnResult:
     before = rig.packet_ins()
     t0 = time.time()
     connections = plan(rig, total)
-    tally = engine.run_plan(connections, CONCURRENCY)
+    tally = engine.run_plan(connections, concurrency)
     t_last = time.time()
     path = f"/v1/learning-sessions/{session['id']}"
 
-    def counted():
-        got = rig.api("GET", path)["progress"]["connections"]
-        return got if got >= tally.ok else None
-    try:
-        got = wait_for("every connection counted", counted, 60, 0.1)
-    except AssertionError:
-        got = rig.api("GET", path)["progress"]["connections"]
-    counted_after = time.time() - t_last
+    got, changed = counted(rig, path, tally.ok)
+    counted_after = changed - t_last
     time.sleep(2.5)                    # one more poll, in steady state
     after = rig.packet_ins()
     t1 = time.time()
@@ -173,8 +200,9 @@ def run(rig: Rig, engine: Engine, total: int) -> LearnResult:
              0.05)
     stop_s = time.time() - ts
     policy = rig.api("GET", "/v1/policies/web")
-    return LearnResult(len(rig.members), total, tally, got, counted_after, delta(after, before),
+    return LearnResult(len(rig.members), total, concurrency, tally, got, counted_after, delta(after, before),
                        delta(before, start_ins), polls, answered, progress, policy["rules"],
+                       shortfall(rig, connections, policy["rules"]) if not tally.failed else {},
                        stop_s, graph_size(Rules.from_json(policy)))
 
 
@@ -188,10 +216,13 @@ def spread(values: list[float], unit: str = "ms") -> str:
 def report(r: LearnResult) -> None:
     t = r.tally
     print(f"learning: {r.members} members, {r.connections:,} connections (real TCP, "
-          f"{CONCURRENCY} at a time)")
+          f"{r.concurrency} at a time)")
     print(f"  connections: {t.ok:,} answered, {t.failed} failed, in {t.seconds:.1f} s "
           f"({t.ok / t.seconds:,.0f}/s); the session counted {r.counted:,} "
           f"({r.counted_after:.1f} s after the last one)")
+    if r.short:
+        print("    counted differently from what was made (rule: made -> counted): "
+              + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in r.short.items()))
     ins = sum(r.packet_ins.values())
     by = ", ".join(f"{k} {v:.0f}" for k, v in sorted(r.packet_ins.items())) or "none"
     print(f"  packet-ins while learning (steady state, goal 0): {ins:.0f} ({by}); during "
