@@ -4,7 +4,7 @@
 ``controller.manager.main`` itself after wrapping a few methods with timers
 (`persona_driver.wrap`: a method that no longer exists is skipped with a note).
 The switch channel is flow_rate's timed one (`ofrig._timed_channel_class`: the
-same behaviour, its steps timed).  One JSON line per event in OUTDIR/timings.jsonl:
+same behaviour, its steps timed), counting the worker's writes and waits only.  One JSON line per event in OUTDIR/timings.jsonl:
 
   stats      OsKenChannel.flow_counters (on the hub's request pool): a flow-stats
              round trip and its decoding: ms, flows returned, cookie (hex)
@@ -32,6 +32,8 @@ from typing import Any
 from benchmarks.persona_common import pc
 from benchmarks.persona_driver import wrap
 
+WORKER = "hub-worker"                # the hub's worker thread (controller.core.hub)
+
 
 def drive_controller(argv: list[str]) -> int:
     out = Path(argv[0])
@@ -48,8 +50,20 @@ def drive_controller(argv: list[str]) -> int:
     from controller.features.policy.feature import PolicyFeature
     from controller.features.policy.learning import Learning
 
-    timed = _timed_channel_class()
-    apps.hub_app.OsKenChannel = timed           # same behaviour, its steps timed
+    class WorkerTimed(_timed_channel_class()):
+        """Only the worker's writes and waits count: the request pool's flow-stats
+        exchanges on the same channel (the polls) run meanwhile and are timed apart."""
+
+        def _write(self, buf):
+            if threading.current_thread().name != WORKER:
+                return channel_mod.OsKenChannel._write(self, buf)
+            return super()._write(buf)
+
+        def _wait(self, waiter):
+            if threading.current_thread().name != WORKER:
+                return channel_mod.OsKenChannel._wait(self, waiter)
+            return super()._wait(waiter)
+    apps.hub_app.OsKenChannel = WorkerTimed     # same behaviour, its steps timed
     lock = threading.Lock()
     timings = open(out / "timings.jsonl", "a", buffering=1)
     stage: dict[str, Any] = {}

@@ -45,6 +45,7 @@ APPROVAL_GOAL = 2.0
 REVIEW_PORT = 9000
 POLL = 0.02
 STEADY = 6.0                  # seconds of nothing but the review poll
+AFTER = 3.0                   # seconds after a measurement before its timings are read
 
 
 def big_policy(n: int, members: list[str], now: float) -> Rules:
@@ -131,6 +132,7 @@ def apply_once(rig: Rig, want: int, delete_after: bool) -> Applied:
     flows_s = _watch(rig, t0, lambda: rig.flow_count(cookie), want)
     wait_for("in sync", rig.in_sync, 60, POLL)
     sync_s = time.time() - t0
+    time.sleep(AFTER)                                   # a poll running meanwhile ends
     hub = [e for e in rig.reconciles(seq) if e["data"].get("add", 0) >= want]
     converges = read_timings(rig.ctl.driver_dir, "converge", t0, time.time())
     contributes = read_timings(rig.ctl.driver_dir, "contribute", t0, time.time())
@@ -186,6 +188,7 @@ def approve_once(rig: Rig, engine: Engine, port: int, review_id: str) -> Approva
     except RuntimeError:
         flows_s = None
     results = probes.result(60)
+    time.sleep(AFTER)                                   # a poll running meanwhile ends
     hub = [e for e in rig.reconciles(seq) if e["data"].get("add", 0) >= len(rig.members)]
     converges = read_timings(rig.ctl.driver_dir, "converge", t0, time.time())
     contributes = read_timings(rig.ctl.driver_dir, "contribute", t0, time.time())
