@@ -63,6 +63,7 @@ policy stays established (as with personality's firewall); ct marks are POLICY's
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from ipaddress import IPv4Network
 from typing import Iterable, Literal, Mapping, NamedTuple
 
@@ -187,6 +188,7 @@ def _hooks(e: Enforced, zone: int, egress: _Side, ingress: _Side) -> list[FlowSp
     return out
 
 
+@lru_cache(maxsize=65536)
 def _address(cidr: str) -> str:
     """A CIDR as a match value: a /32 as its address, else network/length."""
     net = IPv4Network(cidr, strict=False)

@@ -29,8 +29,8 @@ from controller.core.interfaces import KIND as INTERFACE
 from controller.core.view import FabricView
 from controller.features.policy import graph, versions
 from controller.features.policy.effective import effective_rules, kept_rules
-from controller.features.policy.enforce import (Enforced, Infrastructure, decode_refused,
-                                                review_cookie)
+from controller.features.policy.enforce import (REFUSED_TABLE, Enforced, Infrastructure,
+                                                decode_refused, review_cookie)
 from controller.features.policy.members import Directory
 from controller.features.policy.rules import (OVERRIDE, PROFILE, REVIEW, Peer, Rule, RuleKey,
                                               Rules)
@@ -152,7 +152,8 @@ class Enforcement:
                 if (category, dpid) in self.asked:
                     continue
                 asked = self.ctx.request(
-                    dpid, lambda ch, c=review_cookie(category): ch.flow_counters(None, c, ALL_BITS),
+                    dpid, lambda ch, c=review_cookie(category):
+                    ch.flow_counters(REFUSED_TABLE, c, ALL_BITS),   # the records only
                     lambda answer, c=category, d=dpid, ms=members: self._refused(c, d, ms, answer))
                 if asked:
                     self.asked.add((category, dpid))

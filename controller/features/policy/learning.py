@@ -131,7 +131,7 @@ class Learning:
         cookie = record_cookie(run.category)
         for dpid in dpids:
             asked = self.ctx.request(
-                dpid, lambda ch, c=cookie: ch.flow_counters(None, c, ALL_BITS),
+                dpid, lambda ch, c=cookie: ch.flow_counters(RECORDS, c, ALL_BITS),  # records only
                 lambda answer, d=dpid: self._answered(run, d, members, answer, then))
             if asked:
                 run.asked.add(dpid)
