@@ -1,12 +1,16 @@
 """Policy mirroring and learning as a feature: the Feature interface over categories,
-learning sessions and, later, mirroring profiles.
+learning sessions, mirroring profiles, overrides and reviews.
 
-What it compiles now: the observation flows of every member of a category a
-learning session runs for (`observe.observe_flows`, one conntrack zone per
-member from `Indexes`).  Its runtime is `learning.Learning` (the sessions, the
-records read back, the versions made when a session ends).  Categories are in
+What it compiles, one conntrack zone per member (`Indexes`): the firewall of
+every member of a profile's target category (`enforce.enforce_flows`, what it
+enforces from `enforcement.Enforcement.targets`), and the observation flows of
+every other member of a category a learning session runs for
+(`observe.observe_flows`).  Its runtime: `learning.Learning` (sessions, records
+read back, the version made when a session ends) and `enforcement.Enforcement`
+(reviews of refused connections, decisions into the source's next version,
+approvals' TTLs, each target's record naming its profile).  Categories are in
 the interface records (written over REST, ``documents_changed("interface")``);
-a host that appears with a category is observed at the next compile.
+a host that appears with a category is observed or enforced at the next compile.
 """
 from __future__ import annotations
 
