@@ -228,7 +228,10 @@ def test_rules_apply_in_order_and_a_denied_one_is_dropped_and_not_recorded():
     deny = rule("egress", "tcp", 80, [PEER], "deny", "denied")
     w = walk(compiled((deny, HTTP)), sent("tcp", 80))
     assert not w.passed and not w.learned and not w.commits
-    assert walk(compiled((HTTP, deny)), sent("tcp", 80)).passed
+    assert not walk(compiled((HTTP, deny)), sent("tcp", 80)).passed, \
+        "a denial's band is above the learned rules', whatever the order"
+    override = rule("egress", "tcp", 80, [PEER], "allow", "override")
+    assert walk(compiled((deny, override)), sent("tcp", 80)).passed, "an override above all"
     assert walk(compiled((deny,), mode="audit"), sent("tcp", 80)).passed is False
 
 
@@ -374,3 +377,11 @@ def test_refused_records_decode_to_seen_and_observation_records_do_not():
                                100.0)])
     assert records.seen_of({3: WEB.interface_id}, [egress, learned], 1.0)[0].port == 80
     assert decode_refused({4: "other"}, [egress], 1.0) == []
+
+
+def test_an_approval_moves_no_learned_rule():
+    learned = tuple(rule("egress", "tcp", p, [f"{PEER}/32"]) for p in (80, 443, 5432))
+    approval = rule("egress", "tcp", 22, [f"{PEER}/32"], "allow", "approved")
+    before = set(compiled(learned))
+    after = set(compiled((approval, *learned)))
+    assert before <= after and len(after - before) == 1, "one flow more, none rewritten"

@@ -88,7 +88,13 @@ HOOK_DHCP, HOOK_TRACK, HOOK_ARP, HOOK_REST = 254, 253, 252, 251     # classify
 L2_DHCP, L2_TRACK, L2_ARP, L2_REST = 164, 163, 162, 161             # l2
 CT_INVALID, CT_DROPPED, CT_WOULD_DENY_NEW = 65000, 64900, 64003
 CT_COMMITTED_NEW, CT_ESTABLISHED, CT_RELATED = 64002, 64001, 64000
-INFRASTRUCTURE, RULE_TOP = 60000, 50000
+INFRASTRUCTURE = 60000
+# Each origin has its own band of rule priorities, in the order rules are matched (an
+# override first, then a denial, an approval, a learned rule), so a new rule of one
+# origin moves only the rules of its own band: an approval rewrites the approvals, not
+# every learned rule of every target.
+BANDS = {"override": (50000, 5000), "denied": (45000, 5000), "approved": (40000, 5000),
+         "learned": (35000, 34000)}                 # origin -> (top, size)
 DEFAULT_OPENING, DEFAULT_TCP, DEFAULT_OTHER, CATCH_ALL = 200, 150, 100, 1
 REFUSED_TABLE = tables.POLICY_REFUSED.id
 
@@ -226,16 +232,35 @@ def _firewall(e: Enforced, zone: int, side: _Side) -> list[FlowSpec]:
                         **passes))
     if side.direction == "egress":
         out += _infrastructure(e.infrastructure, t, new, admitted)
-    for i, rule in enumerate(e.rules):
+    for rule, priority in _priorities(e.rules):
         if rule.key.direction != side.direction:
             continue
         for fields in _rule_matches(rule):
             if rule.action == "allow":
-                out.append(flow(t, RULE_TOP - i, {**new, **fields}, **admitted))
+                out.append(flow(t, priority, {**new, **fields}, **admitted))
             else:
-                out.append(flow(t, RULE_TOP - i, {**new, **fields}, cookie=c))
+                out.append(flow(t, priority, {**new, **fields}, cookie=c))
     out += _default(e, zone, side, key, new)
     out.append(flow(t, CATCH_ALL, ip, cookie=c))
+    return out
+
+
+def _priorities(rules: Iterable[EffectiveRule]) -> list[tuple[EffectiveRule, int]]:
+    """Each rule's priority: its origin's band (overrides above denials above approvals
+    above learned rules, whatever the order given), in the order given within a band."""
+    out, used = [], {}
+    order = list(BANDS)
+
+    def band(rule: EffectiveRule) -> str:
+        return rule.origin if rule.origin in BANDS else "learned"
+    for rule in sorted(rules, key=lambda r: order.index(band(r))):
+        origin = band(rule)
+        top, size = BANDS[origin]
+        n = used.get(origin, 0)
+        if n >= size:
+            raise ValueError(f"more than {size} {origin} rules")
+        used[origin] = n + 1
+        out.append((rule, top - n))
     return out
 
 
